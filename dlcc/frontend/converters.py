@@ -1,0 +1,239 @@
+"""One converter per ONNX op type: ONNX node (attributes parsed once) -> IR nodes.
+
+Converters receive IR values (constants carry `.data`) and return the values of the node's
+outputs in order. Attributes become the kernel's typed dataclass here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dlcc.frontend.lowering import BATCH, Builder, converter
+from dlcc.ir import Value
+from dlcc.runtime.kernels import get_kernel
+from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.lstm import LSTMAttrs
+from dlcc.runtime.kernels.matrix import ConvAttrs
+from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
+from dlcc.runtime.kernels.pooling import PoolAttrs
+from dlcc.runtime.kernels.tensor import ConcatAttrs, FlattenAttrs, ReshapeAttrs, TransposeAttrs
+
+
+# -- matrix engine ------------------------------------------------------------------------
+@converter("Conv", params=(1, 2))
+def conv(b: Builder, node, x, w, bias=None):
+    if w.data.ndim != 4:
+        raise b.fail(f"only 2-D convolution is supported (weight rank {w.data.ndim})")
+    kernel = w.data.shape[2:]
+    strides = tuple(b.attrs.get("strides", (1, 1)))
+    dilations = tuple(b.attrs.get("dilations", (1, 1)))
+    pads = _pads(b, x.shape[2:], kernel, strides, dilations)
+    attrs = ConvAttrs(strides, pads, dilations, int(b.attrs.get("group", 1)))
+    return b.emit("Conv", [x, w, bias], attrs)
+
+
+@converter("Gemm", params=(1, 2))
+def gemm(b: Builder, node, a, w, c=None):
+    if b.attrs.get("transA", 0):
+        (a,) = b.emit("Transpose", [a], TransposeAttrs((1, 0)))
+    weight = w.data.T if b.attrs.get("transB", 0) else w.data
+    alpha, beta = b.attrs.get("alpha", 1.0), b.attrs.get("beta", 1.0)
+    if alpha != 1.0 or b.attrs.get("transB", 0):
+        suffix = ".T" if b.attrs.get("transB", 0) else ".scaled"
+        w = b.graph.constant(w.name + suffix, (alpha * weight).astype(w.data.dtype))
+    bias = None
+    if c is not None:
+        n = weight.shape[1]
+        if c.data.size not in (1, n) or (c.data.ndim == 2 and c.data.shape[0] != 1):
+            raise b.fail(f"bias C of shape {c.data.shape} is not broadcast over rows")
+        data = np.broadcast_to(beta * c.data.reshape(-1), (n,)).astype(c.data.dtype)
+        bias = c if beta == 1.0 and c.data.shape == (n,) else b.graph.constant(c.name, data)
+    return b.emit("Dense", [a, w, bias])
+
+
+@converter("MatMul", params=(1,))
+def matmul(b: Builder, node, a, w):
+    if w.data.ndim != 2:
+        raise b.fail(f"only a 2-D constant second operand is supported ({w.data.shape})")
+    return b.emit("Dense", [a, w, None])
+
+
+# -- vector unit ----------------------------------------------------------------------------
+@converter("Relu", "Sigmoid", "Tanh", "GlobalAveragePool", "GlobalMaxPool")
+def unary(b: Builder, node, x):
+    return b.emit(node.op_type, [x])
+
+
+@converter("Add", "Sub", "Mul", "Div")
+def binary(b: Builder, node, x, y):
+    return b.emit(node.op_type, [x, y])
+
+
+@converter("Sum")
+def sum_(b: Builder, node, *xs):
+    acc = xs[0]
+    for x in xs[1:]:
+        (acc,) = b.emit("Add", [acc, x])
+    return [acc]
+
+
+@converter("LeakyRelu")
+def leaky_relu(b: Builder, node, x):
+    return b.emit("LeakyRelu", [x], LeakyReluAttrs(float(b.attrs.get("alpha", 0.01))))
+
+
+@converter("Clip", params=(1, 2))
+def clip(b: Builder, node, x, lo=None, hi=None):
+    low = -math.inf if lo is None else float(lo.data)
+    high = math.inf if hi is None else float(hi.data)
+    return b.emit("Clip", [x], ClipAttrs(low, high))
+
+
+@converter("Softmax")
+def softmax(b: Builder, node, x):
+    return b.emit("Softmax", [x], SoftmaxAttrs(int(b.attrs.get("axis", -1))))
+
+
+@converter("MaxPool", "AveragePool")
+def pool(b: Builder, node, x):
+    if len(node.output) > 1 and node.output[1]:
+        raise b.fail("the Indices output of MaxPool is not supported")
+    kernel = tuple(b.attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise b.fail(f"only 2-D pooling is supported (kernel {kernel})")
+    strides = tuple(b.attrs.get("strides", (1, 1)))
+    dilations = tuple(b.attrs.get("dilations", (1, 1)))
+    pads = _pads(b, x.shape[2:], kernel, strides, dilations)
+    attrs = PoolAttrs(
+        kernel,
+        strides,
+        pads,
+        dilations,
+        int(b.attrs.get("ceil_mode", 0)),
+        int(b.attrs.get("count_include_pad", 0)),
+    )
+    return b.emit(node.op_type, [x], attrs)
+
+
+@converter("LRN")
+def lrn(b: Builder, node, x):
+    a = b.attrs
+    attrs = LRNAttrs(int(a["size"]), a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0))
+    return b.emit("LRN", [x], attrs)
+
+
+@converter("BatchNormalization", params=(1, 2, 3, 4))
+def batchnorm(b: Builder, node, x, scale, bias, mean, var):
+    if b.attrs.get("training_mode", 0):
+        raise b.fail("training-mode BatchNormalization is not supported")
+    attrs = BatchNormAttrs(float(b.attrs.get("epsilon", 1e-5)))
+    return b.emit("BatchNormalization", [x, scale, bias, mean, var], attrs)[:1]
+
+
+@converter("LSTM", params=(1, 2, 3, 4))
+def lstm(b: Builder, node, x, w, r, bias=None, seq_lens=None, h0=None, c0=None, p=None):
+    acts = b.attrs.get("activations")
+    if acts and tuple(a.lower() for a in acts) not in (
+        ("sigmoid", "tanh", "tanh"),
+        ("sigmoid", "tanh", "tanh") * 2,
+    ):
+        raise b.fail(f"only the default activations are supported, not {acts}")
+    attrs = LSTMAttrs(
+        int(b.attrs.get("hidden_size", r.data.shape[-1])),
+        b.attrs.get("direction", "forward"),
+        float(b.attrs.get("clip", 0.0)),
+        int(b.attrs.get("input_forget", 0)),
+        int(b.attrs.get("layout", 0)),
+    )
+    return b.emit("LSTM", [x, w, r, bias, seq_lens, h0, c0, p], attrs)
+
+
+# -- data movement ------------------------------------------------------------------------
+@converter("Concat")
+def concat(b: Builder, node, *xs):
+    return b.emit("Concat", list(xs), ConcatAttrs(int(b.attrs["axis"])))
+
+
+@converter("Transpose")
+def transpose(b: Builder, node, x):
+    perm = tuple(b.attrs.get("perm", range(len(x.shape) - 1, -1, -1)))
+    return b.emit("Transpose", [x], TransposeAttrs(perm))
+
+
+@converter("Flatten")
+def flatten(b: Builder, node, x):
+    return b.emit("Flatten", [x], FlattenAttrs(int(b.attrs.get("axis", 1))))
+
+
+@converter("Reshape", params=(1,))
+def reshape(b: Builder, node, x, shape):
+    if b.attrs.get("allowzero", 0) and 0 in shape.data:
+        raise b.fail("Reshape with allowzero=1 and a zero dimension is not supported")
+    target = tuple(int(d) for d in shape.data.reshape(-1))
+    kernel = get_kernel("Reshape")
+
+    def out_shape(batch: int, in_shape):
+        t = tuple(batch if d == BATCH else d for d in target)
+        return kernel.shape(ReshapeAttrs(t), in_shape)[0]
+
+    return _reshape_to(b, x, out_shape)
+
+
+@converter("Squeeze", "Unsqueeze", params=(1,))
+def squeeze(b: Builder, node, x, axes=None):
+    axes = b.ints(axes) if axes is not None else None
+    if node.op_type == "Unsqueeze":
+        return _reshape_to(b, x, lambda _, s: np.expand_dims(_view(s), axes).shape)
+    return _reshape_to(b, x, lambda _, s: np.squeeze(_view(s), axes).shape)
+
+
+@converter("Identity", "Dropout")
+def identity(b: Builder, node, x, *_):
+    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+        raise b.fail("the mask output of Dropout is not supported")
+    return [x]
+
+
+@converter("Cast")
+def cast(b: Builder, node, x):
+    if b.attrs.get("to") != 1 or x.dtype != "float32":
+        raise b.fail("only a float32 -> float32 Cast is supported")
+    return [x]
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _view(shape) -> np.ndarray:
+    """A zero-cost array of `shape`, for numpy's shape rules."""
+    return np.broadcast_to(np.float32(0), shape)
+
+
+def _reshape_to(b: Builder, x: Value, out_shape) -> list[Value]:
+    """IR Reshape to `out_shape(batch, input_shape)`, with the batch axis as -1."""
+    try:
+        one, two = (tuple(out_shape(n, x.shape_at(n))) for n in (1, 2))
+    except ValueError as e:
+        raise b.fail(f"cannot reshape {x.dims()}: {e}; the batch dimension must stay") from None
+    diff = [i for i, (p, q) in enumerate(zip(one, two)) if p != q]
+    if len(diff) > 1 or (diff and (one[diff[0]], two[diff[0]]) != (1, 2)):
+        raise b.fail(f"reshape merges the batch dimension into others ({one} vs {two})")
+    target = tuple(-1 if i in diff else d for i, d in enumerate(one))
+    return b.emit("Reshape", [x], ReshapeAttrs(target))
+
+
+def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, int, int, int]:
+    """Explicit (top, left, bottom, right) pads, resolving ONNX's auto_pad."""
+    auto = b.attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        return tuple(b.attrs.get("pads", (0, 0, 0, 0)))
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    begins, ends = [], []
+    for n, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        begins.append(begin)
+        ends.append(total - begin)
+    return (*begins, *ends)
+

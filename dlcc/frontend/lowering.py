@@ -1,0 +1,203 @@
+"""Lower an ONNX graph into the IR, folding constants and shape arithmetic on the way.
+
+One walk in topological order. A node whose inputs are all constant is evaluated with onnx's
+own reference implementation and becomes a constant; so do `Shape` and `Size` of a value
+whose shape is static. The batch dimension is the one unknown: `Shape` reports it as the
+sentinel `BATCH`, and the converters of shape-taking ops (Reshape) turn that back into the
+IR's batch axis. Every other node goes to its converter (`converters.py`); ops without one
+are collected, so a model fails once with the complete list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from dlcc.errors import DlccError, FrontendError, UnsupportedOpError
+from dlcc.frontend.loader import opset_of
+from dlcc.ir import Graph, Value
+
+# Stands for the batch size in folded shape tensors: a prime no real dimension equals.
+BATCH = 1_000_003
+# Ops whose output size comes from input values: folding them with BATCH would allocate it.
+_SIZE_FROM_VALUES = {"ConstantOfShape", "Expand", "Range", "Tile", "Resize", "Upsample"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """Lowers one ONNX op type; `params` are the input positions that must be constant."""
+
+    fn: Callable
+    params: tuple[int, ...]
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*op_types: str, params: tuple[int, ...] = ()):
+    """Register `fn(b: Builder, node, *inputs) -> outputs` as the lowering of `op_types`."""
+
+    def wrap(fn: Callable) -> Callable:
+        for op in op_types:
+            CONVERTERS[op] = Converter(fn, params)
+        return fn
+
+    return wrap
+
+
+class Builder:
+    """What a converter sees: the graph being built and helpers for the node at hand."""
+
+    def __init__(self, graph: Graph, node: onnx.NodeProto) -> None:
+        self.graph = graph
+        self.node = node
+        self.name = node.name or f"{node.op_type}:{node.output[0]}"
+        self.attrs = {a.name: _attribute(a) for a in node.attribute}
+
+    def emit(self, op: str, inputs: list[Value | None], attrs=None) -> list[Value]:
+        """Add an IR node for this ONNX node; returns its outputs."""
+        try:
+            return self.graph.add(op, inputs, attrs, name=self.name).outputs
+        except DlccError as e:
+            raise FrontendError(f"node {self.name!r} ({self.node.op_type}): {e}") from None
+
+    def fail(self, why: str) -> FrontendError:
+        """An error naming this node."""
+        return FrontendError(f"node {self.name!r} ({self.node.op_type}): {why}")
+
+    def ints(self, value: Value | np.ndarray) -> tuple[int, ...]:
+        """A constant integer tensor as a tuple; refuses one that carries the batch size."""
+        data = value.data if isinstance(value, Value) else value
+        flat = np.asarray(data).reshape(-1).astype(np.int64)
+        if (np.abs(flat) >= BATCH).any():
+            raise self.fail("uses the batch size as a parameter; only Reshape may")
+        return tuple(int(v) for v in flat)
+
+
+def _attribute(a: onnx.AttributeProto):
+    value = helper.get_attribute_value(a)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return tuple(v.decode() if isinstance(v, bytes) else v for v in value)
+    return value
+
+
+def lower_model(model: onnx.ModelProto) -> Graph:
+    """The IR graph of a checked ONNX model."""
+    from dlcc.frontend import converters  # noqa: F401  (registers the converters)
+
+    onnx_graph = model.graph
+    graph = Graph(onnx_graph.name or "model")
+    env: dict[str, Value] = {}
+    for init in onnx_graph.initializer:
+        env[init.name] = graph.constant(init.name, onnx.numpy_helper.to_array(init))
+    for inp in onnx_graph.input:
+        if inp.name not in env:
+            env[inp.name] = _graph_input(graph, inp)
+
+    evaluator = _Folder(opset_of(model))
+    unsupported: dict[str, str] = {}
+    for node in onnx_graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            unsupported.setdefault(f"{node.domain}.{node.op_type}", node.name or node.output[0])
+            continue
+        undefined = [name for name in node.input if name and name not in env]
+        if undefined:
+            raise FrontendError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}) reads {undefined[0]!r}, "
+                "which no supported node computes"
+            )
+        ins = [env[name] if name else None for name in node.input]
+        if _foldable(node, ins):
+            outs = evaluator.run(node, ins)
+            for name, data in zip(node.output, outs):
+                env[name] = graph.constant(name, data)
+            continue
+        conv = CONVERTERS.get(node.op_type)
+        if conv is None:
+            unsupported.setdefault(node.op_type, node.name or node.output[0])
+            continue
+        if unsupported:  # keep scanning for the complete list, build nothing more
+            continue
+        b = Builder(graph, node)
+        for i in conv.params:
+            if i < len(ins) and ins[i] is not None and not ins[i].is_constant:
+                raise b.fail(f"input {i} ({node.input[i]!r}) must be a constant")
+        first_new = len(graph.nodes)
+        outs = conv.fn(b, node, *ins)
+        created = {id(v) for n in graph.nodes[first_new:] for v in n.outputs}
+        for name, value in zip(node.output, outs):
+            if name:
+                if id(value) in created:
+                    graph.rename(value, name)
+                env[name] = value
+    if unsupported:
+        listed = ", ".join(f"{op} (first node {name!r})" for op, name in unsupported.items())
+        raise UnsupportedOpError(f"unsupported ONNX ops: {listed}")
+    for out in onnx_graph.output:
+        value = env[out.name]
+        if value.is_constant:
+            raise FrontendError(f"output {out.name!r} is a constant; nothing to compile")
+        graph.outputs.append(value)
+    return graph
+
+
+def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:
+    """Declare a graph input; its first symbolic dimension is the batch dimension."""
+    t = inp.type.tensor_type
+    if t.elem_type != onnx.TensorProto.FLOAT:
+        kind = onnx.TensorProto.DataType.Name(t.elem_type)
+        raise FrontendError(f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs")
+    dims = list(t.shape.dim)
+    symbolic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+    if len(symbolic) > 1:
+        raise FrontendError(
+            f"input {inp.name!r} has {len(symbolic)} symbolic dimensions; dlcc needs static "
+            "shapes except one batch dimension"
+        )
+    batch = symbolic[0] if symbolic else None
+    shape = tuple(1 if i == batch else d.dim_value for i, d in enumerate(dims))
+    return graph.add_input(inp.name, shape, batch)
+
+
+def _foldable(node: onnx.NodeProto, ins: list[Value | None]) -> bool:
+    if node.op_type in ("Shape", "Size"):
+        return ins[0] is not None
+    return all(v is None or v.is_constant for v in ins)
+
+
+class _Folder:
+    """Evaluates constant nodes with onnx's reference implementation of each op."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+
+    def run(self, node: onnx.NodeProto, ins: list[Value | None]) -> list[np.ndarray]:
+        if node.op_type in ("Shape", "Size"):
+            shape = np.array(ins[0].shape_at(BATCH), dtype=np.int64)
+            if node.op_type == "Size":
+                return [np.array(np.prod(shape), dtype=np.int64)]
+            attrs = {a.name: a.i for a in node.attribute}
+            return [shape[attrs.get("start", 0) : attrs.get("end", len(shape))]]
+        feeds = {name: v.data for name, v in zip(node.input, ins) if name}
+        if node.op_type in _SIZE_FROM_VALUES and any(
+            (np.abs(a) >= BATCH).any() for a in feeds.values() if a.dtype.kind == "i"
+        ):
+            raise FrontendError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}) builds a tensor whose "
+                "size depends on the batch size; dlcc needs static shapes"
+            )
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+        except Exception as e:
+            raise FrontendError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}): constant folding "
+                f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        return [np.asarray(o) for o in outs]

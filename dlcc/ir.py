@@ -1,0 +1,244 @@
+"""The graph IR: values, nodes and the graph that orders them.
+
+A `Graph` is an ordered list of `Node`s over `Value`s. A value knows its producer and its
+uses; mutation goes through a few graph methods (`add`, `replace_all_uses`, `remove`) so the
+links stay consistent. Ops are the canonical set of `dlcc.runtime.kernels`; each node carries
+that op's frozen attribute dataclass, and output shapes come from the kernel's shape function.
+
+Shapes are static except the batch dimension: `Value.shape` is the shape at batch 1 and
+`Value.batch_axis` says which axis (if any) scales with the batch. It is found by inferring
+every shape at batch 1 and at batch 2, so no op needs its own batch rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+
+from dlcc.errors import DlccError
+from dlcc.runtime.kernels import get_kernel
+
+Shape = tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """How a constant tensor will be stored in the bundle (passes change it)."""
+
+    kind: str = "dense"
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+DENSE = Encoding()
+
+
+@dataclasses.dataclass(eq=False)
+class Value:
+    """A tensor: a graph input, a node output, or a constant (weight) with `data`."""
+
+    name: str
+    shape: Shape
+    batch_axis: int | None = None
+    dtype: str = "float32"
+    data: np.ndarray | None = None
+    encoding: Encoding = DENSE
+    producer: Node | None = dataclasses.field(default=None, repr=False)
+    uses: list[tuple[Node, int]] = dataclasses.field(default_factory=list, repr=False)
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    def shape_at(self, batch: int) -> Shape:
+        """The concrete shape for a given batch size."""
+        if self.batch_axis is None:
+            return self.shape
+        s = list(self.shape)
+        s[self.batch_axis] = batch
+        return tuple(s)
+
+    def dims(self) -> str:
+        """Readable shape, the batch dimension shown as N: `N×1×28×28`."""
+        shown = ["N" if i == self.batch_axis else str(d) for i, d in enumerate(self.shape)]
+        return "×".join(shown) or "scalar"
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """One op application: `outputs = op[attrs](inputs)`; absent optional inputs are None."""
+
+    op: str
+    attrs: Any
+    inputs: list[Value | None]
+    outputs: list[Value]
+    name: str
+
+    def __str__(self) -> str:
+        outs = ", ".join(f"%{v.name}: {v.dims()}" for v in self.outputs)
+        ins = ", ".join("_" if v is None else f"%{v.name}" for v in self.inputs)
+        fields = dataclasses.asdict(self.attrs) if dataclasses.is_dataclass(self.attrs) else {}
+        attrs = "".join(f" {k}={v}" for k, v in fields.items())
+        return f"{outs} = {self.op}({ins}){attrs}  # {self.name}"
+
+
+class Graph:
+    """An ordered, verified sequence of nodes with named inputs, outputs and constants."""
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self._names: dict[str, set[str]] = {"value": set(), "node": set()}
+
+    # -- construction -------------------------------------------------------------------
+    def unique(self, name: str, kind: str = "value") -> str:
+        """A value (or node) name not used yet in this graph, derived from `name`."""
+        taken = self._names[kind]
+        candidate = name
+        for i in itertools.count(1):
+            if candidate not in taken:
+                taken.add(candidate)
+                return candidate
+            candidate = f"{name}_{i}"
+        raise AssertionError("unreachable")
+
+    def rename(self, value: Value, name: str) -> None:
+        """Give `value` the name `name` (made unique)."""
+        self._names["value"].discard(value.name)
+        value.name = self.unique(name)
+
+    def add_input(self, name: str, shape: Shape, batch_axis: int | None) -> Value:
+        """Declare a graph input."""
+        value = Value(self.unique(name), tuple(shape), batch_axis)
+        self.inputs.append(value)
+        return value
+
+    def constant(self, name: str, data: np.ndarray) -> Value:
+        """A new constant (weight) value holding `data`."""
+        data = np.ascontiguousarray(data)
+        return Value(self.unique(name), data.shape, None, str(data.dtype), data)
+
+    def add(
+        self,
+        op: str,
+        inputs: list[Value | None],
+        attrs: Any = None,
+        name: str | None = None,
+        index: int | None = None,
+    ) -> Node:
+        """Append (or insert at `index`) a node; its outputs' shapes are inferred."""
+        kernel = get_kernel(op)
+        attrs = kernel.attrs() if attrs is None else attrs
+        node_name = self.unique(name or op.lower(), "node")
+        shapes = infer_shapes(op, attrs, inputs, node_name)
+        dtype = next((v.dtype for v in inputs if v is not None), "float32")
+        outputs = [
+            Value(self.unique(node_name if len(shapes) == 1 else f"{node_name}:{i}"), s, b, dtype)
+            for i, (s, b) in enumerate(shapes)
+        ]
+        node = Node(op, attrs, list(inputs), outputs, node_name)
+        for v in outputs:
+            v.producer = node
+        for i, v in enumerate(inputs):
+            if v is not None:
+                v.uses.append((node, i))
+        self.nodes.insert(len(self.nodes) if index is None else index, node)
+        return node
+
+    # -- mutation -----------------------------------------------------------------------
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        """Make every user of `old` (and the graph outputs) use `new` instead."""
+        for node, i in old.uses:
+            node.inputs[i] = new
+            new.uses.append((node, i))
+        old.uses = []
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def set_input(self, node: Node, index: int, value: Value | None) -> None:
+        """Make input `index` of `node` be `value`, keeping both values' uses right."""
+        old = node.inputs[index]
+        if old is not None:
+            old.uses = [(n, j) for n, j in old.uses if not (n is node and j == index)]
+        node.inputs[index] = value
+        if value is not None:
+            value.uses.append((node, index))
+
+    def remove(self, node: Node) -> None:
+        """Remove a node whose outputs are unused; refuses to drop a used value."""
+        for v in node.outputs:
+            if v.uses or v in self.outputs:
+                raise DlccError(f"cannot remove node {node.name!r}: {v.name!r} is still used")
+        for i, v in enumerate(node.inputs):
+            if v is not None:
+                v.uses = [(n, j) for n, j in v.uses if not (n is node and j == i)]
+        self.nodes.remove(node)
+
+    # -- queries ------------------------------------------------------------------------
+    def constants(self) -> list[Value]:
+        """Constant values used by nodes, in order of first use."""
+        seen: dict[int, Value] = {}
+        for node in self.nodes:
+            for v in node.inputs:
+                if v is not None and v.is_constant:
+                    seen.setdefault(id(v), v)
+        return list(seen.values())
+
+    def verify(self) -> None:
+        """Check links and order: every input is defined before use, every use is recorded."""
+        defined = {id(v) for v in self.inputs}
+        for node in self.nodes:
+            for i, v in enumerate(node.inputs):
+                if v is None:
+                    continue
+                if not v.is_constant and id(v) not in defined:
+                    raise DlccError(f"IR: node {node.name!r} uses {v.name!r} before definition")
+                if not any(n is node and j == i for n, j in v.uses):
+                    raise DlccError(f"IR: use of {v.name!r} by {node.name!r} is not recorded")
+            for v in node.outputs:
+                if v.producer is not node:
+                    raise DlccError(f"IR: {v.name!r} does not know its producer {node.name!r}")
+                defined.add(id(v))
+        for v in self.outputs:
+            if id(v) not in defined:
+                raise DlccError(f"IR: graph output {v.name!r} is not computed")
+
+    def __str__(self) -> str:
+        ins = ", ".join(f"%{v.name}: {v.dims()}" for v in self.inputs)
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        body = "\n".join(f"  {n}" for n in self.nodes)
+        return f"graph {self.name}({ins}) -> ({outs}) {{\n{body}\n}}"
+
+
+def infer_shapes(
+    op: str, attrs: Any, inputs: list[Value | None], where: str
+) -> list[tuple[Shape, int | None]]:
+    """Output (shape at batch 1, batch axis) pairs of `op`, by inference at batch 1 and 2."""
+    kernel = get_kernel(op)
+
+    def at(batch: int) -> tuple[Shape, ...]:
+        shapes = [None if v is None else v.shape_at(batch) for v in inputs]
+        try:
+            return tuple(tuple(int(d) for d in s) for s in kernel.shape(attrs, *shapes))
+        except (ValueError, IndexError, ZeroDivisionError) as e:
+            raise DlccError(f"node {where!r} ({op}): bad input shapes {shapes}: {e}") from None
+
+    one, two = at(1), at(2)
+    result = []
+    for s1, s2 in zip(one, two):
+        diff = [i for i, (a, b) in enumerate(zip(s1, s2)) if a != b]
+        if not diff:
+            result.append((s1, None))
+        elif len(diff) == 1 and s1[diff[0]] == 1 and s2[diff[0]] == 2:
+            result.append((s1, diff[0]))
+        else:
+            raise DlccError(
+                f"node {where!r} ({op}) mixes the batch dimension into other dimensions "
+                f"({s1} at batch 1, {s2} at batch 2); dlcc needs a separate batch axis"
+            )
+    return result

@@ -1,0 +1,262 @@
+"""Typed bundle contents and their byte form; the reader trusts nothing.
+
+`BundleFile` is what a bundle holds, as plain dataclasses (Construct containers stay inside
+this module). `to_bytes()` lays the sections out; `BundleFile.from_bytes()` checks the header,
+every section's bounds, alignment and CRC-32, and the zero padding between sections before it
+parses a section, and checks every tensor's byte range before anything reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from typing import Any
+
+from construct import ConstructError
+
+from dlcc.errors import BundleFormatError
+from dlcc.formats import isa
+from dlcc.formats.schema import (
+    ALIGN,
+    ATTRS,
+    BUFFERS,
+    HEADER,
+    MAGIC,
+    META,
+    PREFIX_BYTES,
+    PROGRAM_SECTION,
+    SECTION_ORDER,
+    TENSORS,
+    VERSION,
+    header_bytes,
+)
+
+Attr = int | float | str | tuple[int, ...] | tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRecord:
+    """A weight tensor: decoded dtype and shape, its encoding and payload byte ranges."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    encoding: str = "dense"
+    blobs: tuple[tuple[int, int], ...] = ()  # (offset, length) inside DATA
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the encoded payloads take."""
+        return sum(length for _, length in self.blobs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BufferRecord:
+    """An activation buffer (a UB or ACC address): dtype, shape at batch 1, batch axis."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    batch_axis: int | None
+
+
+@dataclasses.dataclass
+class BundleFile:
+    """Everything a bundle holds."""
+
+    meta: dict[str, Any]
+    tensors: list[TensorRecord]
+    data: bytes
+    buffers: list[BufferRecord]
+    attrs: list[tuple[Attr, ...]]
+    inputs: list[tuple[str, int]]  # (name, buffer)
+    outputs: list[tuple[str, int]]
+    program: list[isa.Instruction]
+
+    # -- writing ------------------------------------------------------------------------
+    def sections(self) -> dict[str, bytes]:
+        """Each section's bytes, by kind."""
+        return {
+            "META": META.build(json.dumps(self.meta, sort_keys=True, separators=(",", ":"))),
+            "TENSORS": TENSORS.build([_tensor_container(t) for t in self.tensors]),
+            "DATA": bytes(self.data),
+            "BUFFERS": BUFFERS.build([_buffer_container(b) for b in self.buffers]),
+            "ATTRS": ATTRS.build([[_attr_container(v) for v in rec] for rec in self.attrs]),
+            "PROGRAM": PROGRAM_SECTION.build(
+                {
+                    "inputs": [{"name": n, "buffer": b} for n, b in self.inputs],
+                    "outputs": [{"name": n, "buffer": b} for n, b in self.outputs],
+                    "program": {"instructions": [isa.to_container(i) for i in self.program]},
+                }
+            ),
+        }
+
+    def to_bytes(self) -> bytes:
+        """The bundle file's bytes (deterministic)."""
+        return pack_sections(self.sections())
+
+    # -- reading ------------------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, blob: bytes, source: str = "bundle") -> BundleFile:
+        """Parse and validate a bundle; a BundleFormatError names the section at fault."""
+        raw = unpack_sections(blob, source)
+        meta = _parse(source, "META", META, raw["META"])
+        try:
+            meta = json.loads(meta)
+        except ValueError as e:
+            raise BundleFormatError(f"{source}: section META: not JSON ({e})") from None
+        data = raw["DATA"]
+        tensors = [_tensor_record(c) for c in _parse(source, "TENSORS", TENSORS, raw["TENSORS"])]
+        for t in tensors:
+            for offset, length in t.blobs:
+                if offset + length > len(data):
+                    raise BundleFormatError(
+                        f"{source}: section TENSORS: tensor {t.name!r} payload "
+                        f"[{offset}, {offset + length}) lies past the DATA section ({len(data)} B)"
+                    )
+        buffers = [_buffer_record(c) for c in _parse(source, "BUFFERS", BUFFERS, raw["BUFFERS"])]
+        attrs = [
+            tuple(_attr_value(f) for f in rec) for rec in _parse(source, "ATTRS", ATTRS, raw["ATTRS"])
+        ]
+        prog = _parse(source, "PROGRAM", PROGRAM_SECTION, raw["PROGRAM"])
+        return cls(
+            meta=meta,
+            tensors=tensors,
+            data=data,
+            buffers=buffers,
+            attrs=attrs,
+            inputs=[(b.name, b.buffer) for b in prog.inputs],
+            outputs=[(b.name, b.buffer) for b in prog.outputs],
+            program=[isa.from_container(c) for c in prog.program.instructions],
+        )
+
+
+def pack_sections(sections: dict[str, bytes]) -> bytes:
+    """Header plus sections in SECTION_ORDER, each aligned to ALIGN with zero padding."""
+    kinds = [k for k in SECTION_ORDER if k in sections]
+    offset = _align(header_bytes(len(kinds)))
+    entries, body = [], bytearray()
+    for kind in kinds:
+        payload = sections[kind]
+        entries.append(
+            {
+                "kind": kind,
+                "reserved": 0,
+                "offset": offset,
+                "length": len(payload),
+                "crc32": zlib.crc32(payload),
+            }
+        )
+        body += payload + bytes(_align(len(payload)) - len(payload))
+        offset += _align(len(payload))
+    value = {"version": VERSION, "count": len(kinds), "sections": entries}
+    header = HEADER.build({"body": {"value": value}})
+    return header + bytes(_align(len(header)) - len(header)) + bytes(body)
+
+
+def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:
+    """Validate the header and return every section's bytes, by kind."""
+    size = len(blob)
+    if size < PREFIX_BYTES or blob[:4] != MAGIC:
+        raise BundleFormatError(f"{source}: header: not a dlcc bundle (bad magic)")
+    version = int.from_bytes(blob[4:6], "little")
+    if version != VERSION:
+        raise BundleFormatError(f"{source}: header: version {version}, this dlcc reads {VERSION}")
+    count = int.from_bytes(blob[6:8], "little")
+    if header_bytes(count) > size:
+        raise BundleFormatError(f"{source}: header: {count} sections do not fit in {size} bytes")
+    try:
+        header = HEADER.parse(blob)
+    except ConstructError as e:
+        raise BundleFormatError(f"{source}: header: {_why(e)}") from None
+    sections: dict[str, bytes] = {}
+    covered = [(0, header_bytes(count))]
+    for entry in header.body.value.sections:
+        kind, offset, length = str(entry.kind), entry.offset, entry.length
+        where = f"{source}: section {kind}"
+        if kind in sections:
+            raise BundleFormatError(f"{where}: appears twice")
+        if offset % ALIGN or offset < covered[0][1] or offset + length > size:
+            raise BundleFormatError(
+                f"{where}: [{offset}, {offset + length}) is misaligned or outside the file "
+                f"({size} bytes)"
+            )
+        payload = blob[offset : offset + length]
+        if zlib.crc32(payload) != entry.crc32:
+            raise BundleFormatError(f"{where}: CRC-32 mismatch (the file is corrupted)")
+        sections[kind] = payload
+        covered.append((offset, offset + length))
+    missing = [k for k in SECTION_ORDER if k not in sections]
+    if missing:
+        raise BundleFormatError(f"{source}: header: missing sections {', '.join(missing)}")
+    _check_gaps(blob, sorted(covered), source)
+    return sections
+
+
+def _check_gaps(blob: bytes, spans: list[tuple[int, int]], source: str) -> None:
+    """Every byte outside the header and the sections is zero padding shorter than ALIGN."""
+    end = 0
+    for start, stop in spans + [(len(blob), len(blob))]:
+        if start < end:
+            raise BundleFormatError(f"{source}: sections overlap at byte {start}")
+        gap = blob[end:start]
+        if len(gap) >= ALIGN or gap.count(0) != len(gap):
+            raise BundleFormatError(f"{source}: unexpected bytes at offset {end} (corrupted?)")
+        end = stop
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _parse(source: str, kind: str, schema, payload: bytes):
+    try:
+        return schema.parse(payload)
+    except (ConstructError, UnicodeDecodeError) as e:
+        raise BundleFormatError(f"{source}: section {kind}: {_why(e)}") from None
+
+
+def _why(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+def _tensor_container(t: TensorRecord) -> dict:
+    return {
+        "name": t.name,
+        "dtype": t.dtype,
+        "shape": list(t.shape),
+        "encoding": t.encoding,
+        "blobs": [{"offset": o, "length": n} for o, n in t.blobs],
+    }
+
+
+def _tensor_record(c) -> TensorRecord:
+    return TensorRecord(
+        c.name, str(c.dtype), tuple(c.shape), str(c.encoding), tuple((b.offset, b.length) for b in c.blobs)
+    )
+
+
+def _buffer_container(b: BufferRecord) -> dict:
+    axis = -1 if b.batch_axis is None else b.batch_axis
+    return {"dtype": b.dtype, "batch_axis": axis, "shape": list(b.shape)}
+
+
+def _buffer_record(c) -> BufferRecord:
+    return BufferRecord(str(c.dtype), tuple(c.shape), None if c.batch_axis < 0 else c.batch_axis)
+
+
+def _attr_container(v: Attr) -> dict:
+    if isinstance(v, bool | int):
+        return {"kind": "INT", "value": int(v)}
+    if isinstance(v, float):
+        return {"kind": "FLOAT", "value": v}
+    if isinstance(v, str):
+        return {"kind": "STRING", "value": v}
+    if all(isinstance(x, bool | int) for x in v):
+        return {"kind": "INTS", "value": [int(x) for x in v]}
+    return {"kind": "FLOATS", "value": [float(x) for x in v]}
+
+
+def _attr_value(c) -> Attr:
+    kind = str(c.kind)
+    return tuple(c.value) if kind in ("INTS", "FLOATS") else c.value

@@ -1,0 +1,131 @@
+"""The bundle file format, top-down: leaf structs first, the root (`HEADER`) last. This is the spec.
+
+A bundle is a header (magic, version, section table, CRC-32 of the header) followed by
+sections, each at a 16-byte aligned offset, with zero padding between them:
+
+    META     JSON: producer, model name, resolved pipeline, pass log
+    TENSORS  table of weight tensors: name, dtype, shape, encoding, byte ranges in DATA
+    DATA     the tensors' payloads, 16-byte aligned
+    BUFFERS  the activation buffers of the program (UB/ACC addresses): dtype, shape, batch axis
+    ATTRS    attribute records referenced by instructions (strides, pads, axes, ...)
+    PROGRAM  host input/output bindings and the instruction stream (see isa.py)
+
+Every section carries a CRC-32 in the table; every variable-length field is length-prefixed.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from construct import (
+    Array,
+    Checksum,
+    Const,
+    Enum,
+    Float64l,
+    GreedyString,
+    Int8sl,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    Int64sl,
+    Int64ul,
+    PascalString,
+    PrefixedArray,
+    RawCopy,
+    Struct,
+    Switch,
+    this,
+)
+
+from dlcc.formats.isa import PROGRAM
+
+MAGIC = b"DLCC"
+VERSION = 1
+ALIGN = 16
+
+# -- leaves -------------------------------------------------------------------------------
+Dtype = Enum(Int8ul, float32=0, int8=1, int32=2, uint8=3, int64=4)
+TensorEncoding = Enum(Int8ul, dense=0)
+Name = PascalString(Int16ul, "utf8")
+
+Blob = Struct(
+    "offset" / Int64ul,  # byte offset inside the DATA section
+    "length" / Int64ul,  # byte length
+)
+
+TensorEntry = Struct(
+    "name" / Name,  # the ONNX initializer name (or the pass that made the tensor)
+    "dtype" / Dtype,  # element type after decoding
+    "shape" / PrefixedArray(Int8ul, Int32ul),  # shape after decoding
+    "encoding" / TensorEncoding,  # how the blobs encode the values
+    "blobs" / PrefixedArray(Int8ul, Blob),  # the encoding's payloads, in its order
+)
+
+BufferEntry = Struct(
+    "dtype" / Dtype,
+    "batch_axis" / Int8sl,  # -1: no batch axis
+    "shape" / PrefixedArray(Int8ul, Int32ul),  # shape at batch 1
+)
+
+AttrKind = Enum(Int8ul, INT=0, INTS=1, FLOAT=2, FLOATS=3, STRING=4)
+AttrField = Struct(
+    "kind" / AttrKind,
+    "value"
+    / Switch(
+        this.kind,
+        {
+            "INT": Int64sl,
+            "INTS": PrefixedArray(Int8ul, Int64sl),
+            "FLOAT": Float64l,
+            "FLOATS": PrefixedArray(Int8ul, Float64l),
+            "STRING": PascalString(Int8ul, "utf8"),
+        },
+    ),
+)
+
+IoBinding = Struct(
+    "name" / Name,  # the ONNX graph input/output name
+    "buffer" / Int16ul,  # the UB buffer it is read into / written from
+)
+
+# -- sections -----------------------------------------------------------------------------
+META = GreedyString("utf8")
+TENSORS = PrefixedArray(Int32ul, TensorEntry)
+BUFFERS = PrefixedArray(Int16ul, BufferEntry)
+ATTRS = PrefixedArray(Int16ul, PrefixedArray(Int8ul, AttrField))
+PROGRAM_SECTION = Struct(
+    "inputs" / PrefixedArray(Int8ul, IoBinding),
+    "outputs" / PrefixedArray(Int8ul, IoBinding),
+    "program" / PROGRAM,
+)
+
+SectionKind = Enum(Int16ul, META=1, TENSORS=2, DATA=3, BUFFERS=4, ATTRS=5, PROGRAM=6)
+SECTION_ORDER = ("META", "TENSORS", "BUFFERS", "ATTRS", "PROGRAM", "DATA")
+
+SectionEntry = Struct(
+    "kind" / SectionKind,
+    "reserved" / Const(0, Int16ul),
+    "offset" / Int64ul,  # from the start of the file, a multiple of ALIGN
+    "length" / Int64ul,
+    "crc32" / Int32ul,  # zlib.crc32 of the section's bytes
+)
+SECTION_ENTRY_BYTES = SectionEntry.sizeof()
+
+# -- root ---------------------------------------------------------------------------------
+HeaderBody = Struct(
+    "magic" / Const(MAGIC),
+    "version" / Int16ul,
+    "count" / Int16ul,  # number of sections
+    "sections" / Array(this.count, SectionEntry),
+)
+HEADER = Struct(
+    "body" / RawCopy(HeaderBody),
+    "crc32" / Checksum(Int32ul, lambda data: zlib.crc32(data), this.body.data),
+)
+PREFIX_BYTES = 8  # magic, version, count: read first to bound the rest
+
+
+def header_bytes(count: int) -> int:
+    """Size of a header with `count` sections."""
+    return PREFIX_BYTES + count * SECTION_ENTRY_BYTES + 4

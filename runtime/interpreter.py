@@ -1,0 +1,142 @@
+"""The interpreter target: executes a bundle's instruction stream on whole tensors with numpy.
+
+The matrix instructions go to a `MatrixEngine`; everything else runs the shared kernels. A
+target that models other hardware (the systolic array) swaps only the engine. Buffers are
+freed after their last use, so peak memory follows the live activations, not the program.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+
+from dlcc.errors import ExecutionError
+from dlcc.formats import isa
+from dlcc.runtime.kernels import NoAttrs, get_kernel
+from dlcc.runtime.loader import LoadedBundle, function_kernel
+
+
+class MatrixEngine(Protocol):
+    """What executes MATRIX_MULTIPLY and CONVOLVE."""
+
+    def matmul(self, x: np.ndarray, w: np.ndarray) -> np.ndarray: ...
+
+    def convolve(self, x: np.ndarray, w: np.ndarray, attrs) -> np.ndarray: ...
+
+
+class NumpyEngine:
+    """Whole-tensor matrix products through the shared Dense and Conv kernels."""
+
+    def matmul(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return get_kernel("Dense").fn(NoAttrs(), x, w, None)
+
+    def convolve(self, x: np.ndarray, w: np.ndarray, attrs) -> np.ndarray:
+        return get_kernel("Conv").fn(attrs, x, w, None)
+
+
+class Interpreter:
+    """Runs bundles instruction by instruction; `engine` executes the matrix instructions."""
+
+    name = "interp"
+
+    def __init__(self, engine: MatrixEngine | None = None) -> None:
+        self.engine = engine or NumpyEngine()
+
+    def run(self, bundle: LoadedBundle, inputs) -> dict[str, np.ndarray]:
+        """Outputs by name for `inputs` (one array, or a dict keyed by input name)."""
+        host_in = bind_inputs(bundle, inputs)
+        program = bundle.file.program
+        last_use = _last_uses(program)
+        ub: dict[int, np.ndarray] = {}
+        fifo: deque[np.ndarray] = deque()
+        outputs: dict[str, np.ndarray] = {}
+        w = bundle.weights
+        for k, (instr, attrs) in enumerate(zip(program, bundle.attrs)):
+            if isinstance(instr, isa.ReadHost):
+                ub[instr.dst] = host_in[instr.input]
+            elif isinstance(instr, isa.ReadWeights):
+                fifo.append(w[instr.tensor])
+            elif isinstance(instr, isa.MatrixMultiply):
+                ub[instr.dst] = self.engine.matmul(ub[instr.src], fifo.popleft())
+            elif isinstance(instr, isa.Convolve):
+                ub[instr.dst] = self.engine.convolve(ub[instr.src], fifo.popleft(), attrs)
+            elif isinstance(instr, isa.Activate):
+                acc = ub[instr.src]
+                if instr.bias != isa.NO_TENSOR:
+                    acc = acc + w[instr.bias]
+                kernel = function_kernel(instr)
+                ub[instr.dst] = kernel.fn(attrs, acc) if kernel else acc
+            elif isinstance(instr, isa.Vector):
+                args = [_operand(o, ub, w) for o in instr.inputs]
+                results = function_kernel(instr)(attrs, *args)
+                for dst, value in zip(instr.outputs, results):
+                    ub[dst] = value
+            elif isinstance(instr, isa.WriteHost):
+                name = bundle.file.outputs[instr.output][0]
+                outputs[name] = np.ascontiguousarray(ub[instr.src])
+            elif isinstance(instr, isa.Halt):
+                break
+            for b in last_use.get(k, ()):
+                ub.pop(b, None)
+        return outputs
+
+
+def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
+    """Host input arrays in program order, checked against the bundle's input buffers."""
+    names = bundle.input_names
+    if isinstance(inputs, np.ndarray):
+        if len(names) != 1:
+            raise ExecutionError(f"the model has {len(names)} inputs ({', '.join(names)}); "
+                                 "pass them by name")
+        inputs = {names[0]: inputs}
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise ExecutionError(f"missing input(s) {', '.join(missing)}; the model takes "
+                             f"{', '.join(names)}")
+    arrays = []
+    batch = None
+    for name, buf in bundle.file.inputs:
+        record = bundle.file.buffers[buf]
+        x = np.asarray(inputs[name])
+        if x.dtype.kind not in "fiub":
+            raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
+        x = np.ascontiguousarray(x, dtype=record.dtype)
+        expected = list(record.shape)
+        if record.batch_axis is not None and x.ndim == len(expected):
+            expected[record.batch_axis] = x.shape[record.batch_axis]
+            if batch is not None and x.shape[record.batch_axis] != batch:
+                raise ExecutionError(f"input {name!r}: batch {x.shape[record.batch_axis]} differs "
+                                     f"from the other inputs' {batch}")
+            batch = x.shape[record.batch_axis]
+        if list(x.shape) != expected:
+            shown = "×".join("N" if i == record.batch_axis else str(d)
+                             for i, d in enumerate(record.shape))
+            raise ExecutionError(f"input {name!r}: expected shape {shown}, got {x.shape}")
+        arrays.append(x)
+    return arrays
+
+
+def _operand(o: isa.Operand, ub: dict[int, np.ndarray], w: list[np.ndarray]):
+    if o.memory == "UB":
+        return ub[o.index]
+    if o.memory == "WEIGHTS":
+        return w[o.index]
+    return None
+
+
+def _last_uses(program: list[isa.Instruction]) -> dict[int, list[int]]:
+    """For each instruction index, the UB/ACC buffers whose last read happens there."""
+    last: dict[int, int] = {}
+    for k, instr in enumerate(program):
+        if isinstance(instr, isa.Vector):
+            reads = [o.index for o in instr.inputs if o.memory == "UB"]
+        else:
+            reads = [instr.src] if hasattr(instr, "src") else []
+        for b in reads:
+            last[b] = k
+    by_step: dict[int, list[int]] = {}
+    for b, k in last.items():
+        by_step.setdefault(k, []).append(b)
+    return by_step

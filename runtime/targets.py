@@ -1,0 +1,38 @@
+"""The registry of execution targets (`--target NAME`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dlcc.errors import ExecutionError
+
+_TARGETS: dict[str, Callable[[], object]] = {}
+
+
+def register_target(name: str):
+    """Decorator registering a zero-argument factory of a target under `name`."""
+
+    def wrap(factory):
+        _TARGETS[name] = factory
+        return factory
+
+    return wrap
+
+
+@register_target("interp")
+def _interp():
+    from dlcc.runtime.interpreter import Interpreter
+
+    return Interpreter()
+
+
+def target_names() -> list[str]:
+    """Names of the registered targets."""
+    return sorted(_TARGETS)
+
+
+def get_target(name: str):
+    """A fresh target; an ExecutionError lists the known ones on a miss."""
+    if name not in _TARGETS:
+        raise ExecutionError(f"unknown target {name!r}; known: {', '.join(target_names())}")
+    return _TARGETS[name]()
