@@ -104,19 +104,13 @@ def lower_model(model: onnx.ModelProto) -> Graph:
     evaluator = _Folder(opset_of(model))
     unsupported: dict[str, str] = {}
     for node in onnx_graph.node:
+        defined = all(not name or name in env for name in node.input)
+        ins = [env.get(name) if name else None for name in node.input]
         if node.domain not in ("", "ai.onnx"):
             unsupported.setdefault(f"{node.domain}.{node.op_type}", node.name or node.output[0])
             continue
-        undefined = [name for name in node.input if name and name not in env]
-        if undefined:
-            raise FrontendError(
-                f"node {node.name or node.output[0]!r} ({node.op_type}) reads {undefined[0]!r}, "
-                "which no supported node computes"
-            )
-        ins = [env[name] if name else None for name in node.input]
-        if _foldable(node, ins):
-            outs = evaluator.run(node, ins)
-            for name, data in zip(node.output, outs):
+        if defined and _foldable(node, ins):
+            for name, data in zip(node.output, evaluator.run(node, ins)):
                 env[name] = graph.constant(name, data)
             continue
         conv = CONVERTERS.get(node.op_type)
@@ -125,6 +119,12 @@ def lower_model(model: onnx.ModelProto) -> Graph:
             continue
         if unsupported:  # keep scanning for the complete list, build nothing more
             continue
+        if not defined:
+            missing = next(name for name in node.input if name and name not in env)
+            raise FrontendError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}) reads {missing!r}, "
+                "which no node computes"
+            )
         b = Builder(graph, node)
         for i in conv.params:
             if i < len(ins) and ins[i] is not None and not ins[i].is_constant:

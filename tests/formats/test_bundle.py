@@ -1,0 +1,65 @@
+"""The bundle container: round trips, determinism, and a reader that trusts nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper, save
+
+import dlcc
+from dlcc.errors import BundleFormatError
+from dlcc.formats.bundle import BundleFile
+from dlcc.formats.schema import ALIGN
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> bytes:
+    """A small MLP bundle (~1 KB), so every byte of it can be corrupted in turn."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [w, b],
+    )
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return dlcc.compile(str(path)).to_bytes()
+
+
+def test_round_trip_and_determinism(tiny_bundle, sample_bundles):
+    parsed = BundleFile.from_bytes(tiny_bundle)
+    assert parsed.to_bytes() == tiny_bundle
+    assert open(sample_bundles["lenet5"], "rb").read() == dlcc.compile(
+        "samples/lenet5.onnx"
+    ).to_bytes()
+
+
+def test_sections_are_aligned(tiny_bundle):
+    from dlcc.formats.schema import HEADER
+
+    for entry in HEADER.parse(tiny_bundle).body.value.sections:
+        assert entry.offset % ALIGN == 0
+
+
+def test_every_flipped_byte_is_detected(tiny_bundle):
+    for offset in range(len(tiny_bundle)):
+        data = bytearray(tiny_bundle)
+        data[offset] ^= 0x01
+        with pytest.raises(BundleFormatError):
+            BundleFile.from_bytes(bytes(data))
+
+
+def test_every_truncation_is_detected(tiny_bundle):
+    for length in range(len(tiny_bundle)):
+        with pytest.raises(BundleFormatError):
+            BundleFile.from_bytes(tiny_bundle[:length])
+
+
+def test_appended_garbage_is_detected(tiny_bundle):
+    with pytest.raises(BundleFormatError, match="unexpected bytes"):
+        BundleFile.from_bytes(tiny_bundle + b"\x00" * ALIGN)

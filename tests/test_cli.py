@@ -1,0 +1,158 @@
+"""The CLI, driven in-process: compile, run, explain, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from conftest import sample_path
+from onnx import TensorProto, helper
+
+from dlcc.cli import main
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """Exit code 2 and exactly one stderr line `dlcc: error: ...` naming what is wrong."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlcc: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_version_and_help():
+    assert invoke("--version").output.startswith("dlcc, version ")
+    for command in ("compile", "run", "explain"):
+        out = invoke(command, "--help").output
+        assert "Example:" in out and "dlcc " + command in out
+
+
+def test_compile_run_explain_sample(tmp_path, sample_images):
+    bundle, outputs = str(tmp_path / "m.bin"), str(tmp_path / "y.npy")
+    result = invoke("compile", sample_path("lenet5.onnx"), "-o", bundle, "-O0", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["bytes"] == os.path.getsize(bundle)
+
+    result = invoke("run", bundle, "--input", sample_path("mnist_test_256.npz"), "--output", outputs)
+    assert result.exit_code == 0 and "accuracy:" in result.stdout
+    images, _ = sample_images
+    expected = ort.InferenceSession(sample_path("lenet5.onnx")).run(None, {"image": images})[0]
+    np.testing.assert_allclose(np.load(outputs), expected, rtol=1e-4, atol=1e-5)
+
+    report = json.loads(invoke("explain", bundle, "--json", "--asm").stdout)
+    assert report["file_bytes"] == os.path.getsize(bundle)
+    assert report["inputs"] == [{"name": "image", "shape": ["N", 1, 28, 28], "dtype": "float32"}]
+    assert report["program"][-1] == "HALT"
+    assert "CONVOLVE" in invoke("explain", bundle, "--asm").stdout
+
+
+def test_run_json_reports_accuracy(sample_bundles):
+    result = invoke("run", sample_bundles["lenet_300_100"], "--input",
+                    sample_path("mnist_test_256.npz"), "--json")
+    info = json.loads(result.stdout)
+    assert info["accuracy"] > 0.95 and info["outputs"]["logits"]["shape"] == [256, 10]
+
+
+# -- bad input ------------------------------------------------------------------------------
+@pytest.fixture
+def out(tmp_path):
+    path = tmp_path / "out.bin"
+    yield str(path)
+    assert not path.exists(), "a failed compile left an output file"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".dlcc-")], "temp file left"
+
+
+def test_missing_model(out):
+    assert_clean_error(invoke("compile", "no/such/model.onnx", "-o", out), "no/such/model.onnx")
+
+
+def test_non_onnx_file(tmp_path, out):
+    path = tmp_path / "fake.onnx"
+    path.write_text("this is not a protobuf\n" * 10)
+    assert_clean_error(invoke("compile", str(path), "-o", out), "fake.onnx")
+
+
+def test_truncated_onnx(tmp_path, out):
+    data = open(sample_path("lenet5.onnx"), "rb").read()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    assert_clean_error(invoke("compile", str(path), "-o", out), "truncated.onnx")
+
+
+def test_unsupported_ops_listed_together(tmp_path, out):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="ok"),
+        helper.make_node("Hardmax", ["a"], ["b"], name="first_hardmax"),
+        helper.make_node("Hardmax", ["b"], ["c"], name="second_hardmax"),
+        helper.make_node("Erf", ["c"], ["y"], name="the_erf"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]))
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(model, path)
+    result = invoke("compile", str(path), "-o", out)
+    assert_clean_error(result, "Hardmax (first node 'first_hardmax')", "Erf (first node 'the_erf')")
+    assert "second_hardmax" not in result.stderr
+
+
+def test_unwritable_output(tmp_path):
+    result = invoke("compile", sample_path("lenet5.onnx"), "-o", str(tmp_path / "no" / "x.bin"))
+    assert_clean_error(result, "cannot write")
+
+
+def corrupt(tmp_path, bundle: str, edit) -> str:
+    data = bytearray(open(bundle, "rb").read())
+    path = tmp_path / "bad.bin"
+    path.write_bytes(bytes(edit(data)))
+    return str(path)
+
+
+def flip(data: bytearray, offset: int) -> bytearray:
+    data[offset] ^= 0x40
+    return data
+
+
+@pytest.mark.parametrize("where", [0, 20, 100, 1000, -5])
+def test_flipped_byte(tmp_path, sample_bundles, where):
+    bad = corrupt(tmp_path, sample_bundles["lenet5"], lambda d: flip(d, where % len(d)))
+    assert_clean_error(invoke("run", bad, "--input", sample_path("mnist_test_256.npz")), "bad.bin")
+    assert_clean_error(invoke("explain", bad), "bad.bin")
+
+
+def test_truncated_bundle(tmp_path, sample_bundles):
+    bad = corrupt(tmp_path, sample_bundles["lenet5"], lambda d: d[: len(d) - 1000])
+    assert_clean_error(invoke("explain", bad), "bad.bin", "section")
+
+
+def test_section_length_past_end(tmp_path, sample_bundles):
+    from dlcc.formats.schema import HEADER
+
+    def stretch(data):
+        header = HEADER.parse(bytes(data))
+        value = header.body.value
+        value.sections[-1].length += 10**9
+        return HEADER.build({"body": {"value": value}}) + data[len(HEADER.build({"body": {"value": value}})):]
+
+    bad = corrupt(tmp_path, sample_bundles["lenet5"], stretch)
+    assert_clean_error(invoke("explain", bad), "section DATA", "outside the file")
+
+
+def test_missing_bundle_and_bad_inputs(tmp_path, sample_bundles):
+    assert_clean_error(invoke("explain", str(tmp_path / "none.bin")), "none.bin")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 3, 28, 28), np.float32))
+    result = invoke("run", sample_bundles["lenet5"], "--input", str(wrong))
+    assert_clean_error(result, "input 'image'", "N×1×28×28")
+    assert_clean_error(invoke("run", sample_bundles["lenet5"], "--input", str(tmp_path / "x.npy")))
+    result = invoke("run", sample_bundles["lenet5"], "--input", str(wrong), "--target", "tpu9")
+    assert_clean_error(result, "unknown target 'tpu9'")
