@@ -98,8 +98,13 @@ def compile(model: str, output: str, opt_level: str, passes: str | None, as_json
 
 @main.command()
 @click.argument("bundle")
-@click.option("-i", "--input", "input_path", required=True,
-              help=".npy for a one-input model, or .npz keyed by input name (+ optional 'labels').")
+@click.option(
+    "-i",
+    "--input",
+    "input_path",
+    required=True,
+    help=".npy for a one-input model, or .npz keyed by input name (+ optional 'labels').",
+)
 @click.option("--output", "output_path", help="Write outputs: .npy (one output) or .npz.")
 @click.option("--target", default="interp", show_default=True, help="Execution target.")
 @json_option

@@ -47,7 +47,9 @@ class _Emitter:
 
     def tensor(self, value: Value, data: np.ndarray | None = None) -> int:
         if id(value) not in self.tensor_of:
-            self.tensors.append((value.name, value.data if data is None else data, str(value.encoding)))
+            self.tensors.append(
+                (value.name, value.data if data is None else data, str(value.encoding))
+            )
             self.tensor_of[id(value)] = len(self.tensors) - 1
         return self.tensor_of[id(value)]
 

@@ -116,7 +116,8 @@ class BundleFile:
                     )
         buffers = [_buffer_record(c) for c in _parse(source, "BUFFERS", BUFFERS, raw["BUFFERS"])]
         attrs = [
-            tuple(_attr_value(f) for f in rec) for rec in _parse(source, "ATTRS", ATTRS, raw["ATTRS"])
+            tuple(_attr_value(f) for f in rec)
+            for rec in _parse(source, "ATTRS", ATTRS, raw["ATTRS"])
         ]
         prog = _parse(source, "PROGRAM", PROGRAM_SECTION, raw["PROGRAM"])
         return cls(
@@ -232,7 +233,11 @@ def _tensor_container(t: TensorRecord) -> dict:
 
 def _tensor_record(c) -> TensorRecord:
     return TensorRecord(
-        c.name, str(c.dtype), tuple(c.shape), str(c.encoding), tuple((b.offset, b.length) for b in c.blobs)
+        c.name,
+        str(c.dtype),
+        tuple(c.shape),
+        str(c.encoding),
+        tuple((b.offset, b.length) for b in c.blobs),
     )
 
 

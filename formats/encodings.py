@@ -12,7 +12,9 @@ from dlcc.errors import BundleFormatError
 from dlcc.formats.bundle import TensorRecord
 
 
-def encode(name: str, array: np.ndarray, encoding: str = "dense") -> tuple[TensorRecord, list[bytes]]:
+def encode(
+    name: str, array: np.ndarray, encoding: str = "dense"
+) -> tuple[TensorRecord, list[bytes]]:
     """A record (without offsets) and the payload blobs of `array` in `encoding`."""
     if encoding != "dense":
         raise ValueError(f"unknown encoding {encoding!r}")
@@ -33,6 +35,7 @@ def decode(record: TensorRecord, data: bytes) -> np.ndarray:
     offset, length = record.blobs[0]
     if length != count * dtype.itemsize:
         raise BundleFormatError(
-            f"section TENSORS: tensor {record.name!r}: {length} bytes for {count} {record.dtype} values"
+            f"section TENSORS: tensor {record.name!r}: {length} bytes for "
+            f"{count} {record.dtype} values"
         )
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(record.shape)

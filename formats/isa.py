@@ -133,7 +133,9 @@ class Halt:
     opcode: ClassVar[str] = "HALT"
 
 
-Instruction = ReadHost | ReadWeights | MatrixMultiply | Convolve | Activate | Vector | WriteHost | Halt
+Instruction = (
+    ReadHost | ReadWeights | MatrixMultiply | Convolve | Activate | Vector | WriteHost | Halt
+)
 _CLASSES = (ReadHost, ReadWeights, MatrixMultiply, Convolve, Activate, Vector, WriteHost, Halt)
 Opcode = Enum(Int8ul, **{cls.opcode: i + 1 for i, cls in enumerate(_CLASSES)})
 

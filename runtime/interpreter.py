@@ -88,13 +88,15 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
     names = bundle.input_names
     if isinstance(inputs, np.ndarray):
         if len(names) != 1:
-            raise ExecutionError(f"the model has {len(names)} inputs ({', '.join(names)}); "
-                                 "pass them by name")
+            raise ExecutionError(
+                f"the model has {len(names)} inputs ({', '.join(names)}); pass them by name"
+            )
         inputs = {names[0]: inputs}
     missing = [n for n in names if n not in inputs]
     if missing:
-        raise ExecutionError(f"missing input(s) {', '.join(missing)}; the model takes "
-                             f"{', '.join(names)}")
+        raise ExecutionError(
+            f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}"
+        )
     arrays = []
     batch = None
     for name, buf in bundle.file.inputs:
@@ -107,12 +109,15 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
         if record.batch_axis is not None and x.ndim == len(expected):
             expected[record.batch_axis] = x.shape[record.batch_axis]
             if batch is not None and x.shape[record.batch_axis] != batch:
-                raise ExecutionError(f"input {name!r}: batch {x.shape[record.batch_axis]} differs "
-                                     f"from the other inputs' {batch}")
+                raise ExecutionError(
+                    f"input {name!r}: batch {x.shape[record.batch_axis]} differs "
+                    f"from the other inputs' {batch}"
+                )
             batch = x.shape[record.batch_axis]
         if list(x.shape) != expected:
-            shown = "×".join("N" if i == record.batch_axis else str(d)
-                             for i, d in enumerate(record.shape))
+            shown = "×".join(
+                "N" if i == record.batch_axis else str(d) for i, d in enumerate(record.shape)
+            )
             raise ExecutionError(f"input {name!r}: expected shape {shown}, got {x.shape}")
         arrays.append(x)
     return arrays

@@ -42,7 +42,9 @@ def test_compile_run_explain_sample(tmp_path, sample_images):
     assert result.exit_code == 0
     assert json.loads(result.stdout)["bytes"] == os.path.getsize(bundle)
 
-    result = invoke("run", bundle, "--input", sample_path("mnist_test_256.npz"), "--output", outputs)
+    result = invoke(
+        "run", bundle, "--input", sample_path("mnist_test_256.npz"), "--output", outputs
+    )
     assert result.exit_code == 0 and "accuracy:" in result.stdout
     images, _ = sample_images
     expected = ort.InferenceSession(sample_path("lenet5.onnx")).run(None, {"image": images})[0]
@@ -56,8 +58,13 @@ def test_compile_run_explain_sample(tmp_path, sample_images):
 
 
 def test_run_json_reports_accuracy(sample_bundles):
-    result = invoke("run", sample_bundles["lenet_300_100"], "--input",
-                    sample_path("mnist_test_256.npz"), "--json")
+    result = invoke(
+        "run",
+        sample_bundles["lenet_300_100"],
+        "--input",
+        sample_path("mnist_test_256.npz"),
+        "--json",
+    )
     info = json.loads(result.stdout)
     assert info["accuracy"] > 0.95 and info["outputs"]["logits"]["shape"] == [256, 10]
 
@@ -141,7 +148,10 @@ def test_section_length_past_end(tmp_path, sample_bundles):
         header = HEADER.parse(bytes(data))
         value = header.body.value
         value.sections[-1].length += 10**9
-        return HEADER.build({"body": {"value": value}}) + data[len(HEADER.build({"body": {"value": value}})):]
+        return (
+            HEADER.build({"body": {"value": value}})
+            + data[len(HEADER.build({"body": {"value": value}})) :]
+        )
 
     bad = corrupt(tmp_path, sample_bundles["lenet5"], stretch)
     assert_clean_error(invoke("explain", bad), "section DATA", "outside the file")

@@ -236,4 +236,3 @@ def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, int, in
         begins.append(begin)
         ends.append(total - begin)
     return (*begins, *ends)
-

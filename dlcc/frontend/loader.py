@@ -1,4 +1,4 @@
-"""Read an ONNX file into a checked ModelProto at a known opset; every failure is a FrontendError."""
+"""Read an ONNX file into a checked ModelProto at a known opset; failures are FrontendErrors."""
 
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ def tiny_bundle(tmp_path_factory) -> bytes:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
-    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"]),
+        helper.make_node("Relu", ["h"], ["y"]),
+    ]
     graph = helper.make_graph(
         nodes,
         "tiny",
@@ -34,9 +37,10 @@ def tiny_bundle(tmp_path_factory) -> bytes:
 def test_round_trip_and_determinism(tiny_bundle, sample_bundles):
     parsed = BundleFile.from_bytes(tiny_bundle)
     assert parsed.to_bytes() == tiny_bundle
-    assert open(sample_bundles["lenet5"], "rb").read() == dlcc.compile(
-        "samples/lenet5.onnx"
-    ).to_bytes()
+    assert (
+        open(sample_bundles["lenet5"], "rb").read()
+        == dlcc.compile("samples/lenet5.onnx").to_bytes()
+    )
 
 
 def test_sections_are_aligned(tiny_bundle):

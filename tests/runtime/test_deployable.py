@@ -39,5 +39,7 @@ def test_importing_the_runtime_pulls_in_none_of_them():
         "import sys, dlcc.runtime, dlcc.runtime.loader, dlcc.runtime.interpreter;"
         f"print(sorted(m for m in {BLOCKED!r} if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
     assert result.stdout.strip() == "[]"

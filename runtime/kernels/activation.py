@@ -1,0 +1,75 @@
+"""Pointwise nonlinearities: Relu, Sigmoid, Tanh, LeakyRelu, Clip, Softmax."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.runtime.kernels import register_kernel
+
+
+@register_kernel("Relu")
+def relu(attrs, x: np.ndarray) -> np.ndarray:
+    """y = max(x, 0)"""
+    return np.maximum(x, x.dtype.type(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakyReluAttrs:
+    """Slope of the negative half."""
+
+    alpha: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipAttrs:
+    """Bounds of Clip; -inf / inf for an absent bound."""
+
+    min: float = float("-inf")
+    max: float = float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxAttrs:
+    """Axis Softmax normalizes along (ONNX opset 13+; negative counts from the end)."""
+
+    axis: int = -1
+
+
+@register_kernel("Sigmoid")
+def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
+    """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
+
+
+@register_kernel("Tanh")
+def tanh(attrs, x: np.ndarray) -> np.ndarray:
+    """y = tanh(x)"""
+    return np.tanh(x)
+
+
+@register_kernel("LeakyRelu", LeakyReluAttrs)
+def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
+    """y = x if x >= 0 else alpha * x"""
+    return np.where(x >= 0, x, x * x.dtype.type(attrs.alpha))
+
+
+@register_kernel("Clip", ClipAttrs)
+def clip(attrs: ClipAttrs, x: np.ndarray) -> np.ndarray:
+    """y = min(max(x, min), max); an infinite bound is skipped."""
+    y = x.copy()
+    if attrs.min != float("-inf"):
+        np.maximum(y, x.dtype.type(attrs.min), out=y)
+    if attrs.max != float("inf"):
+        np.minimum(y, x.dtype.type(attrs.max), out=y)
+    return y
+
+
+@register_kernel("Softmax", SoftmaxAttrs)
+def softmax(attrs: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
+    """y = exp(x - max(x)) / sum(exp(x - max(x))) along `axis`"""
+    e = np.exp(x - x.max(axis=attrs.axis, keepdims=True))
+    e /= e.sum(axis=attrs.axis, keepdims=True)
+    return e

@@ -1,0 +1,117 @@
+"""The LSTM recurrent op, ONNX semantics (activations sigmoid / tanh / tanh).
+
+Gate order in W, R and B is i, o, f, c; peepholes P are ordered i, o, f. The input
+projection X @ W^T (+ both biases) runs as one matmul over all time steps; only the
+recurrence loops, once per time step, vectorized over the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.runtime.kernels import register_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMAttrs:
+    """LSTM attributes; clip 0.0 means no cell clip, layout 1 means batch-first tensors."""
+
+    hidden_size: int
+    direction: str = "forward"
+    clip: float = 0.0
+    input_forget: int = 0
+    layout: int = 0
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
+
+
+def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
+    """One direction over time; xw [T, B, 4H] is the input projection plus both biases.
+
+    Returns Y [T, B, H] (zero past each sequence's length), the last h and the last c.
+    """
+    t_len, batch, _ = xw.shape
+    hs = r.shape[1]
+    p_i, p_o, p_f = p[:hs], p[hs : 2 * hs], p[2 * hs :]
+    cl = attrs.clip
+
+    def pre(v: np.ndarray) -> np.ndarray:  # cell clip, applied to every activation input
+        return np.clip(v, -cl, cl) if cl > 0 else v
+
+    y = np.zeros((t_len, batch, hs), dtype=xw.dtype)
+    rows = np.arange(batch)
+    for s in range(t_len):
+        if lens is None:  # full sequences: step s reads / writes one time slice
+            t, valid = (t_len - 1 - s if reverse else s), None
+            x_t = xw[t]
+        else:  # per-sequence time index; a reverse pass starts at each sequence's end
+            valid = s < lens
+            t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
+            x_t = xw[t, rows]
+        g_i, g_o, g_f, g_c = np.split(x_t + h @ r.T, 4, axis=-1)
+        i = _sigmoid(pre(g_i + p_i * c))
+        f = 1 - i if attrs.input_forget else _sigmoid(pre(g_f + p_f * c))
+        c_new = f * c + i * np.tanh(pre(g_c))
+        h_new = _sigmoid(pre(g_o + p_o * c_new)) * np.tanh(c_new)
+        if valid is None:
+            h, c = h_new, c_new
+            y[t] = h
+        else:
+            m = valid[:, None]
+            h, c = np.where(m, h_new, h), np.where(m, c_new, c)
+            y[t, rows] = np.where(m, h_new, 0)
+    return y, h, c
+
+
+def _lstm_shape(attrs: LSTMAttrs, x, w, *rest):
+    seq, batch = (x[1], x[0]) if attrs.layout else (x[0], x[1])
+    d, hs = w[0], attrs.hidden_size
+    if attrs.layout:
+        return (batch, seq, d, hs), (batch, d, hs), (batch, d, hs)
+    return (seq, d, batch, hs), (d, batch, hs), (d, batch, hs)
+
+
+@register_kernel("LSTM", LSTMAttrs, shape=_lstm_shape)
+def lstm(
+    attrs: LSTMAttrs,
+    x: np.ndarray,
+    w: np.ndarray,
+    r: np.ndarray,
+    b: np.ndarray | None = None,
+    sequence_lens: np.ndarray | None = None,
+    initial_h: np.ndarray | None = None,
+    initial_c: np.ndarray | None = None,
+    p: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Y, Y_h, Y_c): c = f*c + i*g(Wc x + Rc h + Pc..), h = o*h(c), per direction and step."""
+    if attrs.layout:
+        x = x.swapaxes(0, 1)
+        initial_h = None if initial_h is None else initial_h.swapaxes(0, 1)
+        initial_c = None if initial_c is None else initial_c.swapaxes(0, 1)
+    t_len, batch, _ = x.shape
+    hs = r.shape[-1]
+    dt = x.dtype
+    lens = None
+    if sequence_lens is not None and np.any(sequence_lens != t_len):
+        lens = np.asarray(sequence_lens, dtype=np.int64)
+    reverse = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
+    outs = []
+    for d, rev in enumerate(reverse[attrs.direction]):
+        xw = x @ w[d].T.astype(dt)
+        if b is not None:
+            xw += (b[d, : 4 * hs] + b[d, 4 * hs :]).astype(dt)
+        pd = np.zeros(3 * hs, dt) if p is None else p[d].astype(dt)
+        h0 = np.zeros((batch, hs), dt) if initial_h is None else initial_h[d].astype(dt)
+        c0 = np.zeros((batch, hs), dt) if initial_c is None else initial_c[d].astype(dt)
+        outs.append(_run_direction(attrs, xw, r[d].astype(dt), pd, h0, c0, lens, rev))
+    y = np.stack([o[0] for o in outs], axis=1)  # [T, D, B, H]
+    y_h = np.stack([o[1] for o in outs])  # [D, B, H]
+    y_c = np.stack([o[2] for o in outs])
+    if attrs.layout:
+        return y.transpose(2, 0, 1, 3).copy(), y_h.swapaxes(0, 1).copy(), y_c.swapaxes(0, 1).copy()
+    return y, y_h, y_c

@@ -1,0 +1,125 @@
+"""Matrix-multiply ops: Dense and Conv, with the im2col lowering Conv is built on.
+
+Conv runs as one batched matrix multiply per group (SCALE-Sim layout):
+
+    patches = im2col(x, (kh, kw), attrs)      # [G, N*OH*OW, kh*kw*C/G]    (M x K)
+    weights = conv_weight_matrix(w, G)         # [G, kh*kw*C/G, M_out/G]    (K x N)
+    y       = conv_from_matmul(patches @ weights, N, OH, OW)
+
+The K axis is ordered (kh, kw, c) in both operands, so a systolic-array emulator can reuse
+`im2col` and `conv_weight_matrix` as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.runtime.kernels import NoAttrs, register_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAttrs:
+    """2-D convolution attributes; pads in ONNX order (top, left, bottom, right)."""
+
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+
+
+def conv_output_hw(h: int, w: int, kernel_hw: tuple[int, int], attrs) -> tuple[int, int]:
+    """(OH, OW) of a window op: out = (in + pad_begin + pad_end - dil*(k-1) - 1) // stride + 1."""
+    top, left, bottom, right = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = kernel_hw, attrs.strides, attrs.dilations
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    return oh, ow
+
+
+def im2col(x: np.ndarray, kernel_hw: tuple[int, int], attrs: ConvAttrs) -> np.ndarray:
+    """Conv input patches: x[N, C, H, W] -> [G, N*OH*OW, kh*kw*C/G], K ordered (kh, kw, c).
+
+    Row p = (n, oh, ow) holds the zero-padded receptive field of output pixel (oh, ow) of
+    image n, restricted to the C/G input channels of group g.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel_hw
+    g = attrs.group
+    cg = c // g
+    oh, ow = conv_output_hw(h, w, kernel_hw, attrs)
+    top, left, bottom, right = attrs.pads
+    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    # One copy to zero-padded NHWC, so that each patch row gathers contiguous channel runs.
+    xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+    xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
+    s_n, s_h, s_w, s_c = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp,
+        shape=(g, n, oh, ow, kh, kw, cg),
+        strides=(cg * s_c, s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c),
+        writeable=False,
+    )
+    return np.ascontiguousarray(windows).reshape(g, n * oh * ow, kh * kw * cg)
+
+
+def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
+    """Conv filters as matmul operand: w[M, C/G, kh, kw] -> [G, kh*kw*C/G, M/G]."""
+    m, cg, kh, kw = w.shape
+    wg = w.reshape(group, m // group, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+    return np.ascontiguousarray(wg).reshape(group, kh * kw * cg, m // group)
+
+
+def grouped_matmul(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """y[g] = patches[g] @ weights[g]: [G, P, K] x [G, K, M] -> [G, P, M] (maybe a view).
+
+    When M > P the product is taken as (weights^T @ patches^T)^T, which OpenBLAS runs several
+    times faster for the deep, narrow layers of a small batch (e.g. 512 filters on 7x7).
+    """
+    if weights.shape[2] > patches.shape[1]:
+        return np.matmul(weights.transpose(0, 2, 1), patches.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return np.matmul(patches, weights)
+
+
+def conv_from_matmul(y: np.ndarray, n: int, oh: int, ow: int) -> np.ndarray:
+    """Matmul result back to NCHW: y[G, N*OH*OW, M/G] -> [N, M, OH, OW]."""
+    g, _, mg = y.shape
+    out = y.reshape(g, n, oh, ow, mg).transpose(1, 0, 4, 2, 3)
+    return np.ascontiguousarray(out).reshape(n, g * mg, oh, ow)
+
+
+def _dense_shape(attrs, x, w, b=None):
+    return ((*x[:-1], w[1]),)
+
+
+@register_kernel("Dense", NoAttrs, shape=_dense_shape)
+def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """y = x @ w + b over the last axis of x (w is [K, N])."""
+    y = np.matmul(x, w)
+    if b is not None:
+        y += b
+    return y
+
+
+def _conv_shape(attrs: ConvAttrs, x, w, b=None):
+    oh, ow = conv_output_hw(x[2], x[3], (w[2], w[3]), attrs)
+    return ((x[0], w[0], oh, ow),)
+
+
+@register_kernel("Conv", ConvAttrs, shape=_conv_shape)
+def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
+    """y[n, m, oh, ow] = sum_{c,i,j} x_pad[n, c_g(m)+c, oh*s+i*d, ow*s+j*d] * w[m, c, i, j] + b[m]
+
+    Lowered as grouped_matmul(im2col(x), conv_weight_matrix(w)); c_g(m) = first input channel
+    of m's group.
+    """
+    n, _, h, wd = x.shape
+    kernel_hw = (w.shape[2], w.shape[3])
+    oh, ow = conv_output_hw(h, wd, kernel_hw, attrs)
+    y = conv_from_matmul(
+        grouped_matmul(im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)), n, oh, ow
+    )
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y

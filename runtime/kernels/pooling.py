@@ -1,0 +1,116 @@
+"""Window pooling ops: MaxPool, AveragePool (ONNX semantics, 2-D) and the global pools."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from dlcc.runtime.kernels import NoAttrs, register_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolAttrs:
+    """2-D pooling attributes; pads in ONNX order (top, left, bottom, right)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    ceil_mode: int = 0
+    count_include_pad: int = 0
+
+
+def _out_len(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, ceil_mode: int) -> int:
+    span = n + pad_b + pad_e - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    # ONNX: the last window must start inside the input or its leading padding.
+    return out - 1 if (out - 1) * s >= n + pad_b else out
+
+
+def pool_output_hw(h: int, w: int, attrs: PoolAttrs) -> tuple[int, int]:
+    """(OH, OW) of a pooling window: floor (or ceil_mode ceil) of (in + pads - span) / s + 1."""
+    top, left, bottom, right = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
+    return (
+        _out_len(h, kh, sh, dh, top, bottom, attrs.ceil_mode),
+        _out_len(w, kw, sw, dw, left, right, attrs.ceil_mode),
+    )
+
+
+def _window_slices(x: np.ndarray, attrs: PoolAttrs, fill) -> Iterator[np.ndarray]:
+    """Yield, per kernel tap (i, j), the [N, C, OH, OW] input values under that tap.
+
+    Positions in the padding or in the ceil_mode overhang read `fill`.
+    """
+    n, c, h, w = x.shape
+    oh, ow = pool_output_hw(h, w, attrs)
+    top, left, bottom, right = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
+    hp = max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w + left + right, (ow - 1) * sw + (kw - 1) * dw + 1)
+    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
+    xp[:, :, top : top + h, left : left + w] = x
+    for i in range(kh):
+        for j in range(kw):
+            r, q = i * dh, j * dw
+            yield xp[:, :, r : r + (oh - 1) * sh + 1 : sh, q : q + (ow - 1) * sw + 1 : sw]
+
+
+def _tap_counts(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, n_out: int, pad: int):
+    """Per output position along one axis, how many taps fall in the input (or its pads)."""
+    lo, hi = (-pad_b, n + pad_e) if pad else (0, n)
+    pos = np.arange(n_out)[:, None] * s - pad_b + np.arange(k)[None, :] * d
+    return ((pos >= lo) & (pos < hi)).sum(axis=1)
+
+
+def _pool_shape(attrs: PoolAttrs, x):
+    return ((x[0], x[1], *pool_output_hw(x[2], x[3], attrs)),)
+
+
+@register_kernel("MaxPool", PoolAttrs, shape=_pool_shape)
+def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
+    """y[n, c, oh, ow] = max over the window taps that fall inside x"""
+    fill = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    taps = _window_slices(x, attrs, fill)
+    y = next(taps).copy()
+    for tap in taps:
+        np.maximum(y, tap, out=y)
+    return y
+
+
+@register_kernel("AveragePool", PoolAttrs, shape=_pool_shape)
+def average_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
+    """y = sum(window taps in x) / count, count including pad taps iff count_include_pad"""
+    taps = _window_slices(x, attrs, 0)
+    y = next(taps).copy()
+    for tap in taps:
+        y += tap
+    _, _, h, w = x.shape
+    oh, ow = y.shape[2:]
+    top, left, bottom, right = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
+    inc = attrs.count_include_pad
+    count_h = _tap_counts(h, kh, sh, dh, top, bottom, oh, inc)
+    count_w = _tap_counts(w, kw, sw, dw, left, right, ow, inc)
+    y /= np.outer(count_h, count_w).astype(x.dtype)
+    return y
+
+
+def _global_shape(attrs, x):
+    return ((x[0], x[1], *([1] * (len(x) - 2))),)
+
+
+@register_kernel("GlobalAveragePool", NoAttrs, shape=_global_shape)
+def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
+    """y[n, c, 1, 1] = mean(x[n, c])"""
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+
+
+@register_kernel("GlobalMaxPool", NoAttrs, shape=_global_shape)
+def global_max_pool(attrs, x: np.ndarray) -> np.ndarray:
+    """y[n, c, 1, 1] = max(x[n, c])"""
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)

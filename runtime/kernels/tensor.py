@@ -1,0 +1,101 @@
+"""Data-movement ops: Concat, Reshape, Flatten, Transpose (ONNX semantics, negative axes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from dlcc.runtime.kernels import register_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class ConcatAttrs:
+    """Axis the inputs are joined along."""
+
+    axis: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReshapeAttrs:
+    """Target shape: 0 copies the input dim at that position, -1 is inferred (allowzero=0)."""
+
+    shape: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlattenAttrs:
+    """Input axes [0, axis) become the rows of the 2-D output, [axis, rank) the columns."""
+
+    axis: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposeAttrs:
+    """Output axis i is input axis perm[i]; an empty perm reverses the axes."""
+
+    perm: tuple[int, ...] = ()
+
+
+def reshape_target(in_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Resolve an ONNX Reshape `shape` against `in_shape`: 0 -> in_shape[i], -1 -> the rest."""
+    out = [in_shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    if out.count(-1) > 1:
+        raise ValueError(f"Reshape {shape}: more than one -1")
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = math.prod(in_shape) // known if known else 0
+    if math.prod(out) != math.prod(in_shape):
+        raise ValueError(f"Reshape {tuple(in_shape)} -> {shape}: element counts differ")
+    return tuple(out)
+
+
+def flatten_shape_2d(in_shape: tuple[int, ...], axis: int) -> tuple[int, int]:
+    """ONNX Flatten output: (prod(in_shape[:axis]), prod(in_shape[axis:]))."""
+    axis = axis + len(in_shape) if axis < 0 else axis
+    return math.prod(in_shape[:axis]), math.prod(in_shape[axis:])
+
+
+def _perm(attrs: TransposeAttrs, rank: int) -> tuple[int, ...]:
+    return tuple(p % rank for p in attrs.perm) if attrs.perm else tuple(range(rank))[::-1]
+
+
+def _concat_shape(attrs: ConcatAttrs, *shapes):
+    shapes = [s for s in shapes if s is not None]
+    axis = attrs.axis % len(shapes[0])
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return (tuple(out),)
+
+
+@register_kernel("Concat", ConcatAttrs, shape=_concat_shape)
+def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
+    """y = the inputs joined along `axis`"""
+    return np.concatenate([x for x in xs if x is not None], axis=attrs.axis)
+
+
+@register_kernel(
+    "Reshape", ReshapeAttrs, shape=lambda attrs, x, *_: (reshape_target(tuple(x), attrs.shape),)
+)
+def reshape(attrs: ReshapeAttrs, x: np.ndarray, *_) -> np.ndarray:
+    """y = x with shape reshape_target(x.shape, shape), row-major element order kept"""
+    return x.reshape(reshape_target(x.shape, attrs.shape))
+
+
+@register_kernel(
+    "Flatten", FlattenAttrs, shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),)
+)
+def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
+    """y[2-D] = x reshaped to (prod(shape[:axis]), prod(shape[axis:]))"""
+    return x.reshape(flatten_shape_2d(x.shape, attrs.axis))
+
+
+@register_kernel(
+    "Transpose",
+    TransposeAttrs,
+    shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
+)
+def transpose(attrs: TransposeAttrs, x: np.ndarray) -> np.ndarray:
+    """y = x with axes permuted: y.shape[i] = x.shape[perm[i]]"""
+    return np.ascontiguousarray(x.transpose(_perm(attrs, x.ndim)))
