@@ -121,7 +121,9 @@ class Graph:
 
     def constant(self, name: str, data: np.ndarray) -> Value:
         """A new constant (weight) value holding `data`."""
-        data = np.ascontiguousarray(data)
+        data = np.asarray(data)  # not ascontiguousarray: it would make a scalar 1-D
+        if not data.flags.c_contiguous:
+            data = data.copy(order="C")
         return Value(self.unique(name), data.shape, None, str(data.dtype), data)
 
     def add(

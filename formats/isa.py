@@ -33,7 +33,7 @@ FUNCTIONS = (
     "NONE", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose",
-    "LRN", "BatchNormalization", "LSTM",
+    "LRN", "BatchNormalization", "LSTM", "Gather", "Slice",
 )  # fmt: skip
 Function = Enum(Int8ul, **{name: i for i, name in enumerate(FUNCTIONS)})
 Memory = Enum(Int8ul, NONE=0, UB=1, WEIGHTS=2)

@@ -14,6 +14,7 @@ from dlcc.frontend.lowering import BATCH, Builder, converter
 from dlcc.ir import Value
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
 from dlcc.runtime.kernels.lstm import LSTMAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs
 from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
@@ -147,7 +148,17 @@ def lstm(b: Builder, node, x, w, r, bias=None, seq_lens=None, h0=None, c0=None, 
         int(b.attrs.get("input_forget", 0)),
         int(b.attrs.get("layout", 0)),
     )
+    h0, c0 = (_zero_state(b, v) for v in (h0, c0))
     return b.emit("LSTM", [x, w, r, bias, seq_lens, h0, c0, p], attrs)
+
+
+def _zero_state(b: Builder, state: Value | None) -> Value | None:
+    """An all-zero constant initial state is the default one; other constants are refused."""
+    if state is None or not state.is_constant:
+        return state
+    if not state.data.any():
+        return None
+    raise b.fail("a constant non-zero initial state is not supported")
 
 
 # -- data movement ------------------------------------------------------------------------
@@ -187,6 +198,27 @@ def squeeze(b: Builder, node, x, axes=None):
     if node.op_type == "Unsqueeze":
         return _reshape_to(b, x, lambda _, s: np.expand_dims(_view(s), axes).shape)
     return _reshape_to(b, x, lambda _, s: np.squeeze(_view(s), axes).shape)
+
+
+@converter("Gather", params=(1,))
+def gather(b: Builder, node, x, indices):
+    b.ints(indices)  # refuses an index computed from the batch size
+    return b.emit("Gather", [x, indices], GatherAttrs(int(b.attrs.get("axis", 0))))
+
+
+@converter("Slice", params=(1, 2, 3, 4))
+def slice_(b: Builder, node, x, starts, ends, axes=None, steps=None):
+    starts, ends = b.ints(starts), _clamped(ends)
+    axes = b.ints(axes) if axes is not None else tuple(range(len(starts)))
+    steps = b.ints(steps) if steps is not None else (1,) * len(starts)
+    if any(a % len(x.shape) == x.batch_axis for a in axes):
+        raise b.fail("slicing the batch axis is not supported")
+    return b.emit("Slice", [x], SliceAttrs(starts, ends, axes, steps))
+
+
+def _clamped(ends: Value) -> tuple[int, ...]:
+    """Slice ends as ints; exporters write INT64_MAX for 'to the end', which Python clamps."""
+    return tuple(int(v) for v in ends.data.reshape(-1))
 
 
 @converter("Identity", "Dropout")

@@ -24,8 +24,11 @@ from dlcc.ir import Graph, Value
 
 # Stands for the batch size in folded shape tensors: a prime no real dimension equals.
 BATCH = 1_000_003
-# Ops whose output size comes from input values: folding them with BATCH would allocate it.
-_SIZE_FROM_VALUES = {"ConstantOfShape", "Expand", "Range", "Tile", "Resize", "Upsample"}
+# Fills whose output size comes from a shape input: with BATCH in it they fold at batch 1,
+# a tensor that broadcasts over the batch (exporters build zero LSTM states this way).
+_FILLS = {"ConstantOfShape", "Expand"}
+# Other ops whose output size comes from input values: BATCH there cannot be folded.
+_SIZE_FROM_VALUES = {"Range", "Tile", "Resize", "Upsample"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +189,12 @@ class _Folder:
             attrs = {a.name: a.i for a in node.attribute}
             return [shape[attrs.get("start", 0) : attrs.get("end", len(shape))]]
         feeds = {name: v.data for name, v in zip(node.input, ins) if name}
-        if node.op_type in _SIZE_FROM_VALUES and any(
+        if node.op_type in _FILLS:
+            feeds = {
+                k: np.where(a == BATCH, 1, a) if a.dtype.kind == "i" else a
+                for k, a in feeds.items()
+            }
+        if node.op_type in _SIZE_FROM_VALUES | _FILLS and any(
             (np.abs(a) >= BATCH).any() for a in feeds.values() if a.dtype.kind == "i"
         ):
             raise FrontendError(

@@ -53,7 +53,9 @@ _REGISTRY: dict[str, Kernel] = {}
 
 # One module per op family; imported lazily so that registration never runs at import time
 # of the package itself.
-_MODULES = ("matrix", "activation", "pooling", "elementwise", "tensor", "normalization", "lstm")
+_MODULES = (
+    "matrix", "activation", "pooling", "elementwise", "tensor", "normalization", "lstm", "indexing",
+)  # fmt: skip
 
 
 def same_shape(attrs: Any, x: Shape, *rest: Shape | None) -> tuple[Shape, ...]:

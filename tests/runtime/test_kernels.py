@@ -20,6 +20,7 @@ from onnx.reference import ReferenceEvaluator
 
 from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
 from dlcc.runtime.kernels.lstm import LSTMAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs, conv_weight_matrix, im2col
 from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
@@ -54,6 +55,8 @@ EXPECTED_OPS = {
     "LRN": (LRNAttrs, ("size", "alpha", "beta", "bias")),
     "BatchNormalization": (BatchNormAttrs, ("epsilon",)),
     "LSTM": (LSTMAttrs, ("hidden_size", "direction", "clip", "input_forget", "layout")),
+    "Gather": (GatherAttrs, ("axis",)),
+    "Slice": (SliceAttrs, ("starts", "ends", "axes", "steps")),
 }
 
 
@@ -457,3 +460,33 @@ def test_lstm_vs_onnxruntime(batch, direction, clip, input_forget, ragged):
     lens = np.array([5, 2, 4][:batch] if ragged else [5] * batch, np.int32)
     inputs = _lstm_inputs(rng, batch, 5, 3, 4, n_dir, 0, True, True, True, lens)
     _lstm_check(LSTMAttrs(4, direction, clip, input_forget, 0), inputs, "onnxruntime")
+
+
+# --- indexing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize(
+    "axis,indices", [(0, np.array(-1)), (1, np.array([2, 0])), (-1, np.array([[0, 1], [3, 3]]))]
+)
+def test_gather(batch, axis, indices):
+    x = rand(np.random.default_rng(21), batch, 3, 4)
+    expected = run_onnx("Gather", [x, indices.astype(np.int64)], axis=axis)
+    check("Gather", GatherAttrs(axis), [x, indices], expected)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize(
+    "starts,ends,axes,steps",
+    [
+        ((0,), (2,), (1,), (1,)),
+        ((-1,), (-(2**63),), (2,), (-1,)),
+        ((1, 0), (2**63 - 1, 3), (1, -1), (2, 1)),
+        ((5,), (9,), (2,), (1,)),
+    ],
+)
+def test_slice(batch, starts, ends, axes, steps):
+    x = rand(np.random.default_rng(22), batch, 5, 4)
+    params = [np.array(v, np.int64) for v in (starts, ends, axes, steps)]
+    expected = run_onnx("Slice", [x, *params])
+    check("Slice", SliceAttrs(starts, ends, axes, steps), [x], expected)
