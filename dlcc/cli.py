@@ -66,34 +66,97 @@ def main() -> None:
     type=click.Choice(["0", "1", "2", "3"]),
     default="0",
     show_default=True,
-    help="Named pipeline: -O0 none.",
+    help="Named pipeline: -O0 none, -O1 int8, -O2 prune+int8+Huffman, -O3 + k-means.",
 )
-@click.option("--passes", help="Explicit pass pipeline, e.g. 'prune(sparsity=0.9)'; overrides -O.")
+@click.option("--passes", help="Explicit pipeline, e.g. 'prune(sparsity=0.9),huffman'.")
+@click.option("--calib", help="Calibration data: .npz keyed by input name (or one array).")
+@click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
 @_fail_cleanly
-def compile(model: str, output: str, opt_level: str, passes: str | None, as_json: bool) -> None:
+def compile(model, output, opt_level, passes, calib, report, as_json) -> None:
     """Compile MODEL (an .onnx file) into a bundle.
+
+    `dlcc passes` lists the passes and their options.
 
     \b
     Example:
-      dlcc compile samples/lenet5.onnx -o lenet5.bin -O0
+      dlcc compile samples/lenet5.onnx -o lenet5.bin -O3 --report
     """
     import dlcc
+    from dlcc.explain import describe, render_ledger
 
     start = time.perf_counter()
-    bundle = dlcc.compile(model, output, passes=passes or f"-O{opt_level}")
+    calibration = _read_calibration(calib) if calib else None
+    bundle = dlcc.compile(
+        model,
+        output,
+        passes=passes or f"-O{opt_level}",
+        calibration=calibration,
+        progress=_progress_line(),
+    )
+    for note in bundle.meta["notes"]:
+        click.echo(f"dlcc: note: {note}", err=True)
     size = os.path.getsize(output)
-    weights = sum(t.nbytes for t in bundle.tensors)
     info = {
         "model": model,
         "bundle": output,
         "bytes": size,
-        "weight_bytes": weights,
         "pipeline": bundle.meta["pipeline"],
         "seconds": round(time.perf_counter() - start, 3),
     }
-    text = f"{model} -> {output}: {size:,} bytes ({weights:,} of weights), {info['seconds']} s"
+    text = f"{model} -> {output}: {size:,} bytes, {info['seconds']} s"
+    if report:
+        info["report"] = describe(dlcc.load(output), size)
+        text += "\n\n" + render_ledger(info["report"])
     _emit(info, as_json, text)
+
+
+@main.command()
+@json_option
+def passes(as_json: bool) -> None:
+    """List every pass with its options, defaults and ranges, and the -O levels.
+
+    \b
+    Example:
+      dlcc passes
+    """
+    from dlcc.passes.manager import PRESETS, pass_table
+
+    table = pass_table()
+    if as_json:
+        _emit({"passes": table, "presets": PRESETS}, True, "")
+        return
+    lines = []
+    for entry in table:
+        lines.append(f"{entry['name']:<10} {entry['summary']}")
+        for opt in entry["options"]:
+            lines.append(f"    {opt['name']}={opt['default']:<10} {opt['help']}{opt['range']}")
+    lines.append("")
+    lines += [f"-{level:<9} {text or '(no passes)'}" for level, text in PRESETS.items()]
+    click.echo("\n".join(lines))
+
+
+def _read_calibration(path: str) -> dict:
+    from dlcc.fileio import read_arrays
+
+    arrays = read_arrays(path)
+    if not isinstance(arrays, dict):
+        return {"": arrays}
+    arrays.pop("labels", None)
+    return arrays
+
+
+def _progress_line():
+    """A progress callback drawing one line on a terminal's stderr; None when not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(description: str, done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        click.echo(f"\r{description}: {done}/{total}", err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+    return show
 
 
 @main.command()

@@ -47,9 +47,7 @@ class _Emitter:
 
     def tensor(self, value: Value, data: np.ndarray | None = None) -> int:
         if id(value) not in self.tensor_of:
-            self.tensors.append(
-                (value.name, value.data if data is None else data, str(value.encoding))
-            )
+            self.tensors.append((value.name, value.data if data is None else data, value.encoding))
             self.tensor_of[id(value)] = len(self.tensors) - 1
         return self.tensor_of[id(value)]
 
@@ -95,9 +93,9 @@ def generate(graph: Graph, meta: dict | None = None) -> BundleFile:
     for name, array, encoding in e.tensors:
         record, blobs = encode(name, array, encoding)
         spans = []
-        for blob in blobs:
+        for role, coding, blob in blobs:
             data += bytes(-len(data) % ALIGN)
-            spans.append((len(data), len(blob)))
+            spans.append((role, coding, len(data), len(blob)))
             data += blob
         records.append(dataclasses.replace(record, blobs=tuple(spans)))
     header = {"producer": f"dlcc {__version__}", "model": graph.name, **(meta or {})}

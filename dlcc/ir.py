@@ -19,22 +19,10 @@ from typing import Any
 import numpy as np
 
 from dlcc.errors import DlccError
+from dlcc.formats.encodings import DENSE, Encoding
 from dlcc.runtime.kernels import get_kernel
 
 Shape = tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Encoding:
-    """How a constant tensor will be stored in the bundle (passes change it)."""
-
-    kind: str = "dense"
-
-    def __str__(self) -> str:
-        return self.kind
-
-
-DENSE = Encoding()
 
 
 @dataclasses.dataclass(eq=False)
@@ -119,12 +107,12 @@ class Graph:
         self.inputs.append(value)
         return value
 
-    def constant(self, name: str, data: np.ndarray) -> Value:
-        """A new constant (weight) value holding `data`."""
+    def constant(self, name: str, data: np.ndarray, encoding: Encoding = DENSE) -> Value:
+        """A new constant (weight) value holding `data`, to be stored as `encoding`."""
         data = np.asarray(data)  # not ascontiguousarray: it would make a scalar 1-D
         if not data.flags.c_contiguous:
             data = data.copy(order="C")
-        return Value(self.unique(name), data.shape, None, str(data.dtype), data)
+        return Value(self.unique(name), data.shape, None, str(data.dtype), data, encoding)
 
     def add(
         self,

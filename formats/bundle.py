@@ -37,18 +37,23 @@ Attr = int | float | str | tuple[int, ...] | tuple[float, ...]
 
 @dataclasses.dataclass(frozen=True)
 class TensorRecord:
-    """A weight tensor: decoded dtype and shape, its encoding and payload byte ranges."""
+    """A weight tensor: decoded dtype and shape, how it is coded, and its payload blobs."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    encoding: str = "dense"
-    blobs: tuple[tuple[int, int], ...] = ()  # (offset, length) inside DATA
+    values: str = "raw"  # raw | int8 | codebook
+    positions: str = "dense"  # dense | bitmask | csr
+    value_bits: int = 32
+    index_bits: int = 0
+    channel_axis: int = 0
+    entries: int = 0
+    blobs: tuple[tuple[str, str, int, int], ...] = ()  # (role, coding, offset, length) in DATA
 
     @property
     def nbytes(self) -> int:
         """Bytes the encoded payloads take."""
-        return sum(length for _, length in self.blobs)
+        return sum(blob[3] for blob in self.blobs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +113,7 @@ class BundleFile:
         data = raw["DATA"]
         tensors = [_tensor_record(c) for c in _parse(source, "TENSORS", TENSORS, raw["TENSORS"])]
         for t in tensors:
-            for offset, length in t.blobs:
+            for _, _, offset, length in t.blobs:
                 if offset + length > len(data):
                     raise BundleFormatError(
                         f"{source}: section TENSORS: tensor {t.name!r} payload "
@@ -222,23 +227,18 @@ def _why(e: Exception) -> str:
 
 
 def _tensor_container(t: TensorRecord) -> dict:
-    return {
-        "name": t.name,
-        "dtype": t.dtype,
-        "shape": list(t.shape),
-        "encoding": t.encoding,
-        "blobs": [{"offset": o, "length": n} for o, n in t.blobs],
-    }
+    fields = dataclasses.asdict(t)
+    fields["shape"] = list(t.shape)
+    fields["blobs"] = [dict(zip(("role", "coding", "offset", "length"), b)) for b in t.blobs]
+    return fields
 
 
 def _tensor_record(c) -> TensorRecord:
-    return TensorRecord(
-        c.name,
-        str(c.dtype),
-        tuple(c.shape),
-        str(c.encoding),
-        tuple((b.offset, b.length) for b in c.blobs),
-    )
+    blobs = tuple((str(b.role), str(b.coding), b.offset, b.length) for b in c.blobs)
+    scalars = {f.name: c[f.name] for f in dataclasses.fields(TensorRecord)}
+    for key in ("dtype", "values", "positions"):
+        scalars[key] = str(scalars[key])
+    return TensorRecord(**{**scalars, "shape": tuple(c.shape), "blobs": blobs})
 
 
 def _buffer_container(b: BufferRecord) -> dict:

@@ -1,41 +1,255 @@
 """Weight encodings: how a tensor's values become the byte blobs of a TensorRecord, and back.
 
-Only `dense` exists so far (raw little-endian values); the compression passes add more.
-Decoding checks every length against the record before it touches the bytes.
+A tensor is stored as two symbol streams, each raw bit-packed or Huffman-coded (whichever is
+smaller when Huffman is allowed), plus small side tables:
+
+    VALUES     one symbol per stored entry: raw float32 bits | int8 (q + 128) | codebook index
+    POSITIONS  which flat positions are stored: all (dense) | bitmask | CSR relative indices
+    CODEBOOK   the shared values (float32, or int8 with one scale)        [codebook only]
+    SCALES     float32 per-output-channel scales (int8) or one (int8 codebook)
+
+For a pruned tensor the encoder tries dense, bitmask and CSR positions and keeps the smallest
+file; CSR uses Deep Compression's relative indices with filler zeros (formats/sparse.py).
+Encoding is lossless with respect to the float values the passes left in the IR: decode
+returns exactly the array that was encoded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dlcc.errors import BundleFormatError
+from dlcc.formats import bitpack, huffman, sparse
 from dlcc.formats.bundle import TensorRecord
 
 
-def encode(
-    name: str, array: np.ndarray, encoding: str = "dense"
-) -> tuple[TensorRecord, list[bytes]]:
-    """A record (without offsets) and the payload blobs of `array` in `encoding`."""
-    if encoding != "dense":
-        raise ValueError(f"unknown encoding {encoding!r}")
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """How a weight tensor is to be stored; passes set it, codegen encodes by it."""
+
+    sparse: bool = False  # zeros are pruned weights: store the positions of the rest
+    codebook: tuple[float, ...] | None = None  # shared values, sorted; entries index into it
+    int8: bool = False  # values (or the codebook) are int8 times a scale
+    scales: tuple[float, ...] = ()  # int8: one per output channel, or one for a codebook
+    channel_axis: int = 0  # int8 per-channel scales run along this axis
+    huffman: bool = False  # Huffman-code the symbol streams where that is smaller
+
+    def __str__(self) -> str:
+        parts = ["sparse"] * self.sparse
+        if self.codebook is not None:
+            parts.append(f"codebook{len(self.codebook)}")
+        parts += ["int8"] * self.int8 + ["huffman"] * self.huffman
+        return "+".join(parts) or "dense"
+
+
+DENSE = Encoding()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Values:
+    """The value symbols of every flat position, and how to store them."""
+
+    kind: str  # raw | int8 | codebook
+    symbols: np.ndarray
+    bits: int
+    zero: int  # the symbol of 0.0 (for pruned positions and CSR fillers)
+    tables: list[tuple[str, bytes]]  # (role, bytes) side tables
+
+
+def encode(name: str, array: np.ndarray, enc: Encoding = DENSE) -> tuple[TensorRecord, list]:
+    """The record (offsets to be filled) and the (role, coding, bytes) blobs of `array`."""
     array = np.ascontiguousarray(array)
-    record = TensorRecord(name, str(array.dtype), tuple(array.shape), "dense")
-    return record, [array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()]
+    values = _value_symbols(name, array, enc)
+    base = TensorRecord(
+        name,
+        str(array.dtype),
+        tuple(array.shape),
+        values=values.kind,
+        value_bits=values.bits,
+        channel_axis=enc.channel_axis,
+    )
+    candidates = [_dense_positions(base, values, enc)]
+    if enc.sparse:
+        mask = values.symbols != values.zero
+        candidates.append(_bitmask_positions(base, values, mask, enc))
+        candidates.append(_csr_positions(base, values, mask, enc))
+    record, blobs = min(candidates, key=lambda c: sum(len(b[2]) for b in c[1]))
+    return record, blobs
 
 
 def decode(record: TensorRecord, data: bytes) -> np.ndarray:
-    """The values of `record`, read from the DATA section `data`."""
-    count = int(np.prod(record.shape, dtype=np.int64))
-    dtype = np.dtype(record.dtype).newbyteorder("<")
-    if record.encoding != "dense" or len(record.blobs) != 1:
-        raise BundleFormatError(
-            f"section TENSORS: tensor {record.name!r}: cannot decode encoding {record.encoding!r} "
-            f"with {len(record.blobs)} blobs"
-        )
-    offset, length = record.blobs[0]
-    if length != count * dtype.itemsize:
-        raise BundleFormatError(
-            f"section TENSORS: tensor {record.name!r}: {length} bytes for "
-            f"{count} {record.dtype} values"
-        )
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(record.shape)
+    """The values of `record`, read from the DATA section `data` (float array)."""
+    blobs = {
+        role: (coding, data[offset : offset + length])
+        for role, coding, offset, length in record.blobs
+    }
+    size = int(np.prod(record.shape, dtype=np.int64))
+    where = f"section TENSORS: tensor {record.name!r}"
+    if "VALUES" not in blobs:
+        raise BundleFormatError(f"{where}: no VALUES blob")
+    try:
+        symbols = _read_stream(*blobs["VALUES"], record.value_bits, record.entries)
+        positions = _positions(record, blobs, size)
+        values = _symbol_values(record, blobs, symbols, positions)
+    except (ValueError, IndexError) as e:
+        raise BundleFormatError(f"{where}: {e}") from None
+    if len(positions) != record.entries:
+        raise BundleFormatError(f"{where}: {len(positions)} positions for {record.entries} entries")
+    out = np.zeros(size, dtype=record.dtype)
+    out[positions] = values
+    return out.reshape(record.shape)
+
+
+def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
+    """Per symbol stream (VALUES, POSITIONS): coding, symbols, raw and stored bytes, entropy."""
+    stats = {}
+    for role, coding, offset, length in record.blobs:
+        if (
+            role not in ("VALUES", "POSITIONS")
+            or (role, coding) == ("POSITIONS", "raw")
+            and record.positions == "bitmask"
+        ):
+            continue
+        bits = record.value_bits if role == "VALUES" else record.index_bits
+        symbols = _read_stream(coding, data[offset : offset + length], bits, record.entries)
+        counts = np.bincount(symbols.astype(np.int64)) if bits <= 16 and len(symbols) else None
+        stats[role] = {
+            "coding": coding,
+            "symbols": int(len(symbols)),
+            "bits": bits,
+            "raw_bytes": -(-len(symbols) * bits // 8),
+            "bytes": length,
+            "entropy_bytes": None if counts is None else huffman.shannon_bits(counts) / 8,
+        }
+    return stats
+
+
+# -- values -------------------------------------------------------------------------------
+def _value_symbols(name: str, array: np.ndarray, enc: Encoding) -> _Values:
+    flat = array.reshape(-1)
+    if enc.codebook is not None:
+        book = np.asarray(enc.codebook, dtype=array.dtype)
+        symbols = np.searchsorted(book, flat).clip(0, len(book) - 1)
+        if not np.array_equal(book[symbols], flat):
+            raise ValueError(f"tensor {name!r}: a value is not in its codebook")
+        bits = max(1, int(np.ceil(np.log2(len(book)))))
+        if enc.int8:
+            q = np.round(book / enc.scales[0]).astype(np.int8)
+            tables = [("CODEBOOK", q.tobytes()), ("SCALES", _f32(enc.scales))]
+        else:
+            tables = [("CODEBOOK", book.astype("<f4").tobytes())]
+        zero = int(np.searchsorted(book, 0.0)) if 0.0 in book else -1
+        return _Values("codebook", symbols.astype(np.uint32), bits, zero, tables)
+    if enc.int8:
+        q = np.round(array / _channel_scales(enc, array.shape)).reshape(-1)
+        return _Values("int8", (q + 128).astype(np.uint32), 8, 128, [("SCALES", _f32(enc.scales))])
+    return _Values("raw", flat.astype("<f4").view(np.uint32), 32, 0, [])
+
+
+def _symbol_values(
+    record: TensorRecord, blobs: dict, symbols: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    dtype = np.dtype(record.dtype)
+    if record.values == "raw":
+        return symbols.astype(np.uint32).view("<f4").astype(dtype)
+    scales = np.frombuffer(_raw(blobs, "SCALES"), "<f4") if "SCALES" in blobs else None
+    if record.values == "codebook":
+        table = _raw(blobs, "CODEBOOK")
+        if scales is not None:
+            book = (np.frombuffer(table, np.int8) * scales[0]).astype(dtype)
+        else:
+            book = np.frombuffer(table, "<f4").astype(dtype)
+        return book[symbols]
+    if record.values == "int8" and scales is not None:
+        channel = np.unravel_index(positions, record.shape)[record.channel_axis]
+        return ((symbols.astype(np.int32) - 128) * scales[channel]).astype(dtype)
+    raise ValueError(f"cannot decode values stored as {record.values!r}")
+
+
+def _channel_scales(enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+    view = [1] * len(shape)
+    view[enc.channel_axis] = shape[enc.channel_axis]
+    return np.asarray(enc.scales, dtype=np.float32).reshape(view)
+
+
+# -- positions ----------------------------------------------------------------------------
+def _dense_positions(base: TensorRecord, values: _Values, enc: Encoding):
+    blobs = _tables(values) + [_stream("VALUES", values.symbols, values.bits, enc.huffman)]
+    return dataclasses.replace(base, positions="dense", entries=len(values.symbols)), blobs
+
+
+def _bitmask_positions(base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding):
+    blobs = _tables(values) + [
+        _stream("VALUES", values.symbols[mask], values.bits, enc.huffman),
+        ("POSITIONS", "raw", sparse.bitmask_encode(mask)),
+    ]
+    return dataclasses.replace(base, positions="bitmask", entries=int(mask.sum())), blobs
+
+
+def _csr_positions(base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding):
+    index_bits = sparse.best_index_bits(mask, values.bits)
+    gaps, slots = sparse.relative_index_encode(mask, index_bits)
+    symbols = values.symbols[slots]
+    if values.zero < 0 and (~mask[slots]).any():
+        return _dense_positions(base, values, enc)  # fillers need a zero symbol
+    symbols = np.where(mask[slots], symbols, max(values.zero, 0))
+    blobs = _tables(values) + [
+        _stream("VALUES", symbols, values.bits, enc.huffman),
+        _stream("POSITIONS", gaps, index_bits, enc.huffman),
+    ]
+    record = dataclasses.replace(base, positions="csr", index_bits=index_bits, entries=len(slots))
+    return record, blobs
+
+
+def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
+    if record.positions == "dense":
+        return np.arange(size)
+    if record.positions == "bitmask":
+        return np.flatnonzero(sparse.bitmask_decode(_raw(blobs, "POSITIONS"), size))
+    if record.positions == "csr":
+        gaps = _read_stream(*blobs["POSITIONS"], record.index_bits, record.entries)
+        positions = sparse.relative_index_decode(gaps, record.index_bits, size)
+        if len(positions) and positions[-1] >= size:
+            raise ValueError(f"position {positions[-1]} past the tensor's {size} entries")
+        return positions
+    raise ValueError(f"unknown positions coding {record.positions!r}")
+
+
+# -- streams ------------------------------------------------------------------------------
+def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
+    """(role, coding, bytes): raw bit-packed, or Huffman where allowed and smaller."""
+    raw = symbols.astype("<u4").tobytes() if bits == 32 else bitpack.pack_bits(symbols, bits)
+    if allow_huffman and bits <= 16 and len(symbols):
+        coded = huffman.pack_stream(symbols, 1 << bits)
+        if len(coded) < len(raw):
+            return role, "huffman", coded
+    return role, "raw", raw
+
+
+def _read_stream(coding: str, payload: bytes, bits: int, count: int) -> np.ndarray:
+    if coding == "huffman":
+        symbols = huffman.unpack_stream(payload)
+        if len(symbols) != count:
+            raise ValueError(f"Huffman stream holds {len(symbols)} symbols, expected {count}")
+        return symbols
+    if bits == 32:
+        if len(payload) != 4 * count:
+            raise ValueError(f"{len(payload)} bytes for {count} float32 values")
+        return np.frombuffer(payload, "<u4")
+    return bitpack.unpack_bits(payload, bits, count)
+
+
+def _tables(values: _Values) -> list:
+    return [(role, "raw", blob) for role, blob in values.tables]
+
+
+def _raw(blobs: dict, role: str) -> bytes:
+    if role not in blobs:
+        raise ValueError(f"missing {role} blob")
+    return blobs[role][1]
+
+
+def _f32(values) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()

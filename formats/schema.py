@@ -46,10 +46,15 @@ ALIGN = 16
 
 # -- leaves -------------------------------------------------------------------------------
 Dtype = Enum(Int8ul, float32=0, int8=1, int32=2, uint8=3, int64=4)
-TensorEncoding = Enum(Int8ul, dense=0)
+ValueCoding = Enum(Int8ul, raw=0, int8=1, codebook=2)
+PositionCoding = Enum(Int8ul, dense=0, csr=1, bitmask=2)
+BlobRole = Enum(Int8ul, VALUES=0, POSITIONS=1, CODEBOOK=2, SCALES=3)
+StreamCoding = Enum(Int8ul, raw=0, huffman=1)
 Name = PascalString(Int16ul, "utf8")
 
 Blob = Struct(
+    "role" / BlobRole,  # what the bytes hold (see formats/encodings.py)
+    "coding" / StreamCoding,  # raw (bit-packed / plain) or a Huffman stream (formats/huffman.py)
     "offset" / Int64ul,  # byte offset inside the DATA section
     "length" / Int64ul,  # byte length
 )
@@ -58,8 +63,13 @@ TensorEntry = Struct(
     "name" / Name,  # the ONNX initializer name (or the pass that made the tensor)
     "dtype" / Dtype,  # element type after decoding
     "shape" / PrefixedArray(Int8ul, Int32ul),  # shape after decoding
-    "encoding" / TensorEncoding,  # how the blobs encode the values
-    "blobs" / PrefixedArray(Int8ul, Blob),  # the encoding's payloads, in its order
+    "values" / ValueCoding,  # stored values: raw dtype bits, int8 (+128), or codebook indices
+    "positions" / PositionCoding,  # which positions are stored: all, a bitmask, CSR
+    "value_bits" / Int8ul,  # bits per value symbol
+    "index_bits" / Int8ul,  # CSR: bits per relative index (0 otherwise)
+    "channel_axis" / Int8sl,  # int8: the axis the per-channel scales run along
+    "entries" / Int64ul,  # stored entries (CSR: nonzeros plus filler zeros)
+    "blobs" / PrefixedArray(Int8ul, Blob),  # the payloads
 )
 
 BufferEntry = Struct(

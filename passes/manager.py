@@ -1,36 +1,103 @@
 """The pass manager: a registry of passes, textual pipelines and the named -O levels.
 
-A pipeline is text that prints back to itself: `prune(sparsity=0.9),kmeans(bits=5)`.
-The manager verifies the IR after every pass and times it; a failure names the pass and the
-ones that ran before it.
+A pipeline is text that prints back to itself: `prune(sparsity=0.9),kmeans(bits=5)`. Options
+are typed fields of each pass's `Options` dataclass (see `option()`); `layers=NAME:VALUE;...`
+overrides a pass's main option per layer. The manager resolves every option (so a bundle
+records exactly how it was made), verifies the IR after every pass and times it; a failure
+names the pass and the ones that ran before it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import time
+import types
+import typing
 from typing import Any, ClassVar
 
 from dlcc.errors import DlccError, PassError, PipelineError
-from dlcc.ir import Graph
+from dlcc.ir import Graph, Node
 
-PRESETS = {"O0": ""}
+PRESETS = {
+    "O0": "",
+    "O1": "quantize",
+    "O2": "prune,quantize,huffman",
+    "O3": "prune,kmeans,quantize,huffman",
+}
+
+
+def option(
+    default: Any,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A pass option: default, one-line help, and an inclusive range or a set of choices."""
+    meta = {"help": help, "low": low, "high": high, "choices": choices}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerOverrides:
+    """Per-layer values of a pass's main option: `fc1:0.95;Conv:0.5;conv*:0.6`.
+
+    A key selects a Dense/Conv layer by node name, weight name, op type, a component of the
+    node name (`fc1` selects `/fc1/Gemm`) or a glob; the first matching key wins.
+    """
+
+    items: tuple[tuple[str, str], ...] = ()
+
+    def lookup(self, node: Node) -> str | None:
+        """The override for `node`, or None."""
+        names = {node.name, node.op, node.inputs[1].name if len(node.inputs) > 1 else ""}
+        names |= set(re.split(r"[/.:]", node.name)) - {""}
+        for key, value in self.items:
+            if key in names or any(fnmatch.fnmatchcase(n, key) for n in names):
+                return value
+        return None
+
+    def __str__(self) -> str:
+        return ";".join(f"{k}:{v}" for k, v in self.items)
 
 
 class Pass:
-    """Base of every pass: a name, a one-line summary, an Options dataclass and `run`."""
+    """Base of every pass: a name, a one-line summary, an Options dataclass and `run`.
+
+    `main` names the option that `layers=` overrides. A pass keeps no state between runs.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    main: ClassVar[str | None] = None
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        pass
+        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
 
-    def run(self, graph: Graph, options: Any) -> dict[str, Any]:
-        """Rewrite `graph` in place; return the statistics to log."""
+    def run(self, graph: Graph, options: Any, ctx: PassContext) -> dict[str, Any]:
+        """Rewrite `graph` in place; return the statistics to log (a `layers` list per layer)."""
         raise NotImplementedError
+
+    @classmethod
+    def for_layer(cls, options: Any, node: Node) -> Any:
+        """The main option's value for `node`, honouring `layers=` overrides."""
+        value = options.layers.lookup(node)
+        if value is None:
+            return getattr(options, cls.main)
+        field = next(f for f in dataclasses.fields(options) if f.name == cls.main)
+        return _convert(cls.name, field, value, type(options))
+
+
+@dataclasses.dataclass
+class PassContext:
+    """What passes may use besides the graph: calibration data and progress reporting."""
+
+    calibration: dict | None = None
+    progress: Any = None  # callable(description, done, total) or None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 _PASSES: dict[str, type[Pass]] = {}
@@ -38,18 +105,23 @@ _PASSES: dict[str, type[Pass]] = {}
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
     """Class decorator adding a pass to the registry under its `name`."""
+    if cls.name in _PASSES:
+        raise ValueError(f"pass {cls.name!r} registered twice")
     _PASSES[cls.name] = cls
     return cls
 
 
 def registered_passes() -> dict[str, type[Pass]]:
-    """Every registered pass by name."""
+    """Every registered pass by name, in registration order."""
+    from dlcc.passes import load_all
+
+    load_all()
     return dict(_PASSES)
 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One pass of a pipeline with its explicit options."""
+    """One pass of a pipeline with the options given for it (as text)."""
 
     name: str
     options: tuple[tuple[str, str], ...] = ()
@@ -59,57 +131,166 @@ class Step:
             return self.name
         return f"{self.name}({','.join(f'{k}={v}' for k, v in self.options)})"
 
+    def typed(self) -> Any:
+        """The pass's Options instance for this step; a PipelineError on a bad option."""
+        cls = registered_passes()[self.name]
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        values = {}
+        for key, text in self.options:
+            if key not in fields:
+                raise PipelineError(
+                    f"pass {self.name!r} has no option {key!r}; options: {', '.join(fields)}"
+                )
+            values[key] = _convert(self.name, fields[key], text, cls.Options)
+        return cls.Options(**values)
+
+    def resolved(self) -> Step:
+        """The same step with every option spelled out (defaults included)."""
+        opts = self.typed()
+        return Step(
+            self.name,
+            tuple((f.name, _format(getattr(opts, f.name))) for f in dataclasses.fields(opts)),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
-    """An ordered list of steps; `str(parse(text)) == text` for canonical text."""
+    """An ordered list of steps; `parse_pipeline(str(p)) == p`."""
 
     steps: tuple[Step, ...] = ()
 
     def __str__(self) -> str:
         return ",".join(str(s) for s in self.steps)
 
+    def resolved(self) -> Pipeline:
+        """Every step with all its options spelled out."""
+        return Pipeline(tuple(s.resolved() for s in self.steps))
+
 
 _STEP = re.compile(r"\s*([A-Za-z_][\w-]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
 
 
 def parse_pipeline(text: str) -> Pipeline:
-    """Parse `-O2`, `O2` or `name(opt=value,...),name,...`; unknown passes are errors."""
+    """Parse `-O2`, `O2` or `name(opt=value,...),name,...`; checks names and options."""
     text = text.strip()
-    preset = text.lstrip("-")
-    if preset in PRESETS:
-        text = PRESETS[preset]
+    if text.lstrip("-") in PRESETS:
+        text = PRESETS[text.lstrip("-")]
+    passes = registered_passes()
     steps, pos = [], 0
     while pos < len(text):
         m = _STEP.match(text, pos)
         if not m or m.end() == pos:
             raise PipelineError(f"pipeline {text!r}: cannot parse at column {pos + 1}")
         name, args = m.group(1), m.group(2)
-        if name not in _PASSES:
-            known = ", ".join(sorted(_PASSES)) or "none yet"
-            raise PipelineError(f"pipeline: unknown pass {name!r}; known: {known}")
+        if name not in passes:
+            raise PipelineError(f"unknown pass {name!r}; known: {', '.join(passes)}")
         options = []
         for item in filter(None, (a.strip() for a in (args or "").split(","))):
             key, sep, value = item.partition("=")
             if not sep:
-                raise PipelineError(f"pipeline: option {item!r} of {name!r} needs key=value")
+                raise PipelineError(f"pass {name!r}: option {item!r} needs the form key=value")
             options.append((key.strip(), value.strip()))
-        steps.append(Step(name, tuple(options)))
+        step = Step(name, tuple(options))
+        step.typed()  # validate now, not halfway through a compile
+        steps.append(step)
         pos = m.end()
     return Pipeline(tuple(steps))
 
 
-def run_pipeline(graph: Graph, pipeline: Pipeline) -> list[dict[str, Any]]:
+def run_pipeline(graph: Graph, pipeline: Pipeline, ctx: PassContext) -> list[dict[str, Any]]:
     """Run every step on `graph`, verifying after each; returns the pass log."""
     log = []
+    passes = registered_passes()
     for i, step in enumerate(pipeline.steps):
-        cls = _PASSES[step.name]
         start = time.perf_counter()
         try:
-            stats = cls().run(graph, cls.Options(**dict(step.options)))
+            stats = passes[step.name]().run(graph, step.typed(), ctx)
             graph.verify()
         except DlccError as e:
             before = ", ".join(s.name for s in pipeline.steps[:i]) or "none"
-            raise PassError(f"pass {step.name!r} failed (after: {before}): {e}") from None
-        log.append({"pass": str(step), "seconds": round(time.perf_counter() - start, 3), **stats})
+            raise PassError(
+                f"pass {step.name!r} failed (passes before it: {before}): {e}"
+            ) from None
+        log.append(
+            {
+                "pass": str(step.resolved()),
+                "seconds": round(time.perf_counter() - start, 3),
+                **stats,
+            }
+        )
     return log
+
+
+def pass_table() -> list[dict[str, Any]]:
+    """Every pass with its options (name, default, help, range), for `dlcc passes`."""
+    table = []
+    for name, cls in registered_passes().items():
+        options = []
+        for f in dataclasses.fields(cls.Options):
+            low, high, choices = (f.metadata.get(k) for k in ("low", "high", "choices"))
+            bounds = f" [{low}..{high}]" if low is not None or high is not None else ""
+            bounds = f" ({' | '.join(choices)})" if choices else bounds
+            options.append(
+                {
+                    "name": f.name,
+                    "default": _format(f.default) or "''",
+                    "help": f.metadata.get("help", ""),
+                    "range": bounds,
+                }
+            )
+        table.append({"name": name, "summary": cls.summary, "options": options})
+    return table
+
+
+def weight_layers(graph: Graph) -> list[Node]:
+    """The Dense and Conv nodes with a constant weight: what the weight passes rewrite."""
+    return [n for n in graph.nodes if n.op in ("Dense", "Conv") and n.inputs[1].is_constant]
+
+
+# -- option text <-> values -----------------------------------------------------------------
+def _convert(pass_name: str, field: dataclasses.Field, text: str, options_cls: type) -> Any:
+    kind = _base_type(typing.get_type_hints(options_cls)[field.name])
+    where = f"pass {pass_name!r}: option {field.name}={text!r}"
+    if text.lower() == "none" and field.default is None:
+        return None
+    if kind is LayerOverrides:
+        items = []
+        for part in filter(None, text.split(";")):
+            key, sep, value = part.partition(":")
+            if not sep or not key or not value:
+                raise PipelineError(f"{where}: expected NAME:VALUE;NAME:VALUE")
+            items.append((key.strip(), value.strip()))
+        return LayerOverrides(tuple(items))
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            value: Any = text.lower() in ("1", "true", "yes", "on")
+        elif kind in (int, float):
+            value = kind(text)
+        else:
+            value = text
+    except ValueError:
+        raise PipelineError(f"{where}: expected {kind.__name__}") from None
+    meta = field.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise PipelineError(f"{where}: choose one of {', '.join(meta['choices'])}")
+    low, high = meta.get("low"), meta.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise PipelineError(f"{where}: out of range [{low}, {high}]")
+    return value
+
+
+def _base_type(annotation: Any) -> type:
+    """The non-None type of a resolved field annotation."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)

@@ -99,8 +99,6 @@ def softmax(b: Builder, node, x):
 
 @converter("MaxPool", "AveragePool")
 def pool(b: Builder, node, x):
-    if len(node.output) > 1 and node.output[1]:
-        raise b.fail("the Indices output of MaxPool is not supported")
     kernel = tuple(b.attrs["kernel_shape"])
     if len(kernel) != 2:
         raise b.fail(f"only 2-D pooling is supported (kernel {kernel})")
@@ -223,9 +221,7 @@ def _clamped(ends: Value) -> tuple[int, ...]:
 
 @converter("Identity", "Dropout")
 def identity(b: Builder, node, x, *_):
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
-        raise b.fail("the mask output of Dropout is not supported")
-    return [x]
+    return [x]  # a Dropout mask or MaxPool Indices output stays undefined: readers are refused
 
 
 @converter("Cast")

@@ -21,6 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from dlcc.errors import DlccError, FrontendError, UnsupportedOpError
 from dlcc.frontend.loader import opset_of
 from dlcc.ir import Graph, Value
+from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
 # Stands for the batch size in folded shape tensors: a prime no real dimension equals.
 BATCH = 1_000_003
@@ -144,11 +145,24 @@ def lower_model(model: onnx.ModelProto) -> Graph:
         listed = ", ".join(f"{op} (first node {name!r})" for op, name in unsupported.items())
         raise UnsupportedOpError(f"unsupported ONNX ops: {listed}")
     for out in onnx_graph.output:
+        if out.name not in env:
+            raise FrontendError(f"output {out.name!r} is not computed by any supported node")
         value = env[out.name]
         if value.is_constant:
             raise FrontendError(f"output {out.name!r} is a constant; nothing to compile")
-        graph.outputs.append(value)
+        graph.outputs.append(_output_named(graph, value, out.name))
     return graph
+
+
+def _output_named(graph: Graph, value: Value, name: str) -> Value:
+    """`value` under the ONNX output name; an input or another output is copied first."""
+    if value.name == name:
+        return value
+    if value.producer is None or value in graph.outputs:
+        shape = tuple(-1 if i == value.batch_axis else d for i, d in enumerate(value.shape))
+        value = graph.add("Reshape", [value], ReshapeAttrs(shape), name=name).outputs[0]
+    graph.rename(value, name)
+    return value
 
 
 def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:

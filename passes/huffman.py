@@ -1,0 +1,40 @@
+"""Huffman coding of the weights' symbol streams (Han et al., ICLR 2016, section 4).
+
+    stream -> canonical length-limited Huffman code, stored as code lengths only
+
+Marks every weight tensor; the encoder codes each symbol stream (values, relative indices)
+with Huffman only where that is smaller than its raw bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dlcc.ir import Graph
+from dlcc.passes.manager import (
+    LayerOverrides,
+    Pass,
+    PassContext,
+    option,
+    register_pass,
+    weight_layers,
+)
+
+
+@register_pass
+class Huffman(Pass):
+    name = "huffman"
+    summary = "canonical Huffman coding of the symbol streams, where smaller than raw bits"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        layers: LayerOverrides = option(LayerOverrides(), "per-layer values (unused)")
+
+    def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
+        layers = []
+        for node in weight_layers(graph):
+            w = node.inputs[1]
+            encoding = dataclasses.replace(w.encoding, huffman=True)
+            graph.set_input(node, 1, graph.constant(w.name, w.data, encoding))
+            layers.append({"layer": node.name, "encoding": str(encoding)})
+        return {"layers": layers}

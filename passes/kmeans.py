@@ -1,0 +1,81 @@
+"""k-means weight sharing (Han et al., ICLR 2016, section 3), per Dense/Conv layer.
+
+    W[i] -> c[label[i]],  c = 1-D k-means of the layer's surviving weights, k = 2**bits
+
+A pruned layer keeps 0 as an extra codebook entry (its pruned positions and CSR fillers),
+and clusters its nonzero weights into 2**bits - 1 centroids, so indices still fit `bits`.
+Initialization is linear by default: evenly spaced between min and max, which keeps the
+large, rare weights represented (the paper's finding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.ir import Graph
+from dlcc.passes.cluster1d import kmeans_1d
+from dlcc.passes.manager import (
+    LayerOverrides,
+    Pass,
+    PassContext,
+    option,
+    register_pass,
+    weight_layers,
+)
+
+DEFAULT_BITS = {"Conv": 8, "Dense": 5}
+
+
+@register_pass
+class KMeans(Pass):
+    name = "kmeans"
+    summary = "weight sharing: W[i] -> codebook[index[i]], 1-D k-means per layer"
+    main = "bits"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        bits: int | None = option(
+            None, "index bits per layer (default: 8 for Conv, 5 for Dense)", 1, 8
+        )
+        init: str = option(
+            "linear", "centroid initialization", choices=("linear", "density", "kmeans++")
+        )
+        iters: int = option(100, "maximum Lloyd iterations", 1, 10_000)
+        seed: int = option(0, "random seed (kmeans++ init)", 0, 2**31 - 1)
+        layers: LayerOverrides = option(LayerOverrides(), "per-layer bits: NAME:BITS;...")
+
+    def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
+        layers = []
+        nodes = weight_layers(graph)
+        for done, node in enumerate(nodes):
+            if ctx.progress:
+                ctx.progress("kmeans", done, len(nodes))
+            w = node.inputs[1]
+            bits = self.for_layer(options, node) or DEFAULT_BITS[node.op]
+            keep = w.data != 0 if w.encoding.sparse else np.ones(w.data.shape, dtype=bool)
+            k = 2**bits - 1 if w.encoding.sparse else 2**bits
+            centroids, labels = kmeans_1d(
+                w.data[keep], k, init=options.init, max_iter=options.iters, seed=options.seed
+            )
+            shared = np.zeros_like(w.data)
+            shared[keep] = centroids[labels].astype(w.data.dtype)
+            book = np.unique(np.concatenate([shared[keep], [0.0] if w.encoding.sparse else []]))
+            encoding = dataclasses.replace(
+                w.encoding, codebook=tuple(book.astype(w.data.dtype).tolist())
+            )
+            graph.set_input(node, 1, graph.constant(w.name, shared, encoding))
+            sse = float(((shared - w.data) ** 2).sum())
+            layers.append(
+                {
+                    "layer": node.name,
+                    "params": int(w.data.size),
+                    "bits": bits,
+                    "clusters": int(len(centroids)),
+                    "sse": sse,
+                }
+            )
+        if ctx.progress:
+            ctx.progress("kmeans", len(nodes), len(nodes))
+        return {"layers": layers}

@@ -1,0 +1,77 @@
+"""Unstructured magnitude pruning (Han et al., NIPS 2015), per Dense/Conv layer.
+
+    W[i] -> 0  if |W[i]| is among the `sparsity` smallest of the layer
+               (or, with quality=q, if |W[i]| < q * std(W): Han et al.'s threshold rule)
+
+The surviving weights keep their values; the weight's encoding becomes sparse, so the
+bundle stores only their positions and values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.ir import Graph
+from dlcc.passes.manager import (
+    LayerOverrides,
+    Pass,
+    PassContext,
+    option,
+    register_pass,
+    weight_layers,
+)
+
+
+@register_pass
+class Prune(Pass):
+    name = "prune"
+    summary = "magnitude pruning: W[i] -> 0 for the smallest |W[i]| of each layer"
+    main = "sparsity"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        sparsity: float = option(0.9, "fraction of each layer's weights set to zero", 0.0, 0.999)
+        quality: float | None = option(
+            None,
+            "Han et al.'s rule instead: prune |w| < quality * std(W) (layers= sets it)",
+            0.0,
+            10.0,
+        )
+        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
+
+    def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
+        layers = []
+        for node in weight_layers(graph):
+            w = node.inputs[1]
+            override = options.layers.lookup(node)
+            magnitude = np.abs(w.data)
+            if options.quality is not None:
+                quality = options.quality if override is None else float(override)
+                keep = magnitude >= quality * w.data.std()
+            else:
+                keep = _keep_largest(magnitude, self.for_layer(options, node))
+            pruned = np.where(keep, w.data, 0).astype(w.data.dtype)
+            encoding = dataclasses.replace(w.encoding, sparse=True)
+            graph.set_input(node, 1, graph.constant(w.name, pruned, encoding))
+            layers.append(
+                {
+                    "layer": node.name,
+                    "params": int(w.data.size),
+                    "nonzero_before": int(np.count_nonzero(w.data)),
+                    "nonzero_after": int(np.count_nonzero(pruned)),
+                    "sparsity": round(1 - np.count_nonzero(pruned) / max(w.data.size, 1), 4),
+                }
+            )
+        return {"layers": layers}
+
+
+def _keep_largest(magnitude: np.ndarray, sparsity: float) -> np.ndarray:
+    """Mask of the (1 - sparsity) largest magnitudes; ties broken by position (deterministic)."""
+    flat = magnitude.reshape(-1)
+    drop = int(round(sparsity * flat.size))
+    keep = np.ones(flat.size, dtype=bool)
+    if drop:
+        keep[np.argsort(flat, kind="stable")[:drop]] = False
+    return keep.reshape(magnitude.shape)
