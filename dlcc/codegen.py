@@ -94,7 +94,8 @@ def generate(graph: Graph, meta: dict | None = None) -> BundleFile:
         record, blobs = encode(name, array, encoding)
         spans = []
         for role, coding, blob in blobs:
-            data += bytes(-len(data) % ALIGN)
+            if coding == "raw" and record.value_bits == 32 and role == "VALUES":
+                data += bytes(-len(data) % ALIGN)  # plain numbers: keep them view-aligned
             spans.append((role, coding, len(data), len(blob)))
             data += blob
         records.append(dataclasses.replace(record, blobs=tuple(spans)))

@@ -8,6 +8,7 @@ from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile
 from dlcc.formats.encodings import stream_stats
 from dlcc.formats.schema import header_bytes
+from dlcc.passes.manager import layer_rows
 from dlcc.runtime.loader import LoadedBundle
 
 
@@ -167,8 +168,8 @@ def render_ledger(report: dict) -> str:
 def _pass_log(log: list[dict]) -> list[str]:
     lines = []
     for entry in log:
-        lines.append(f"  {entry['pass']}  ({entry['seconds']} s)")
-        for layer in entry.get("layers", []):
+        lines.append(f"  {entry['pass']}")
+        for layer in layer_rows(entry):
             fields = ", ".join(f"{k}={v}" for k, v in layer.items() if k != "layer")
             lines.append(f"      {layer['layer']}: {fields}")
     return lines or ["  (none)"]

@@ -159,6 +159,17 @@ class Graph:
         if value is not None:
             value.uses.append((node, index))
 
+    def replace_weight(self, node: Node, index: int, data: np.ndarray, encoding: Encoding) -> Value:
+        """Give input `index` of `node` new constant data; it keeps the old name if unshared."""
+        old = node.inputs[index]
+        new = self.constant(old.name, data, encoding)
+        self.set_input(node, index, new)
+        if not old.uses:
+            self._names["value"].discard(new.name)
+            new.name = old.name
+            self._names["value"].add(old.name)
+        return new
+
     def remove(self, node: Node) -> None:
         """Remove a node whose outputs are unused; refuses to drop a used value."""
         for v in node.outputs:

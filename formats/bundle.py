@@ -105,7 +105,10 @@ class BundleFile:
     def from_bytes(cls, blob: bytes, source: str = "bundle") -> BundleFile:
         """Parse and validate a bundle; a BundleFormatError names the section at fault."""
         raw = unpack_sections(blob, source)
-        meta = _parse(source, "META", META, raw["META"])
+        try:
+            meta = META.parse(raw["META"])
+        except (ConstructError, UnicodeDecodeError, zlib.error) as e:
+            raise BundleFormatError(f"{source}: section META: {_why(e)}") from None
         try:
             meta = json.loads(meta)
         except ValueError as e:

@@ -32,7 +32,7 @@ class Encoding:
     sparse: bool = False  # zeros are pruned weights: store the positions of the rest
     codebook: tuple[float, ...] | None = None  # shared values, sorted; entries index into it
     int8: bool = False  # values (or the codebook) are int8 times a scale
-    scales: tuple[float, ...] = ()  # int8: one per output channel, or one for a codebook
+    scales: tuple[float, ...] = ()  # int8: one per output channel, or one per tensor/codebook
     channel_axis: int = 0  # int8 per-channel scales run along this axis
     huffman: bool = False  # Huffman-code the symbol streams where that is smaller
 
@@ -74,7 +74,13 @@ def encode(name: str, array: np.ndarray, enc: Encoding = DENSE) -> tuple[TensorR
     if enc.sparse:
         mask = values.symbols != values.zero
         candidates.append(_bitmask_positions(base, values, mask, enc))
-        candidates.append(_csr_positions(base, values, mask, enc))
+        # Raw widths have a closed-form best; Huffman shifts it, so then try them all.
+        widths = (
+            range(sparse.MIN_INDEX_BITS, sparse.MAX_INDEX_BITS + 1)
+            if enc.huffman
+            else [sparse.best_index_bits(mask, values.bits)]
+        )
+        candidates += [_csr_positions(base, values, mask, enc, bits) for bits in widths]
     record, blobs = min(candidates, key=lambda c: sum(len(b[2]) for b in c[1]))
     return record, blobs
 
@@ -163,12 +169,15 @@ def _symbol_values(
             book = np.frombuffer(table, "<f4").astype(dtype)
         return book[symbols]
     if record.values == "int8" and scales is not None:
-        channel = np.unravel_index(positions, record.shape)[record.channel_axis]
-        return ((symbols.astype(np.int32) - 128) * scales[channel]).astype(dtype)
+        if len(scales) > 1:  # per channel
+            scales = scales[np.unravel_index(positions, record.shape)[record.channel_axis]]
+        return ((symbols.astype(np.int32) - 128) * scales).astype(dtype)
     raise ValueError(f"cannot decode values stored as {record.values!r}")
 
 
 def _channel_scales(enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+    if len(enc.scales) == 1:  # per tensor
+        return np.float32(enc.scales[0])
     view = [1] * len(shape)
     view[enc.channel_axis] = shape[enc.channel_axis]
     return np.asarray(enc.scales, dtype=np.float32).reshape(view)
@@ -188,8 +197,9 @@ def _bitmask_positions(base: TensorRecord, values: _Values, mask: np.ndarray, en
     return dataclasses.replace(base, positions="bitmask", entries=int(mask.sum())), blobs
 
 
-def _csr_positions(base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding):
-    index_bits = sparse.best_index_bits(mask, values.bits)
+def _csr_positions(
+    base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding, index_bits: int
+):
     gaps, slots = sparse.relative_index_encode(mask, index_bits)
     symbols = values.symbols[slots]
     if values.zero < 0 and (~mask[slots]).any():

@@ -3,7 +3,7 @@
 A bundle is a header (magic, version, section table, CRC-32 of the header) followed by
 sections, each at a 16-byte aligned offset, with zero padding between them:
 
-    META     JSON: producer, model name, resolved pipeline, pass log
+    META     zlib-compressed JSON: producer, model name, resolved pipeline, pass log
     TENSORS  table of weight tensors: name, dtype, shape, encoding, byte ranges in DATA
     DATA     the tensors' payloads, 16-byte aligned
     BUFFERS  the activation buffers of the program (UB/ACC addresses): dtype, shape, batch axis
@@ -20,6 +20,7 @@ import zlib
 from construct import (
     Array,
     Checksum,
+    Compressed,
     Const,
     Enum,
     Float64l,
@@ -100,7 +101,7 @@ IoBinding = Struct(
 )
 
 # -- sections -----------------------------------------------------------------------------
-META = GreedyString("utf8")
+META = Compressed(GreedyString("utf8"), "zlib", level=9)  # JSON
 TENSORS = PrefixedArray(Int32ul, TensorEntry)
 BUFFERS = PrefixedArray(Int16ul, BufferEntry)
 ATTRS = PrefixedArray(Int16ul, PrefixedArray(Int8ul, AttrField))

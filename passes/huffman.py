@@ -35,6 +35,6 @@ class Huffman(Pass):
         for node in weight_layers(graph):
             w = node.inputs[1]
             encoding = dataclasses.replace(w.encoding, huffman=True)
-            graph.set_input(node, 1, graph.constant(w.name, w.data, encoding))
+            graph.replace_weight(node, 1, w.data, encoding)
             layers.append({"layer": node.name, "encoding": str(encoding)})
         return {"layers": layers}

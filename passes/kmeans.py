@@ -49,11 +49,11 @@ class KMeans(Pass):
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []
         nodes = weight_layers(graph)
-        for done, node in enumerate(nodes):
+        for position, node in enumerate(nodes):
             if ctx.progress:
-                ctx.progress("kmeans", done, len(nodes))
+                ctx.progress("kmeans", position, len(nodes))
             w = node.inputs[1]
-            bits = self.for_layer(options, node) or DEFAULT_BITS[node.op]
+            bits = self.for_layer(options, node, nodes) or DEFAULT_BITS[node.op]
             keep = w.data != 0 if w.encoding.sparse else np.ones(w.data.shape, dtype=bool)
             k = 2**bits - 1 if w.encoding.sparse else 2**bits
             centroids, labels = kmeans_1d(
@@ -65,7 +65,7 @@ class KMeans(Pass):
             encoding = dataclasses.replace(
                 w.encoding, codebook=tuple(book.astype(w.data.dtype).tolist())
             )
-            graph.set_input(node, 1, graph.constant(w.name, shared, encoding))
+            graph.replace_weight(node, 1, shared, encoding)
             sse = float(((shared - w.data) ** 2).sum())
             layers.append(
                 {

@@ -43,18 +43,19 @@ class Prune(Pass):
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []
-        for node in weight_layers(graph):
+        nodes = weight_layers(graph)
+        for node in nodes:
             w = node.inputs[1]
-            override = options.layers.lookup(node)
+            override = options.layers.lookup(node, nodes)
             magnitude = np.abs(w.data)
             if options.quality is not None:
                 quality = options.quality if override is None else float(override)
                 keep = magnitude >= quality * w.data.std()
             else:
-                keep = _keep_largest(magnitude, self.for_layer(options, node))
+                keep = _keep_largest(magnitude, self.for_layer(options, node, nodes))
             pruned = np.where(keep, w.data, 0).astype(w.data.dtype)
             encoding = dataclasses.replace(w.encoding, sparse=True)
-            graph.set_input(node, 1, graph.constant(w.name, pruned, encoding))
+            graph.replace_weight(node, 1, pruned, encoding)
             layers.append(
                 {
                     "layer": node.name,

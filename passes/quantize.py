@@ -2,6 +2,7 @@
 
     W[c] -> round(W[c] / s[c]) * s[c],  s[c] = max|W[c]| / 127   per output channel c
     codebook -> round(C / s) * s,       s = max|C| / 127          per layer (k-means shared)
+    b -> round(b / s) * s,              s = max|b| / 127          per layer (biases)
 
 The encoding records the int8 values and scales, so the bundle stores 8 bits per weight (or
 per centroid). Activations stay float32 in this pass: it says so in the compile notes.
@@ -47,7 +48,10 @@ class Quantize(Pass):
                 data, encoding = _quantize_codebook(w.data, w.encoding)
             else:
                 data, encoding = _quantize_channels(w.data, w.encoding, _channel_axis(node))
-            graph.set_input(node, 1, graph.constant(w.name, data, encoding))
+            graph.replace_weight(node, 1, data, encoding)
+            bias = node.inputs[2] if len(node.inputs) > 2 else None
+            if bias is not None and bias.is_constant and not bias.encoding.int8:
+                graph.replace_weight(node, 2, *_quantize_tensor(bias.data, bias.encoding))
             error = float(np.abs(data - w.data).max(initial=0.0))
             layers.append(
                 {
@@ -79,6 +83,13 @@ def _quantize_channels(w: np.ndarray, encoding, axis: int):
     data = (np.clip(np.round(w / s), -QMAX, QMAX) * s).astype(w.dtype)
     enc = dataclasses.replace(encoding, int8=True, scales=tuple(scales.tolist()), channel_axis=axis)
     return data, enc
+
+
+def _quantize_tensor(x: np.ndarray, encoding):
+    """Per-tensor symmetric int8 (the biases of the weight-only path)."""
+    scale = _scale(np.abs(x).max(initial=0.0))
+    data = (np.clip(np.round(x / scale), -QMAX, QMAX) * scale).astype(x.dtype)
+    return data, dataclasses.replace(encoding, int8=True, scales=(float(scale),))
 
 
 def _quantize_codebook(w: np.ndarray, encoding):
