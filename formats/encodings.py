@@ -121,12 +121,19 @@ def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
         bits = record.value_bits if role == "VALUES" else record.index_bits
         symbols = _read_stream(coding, data[offset : offset + length], bits, record.entries)
         counts = np.bincount(symbols.astype(np.int64)) if bits <= 16 and len(symbols) else None
+        payload = data[offset : offset + length]
+        table = (
+            length - len(huffman.HUFFMAN_STREAM.parse(payload).payload)
+            if coding == "huffman"
+            else 0
+        )
         stats[role] = {
             "coding": coding,
             "symbols": int(len(symbols)),
             "bits": bits,
             "raw_bytes": -(-len(symbols) * bits // 8),
             "bytes": length,
+            "table_bytes": table,  # Huffman: header, code lengths and block offsets
             "entropy_bytes": None if counts is None else huffman.shannon_bits(counts) / 8,
         }
     return stats

@@ -166,3 +166,36 @@ def test_missing_bundle_and_bad_inputs(tmp_path, sample_bundles):
     assert_clean_error(invoke("run", sample_bundles["lenet5"], "--input", str(tmp_path / "x.npy")))
     result = invoke("run", sample_bundles["lenet5"], "--input", str(wrong), "--target", "tpu9")
     assert_clean_error(result, "unknown target 'tpu9'")
+
+
+def test_passes_lists_every_pass_with_options():
+    from dlcc.passes.manager import registered_passes
+
+    out = invoke("passes").stdout
+    for name, cls in registered_passes().items():
+        assert name in out and cls.summary in out
+    assert "sparsity=0.9" in out and "-O3" in out
+    assert json.loads(invoke("passes", "--json").stdout)["presets"]["O0"] == ""
+
+
+def test_compile_report_ledger_adds_up_to_the_file(tmp_path):
+    bundle = str(tmp_path / "m.bin")
+    result = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3",
+                    "--report", "--json")
+    report = json.loads(result.stdout)["report"]
+    assert sum(row["bytes"] for row in report["ledger"]) == os.path.getsize(bundle)
+    streams = [s for t in report["tensors"] for s in t["streams"].values()
+               if s["coding"] == "huffman"]
+    assert streams and all(s["bytes"] < s["raw_bytes"] for s in streams)
+    text = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3", "--report")
+    assert "total (= file size)" in text.stdout and "dlcc: note: quantize" in text.stderr
+
+
+def test_readme_documents_every_command_and_pass():
+    from dlcc.passes.manager import registered_passes
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    for command in main.commands:
+        assert f"dlcc {command}" in readme, command
+    for name in registered_passes():
+        assert f"`{name}" in readme, name

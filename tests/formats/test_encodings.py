@@ -1,0 +1,87 @@
+"""Weight encodings decode to exactly what was encoded, for every combination of codings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dlcc.formats.encodings import DENSE, Encoding, decode, encode
+
+SHAPES = st.lists(st.integers(0, 9), min_size=1, max_size=4).map(tuple)
+
+
+def round_trip(array: np.ndarray, enc: Encoding) -> tuple[np.ndarray, object]:
+    record, blobs = encode("w", array, enc)
+    data, spans = b"", []
+    for role, coding, blob in blobs:
+        spans.append((role, coding, len(data), len(blob)))
+        data += blob
+    record = dataclasses.replace(record, blobs=tuple(spans))
+    return decode(record, data), record
+
+
+def layer(rng, shape, sparsity, codebook_bits, int8):
+    """A float32 tensor as the passes would leave it, and its encoding."""
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[rng.random(shape) < sparsity] = 0
+    enc = Encoding(sparse=sparsity > 0)
+    if int8:
+        s = np.float32(max(np.abs(w).max(initial=0), 1e-3) / 127)
+        w = (np.round(w / s) * s).astype(np.float32)
+        enc = dataclasses.replace(enc, int8=True, scales=(float(s),))
+    if codebook_bits:
+        book = np.unique(rng.choice(w.reshape(-1), size=min(w.size, 2**codebook_bits)))
+        book = np.unique(np.concatenate([book, [0.0]])) if w.size else np.zeros(1, np.float32)
+        w = book[np.abs(w[..., None] - book).argmin(-1)].astype(np.float32)
+        enc = dataclasses.replace(enc, codebook=tuple(book.astype(np.float32).tolist()))
+    return w, enc
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=SHAPES,
+    sparsity=st.sampled_from([0.0, 0.3, 0.9, 0.99, 1.0]),
+    codebook_bits=st.sampled_from([0, 1, 3, 5, 8]),
+    int8=st.booleans(),
+    huffman=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip(shape, sparsity, codebook_bits, int8, huffman, seed):
+    w, enc = layer(np.random.default_rng(seed), shape, sparsity, codebook_bits, int8)
+    got, _ = round_trip(w, dataclasses.replace(enc, huffman=huffman))
+    np.testing.assert_array_equal(got, w)
+
+
+def test_per_channel_int8_round_trip():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    w[rng.random(w.shape) < 0.7] = 0
+    scales = np.abs(w).max(axis=(1, 2, 3)) / 127
+    w = (np.round(w / scales[:, None, None, None]) * scales[:, None, None, None]).astype(np.float32)
+    enc = Encoding(sparse=True, int8=True, scales=tuple(scales.tolist()), channel_axis=0)
+    got, record = round_trip(w, enc)
+    np.testing.assert_array_equal(got, w)
+    assert record.values == "int8" and record.value_bits == 8
+
+
+def test_sparse_large_tensor_picks_csr_and_beats_dense():
+    w, enc = layer(np.random.default_rng(2), (300, 400), 0.92, 5, False)
+    got, record = round_trip(w, dataclasses.replace(enc, huffman=True))
+    np.testing.assert_array_equal(got, w)
+    assert record.positions == "csr" and record.nbytes < w.size * 5 / 8 * 0.35
+
+
+def test_dense_float_is_raw_bytes():
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    got, record = round_trip(w, DENSE)
+    assert record.nbytes == w.nbytes and (record.values, record.positions) == ("raw", "dense")
+    np.testing.assert_array_equal(got, w)
+
+
+def test_value_outside_codebook_is_refused():
+    with pytest.raises(ValueError, match="not in its codebook"):
+        encode("w", np.array([0.5], np.float32), Encoding(codebook=(0.0, 1.0)))
