@@ -170,6 +170,14 @@ class Graph:
             self._names["value"].add(old.name)
         return new
 
+    def reinfer(self) -> None:
+        """Recompute every node's output shapes in order (after a pass changed a shape)."""
+        for node in self.nodes:
+            for value, (shape, batch) in zip(
+                node.outputs, infer_shapes(node.op, node.attrs, node.inputs, node.name)
+            ):
+                value.shape, value.batch_axis = shape, batch
+
     def remove(self, node: Node) -> None:
         """Remove a node whose outputs are unused; refuses to drop a used value."""
         for v in node.outputs:
