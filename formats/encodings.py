@@ -60,7 +60,7 @@ class _Values:
 
 def encode(name: str, array: np.ndarray, enc: Encoding = DENSE) -> tuple[TensorRecord, list]:
     """The record (offsets to be filled) and the (role, coding, bytes) blobs of `array`."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d 1-D
     values = _value_symbols(name, array, enc)
     base = TensorRecord(
         name,

@@ -75,7 +75,7 @@ class Interpreter:
                     ub[dst] = value
             elif isinstance(instr, isa.WriteHost):
                 name = bundle.file.outputs[instr.output][0]
-                outputs[name] = np.ascontiguousarray(ub[instr.src])
+                outputs[name] = np.asarray(ub[instr.src], order="C")
             elif isinstance(instr, isa.Halt):
                 break
             for b in last_use.get(k, ()):
@@ -104,7 +104,7 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
         x = np.asarray(inputs[name])
         if x.dtype.kind not in "fiub":
             raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
-        x = np.ascontiguousarray(x, dtype=record.dtype)
+        x = np.asarray(x, dtype=record.dtype, order="C")  # keeps 0-d inputs 0-d
         expected = list(record.shape)
         if record.batch_axis is not None and x.ndim == len(expected):
             expected[record.batch_axis] = x.shape[record.batch_axis]

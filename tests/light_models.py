@@ -1,12 +1,16 @@
 """The onnx package's "light" model zoo, rewritten into runnable, batch-agnostic models.
 
 `onnx/backend/test/data/light/` ships nine ImageNet classifiers (AlexNet ... ZFNet-512) whose
-weights are `ConstantOfShape` nodes filling every tensor with 0.02. `light_model(name, dir)`
-writes a copy that tests and benchmarks can run at any batch size:
+weights are mostly `ConstantOfShape` nodes filling each tensor with 0.02 (a few small real
+tensors are kept as they are). `light_model(name, path)` writes a copy that tests and
+benchmarks can run at any batch size:
 
 - every weight-producing ConstantOfShape becomes a seeded random initializer sized to keep
   activations in range through deep nets: He-normal weights (std = sqrt(2 / fan_in)),
-  scales and variances ~ U(0.5, 1.5), biases, shifts and means ~ N(0, 0.05);
+  scales and variances ~ U(0.5, 1.5), biases, shifts and means ~ N(0, 0.05); the gamma of a
+  residual branch is scaled down (`_residual_factor`), so ResNet-50's and ShuffleNet's sums
+  do not grow block after block. On standard-normal inputs the largest logit of each model
+  is between about 1 and 4e3 in magnitude;
 - dim 0 of the data input and of the output becomes the symbolic batch "N", and each Reshape
   of a computed tensor copies dim 0 from its input (0) instead of hard-coding batch 1;
 - a final Softmax is removed, so the output is the logits (renamed "logits");
@@ -40,6 +44,7 @@ LIGHT_MODELS = {
     "vgg19": "light_vgg19",
 }
 SHIFT_STD = 0.05  # biases, BN shifts and means: small against unit-scale activations
+RESIDUAL_GAMMA = 0.2  # gamma factor of a branch added to an identity shortcut
 
 # How a weight is used, by (consumer op, input position).
 _ROLES = {
@@ -73,7 +78,6 @@ def light_model(name: str, path: str, seed: int = 0) -> str:
     _prune_initializers(graph)
     del graph.value_info[:]
     model.ir_version = max(model.ir_version, 4)  # IR >= 4: initializers need not be inputs
-    onnx.checker.check_model(model)
     os.makedirs(path, exist_ok=True)
     out = os.path.join(path, f"{name}.onnx")
     onnx.save(model, out)
@@ -94,44 +98,61 @@ def data_input(model_path: str) -> tuple[str, tuple[int, ...]]:
 
 def _materialize_weights(graph: onnx.GraphProto, inits: dict, rng: np.random.Generator) -> None:
     consumers = _consumers(graph)
+    producers = {o: n for n in graph.node for o in n.output}
     for node in [n for n in graph.node if n.op_type == "ConstantOfShape"]:
         shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]))
-        data = _init_values(_role(node.output[0], consumers), shape, rng).astype(np.float32)
+        user, pos = _user(node.output[0], consumers)
+        data = _init_values(user, pos, shape, rng)
+        if (user.op_type, pos) == ("BatchNormalization", 1):
+            data *= np.float32(_residual_factor(user, consumers, producers))
         tensor = numpy_helper.from_array(data, node.output[0])
         graph.initializer.append(tensor)
         inits[tensor.name] = tensor
         graph.node.remove(node)
-    weights = {t.name for t in graph.initializer}
-    kept = [i for i in graph.input if i.name not in weights]
+    kept = [i for i in graph.input if i.name not in inits]
     del graph.input[:]
     graph.input.extend(kept)
 
 
-def _role(name: str, consumers: dict) -> tuple[str, int | None]:
-    """(role, fan_in position or None) of the tensor `name`, from the node that uses it."""
+def _user(name: str, consumers: dict) -> tuple[onnx.NodeProto, int]:
+    """The node (and input position) that uses the weight `name`, past Unsqueeze/Reshape."""
     uses = consumers.get(name, [])
     while len(uses) == 1 and uses[0][0].op_type in _PASS_THROUGH and uses[0][1] == 0:
         uses = consumers.get(uses[0][0].output[0], [])
-    roles = {_ROLES.get((node.op_type, i)) for node, i in uses}
-    if len(roles) != 1 or None in roles:
-        used = [(node.op_type, i) for node, i in uses]
-        raise ValueError(f"{name}: no single known use of this weight ({used})")
-    (role,) = roles
-    node = uses[0][0]
-    transposed = node.op_type == "MatMul" or (
-        node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute)
-    )
-    return role, transposed
+    if len(uses) != 1 or (uses[0][0].op_type, uses[0][1]) not in _ROLES:
+        raise ValueError(f"{name}: no single known use ({[(n.op_type, i) for n, i in uses]})")
+    return uses[0]
 
 
-def _init_values(role: tuple[str, bool], shape: tuple[int, ...], rng) -> np.ndarray:
-    kind, in_first = role
-    if kind == "weight":
+def _init_values(user: onnx.NodeProto, pos: int, shape: tuple[int, ...], rng) -> np.ndarray:
+    role = _ROLES[user.op_type, pos]
+    if role == "weight":
+        transb = any(a.name == "transB" and a.i for a in user.attribute)
+        in_first = user.op_type == "MatMul" or (user.op_type == "Gemm" and not transb)
         fan_in = shape[0] if in_first else math.prod(shape[1:])
-        return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
-    if kind == "scale":
-        return rng.uniform(0.5, 1.5, shape)
-    return rng.normal(0.0, SHIFT_STD, shape)
+        std = math.sqrt(2.0 / fan_in)
+    elif role == "scale":
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    else:
+        std = SHIFT_STD
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+
+def _residual_factor(bn: onnx.NodeProto, consumers: dict, producers: dict) -> float:
+    """Scale of the BatchNormalization `bn`'s gamma that keeps residual sums from growing.
+
+    A branch added to an identity shortcut starts small (as in zero-gamma initialization);
+    n normalized branches summed are each scaled by 1/sqrt(n). Anything else: 1.
+    """
+    uses = consumers.get(bn.output[0], [])
+    if len(uses) != 1 or uses[0][0].op_type not in ("Sum", "Add"):
+        return 1.0
+    summands = [producers.get(i) for i in uses[0][0].input]
+    if any(p is None or p.op_type == "ConstantOfShape" for p in summands):
+        return 1.0  # a bias or scale add, not a residual sum
+    if all(p.op_type == "BatchNormalization" for p in summands):
+        return 1.0 / math.sqrt(len(summands))
+    return RESIDUAL_GAMMA
 
 
 def _batch_anywhere(graph: onnx.GraphProto, inits: dict) -> None:
@@ -164,9 +185,8 @@ def _drop_final_softmax(graph: onnx.GraphProto) -> None:
 
 def _prune_initializers(graph: onnx.GraphProto) -> None:
     used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:

@@ -55,6 +55,7 @@ _REGISTRY: dict[str, Kernel] = {}
 # of the package itself.
 _MODULES = (
     "matrix", "activation", "pooling", "elementwise", "tensor", "normalization", "lstm", "indexing",
+    "quant",
 )  # fmt: skip
 
 
