@@ -22,10 +22,10 @@ from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
 from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
 from dlcc.runtime.kernels.lstm import LSTMAttrs
-from dlcc.runtime.kernels.quant import ScaleAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs, conv_weight_matrix, im2col
 from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
 from dlcc.runtime.kernels.pooling import PoolAttrs
+from dlcc.runtime.kernels.quant import ScaleAttrs
 from dlcc.runtime.kernels.tensor import ConcatAttrs, FlattenAttrs, ReshapeAttrs, TransposeAttrs
 
 OPSET = 19
