@@ -8,6 +8,10 @@
 
 An activation is fused into the Activate of the matrix op that feeds it when it is that
 value's only use, as the TPU's Activate unit does.
+
+Each value lives in a domain: float32, or int8 when the quantize pass gave it a scale and
+its producer can compute in int8 (see `lowering_int8`). A VECTOR Quantize or Dequantize is
+inserted where a consumer needs the other domain, once per value and domain.
 """
 
 from __future__ import annotations
@@ -19,44 +23,70 @@ import numpy as np
 from dlcc import __version__
 from dlcc.formats import isa
 from dlcc.formats.bundle import BufferRecord, BundleFile
-from dlcc.formats.encodings import encode
+from dlcc.formats.encodings import DENSE, Encoding, encode
 from dlcc.formats.schema import ALIGN
 from dlcc.ir import Graph, Node, Value
+from dlcc.runtime.kernels.quant import ScaleAttrs
 
 FUSABLE = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip")
+F32, I8 = "float32", "int8"
 
 
-class _Emitter:
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
+class Emitter:
+    """Accumulates buffers, tensors, attribute records and instructions for one graph."""
+
+    def __init__(self) -> None:
         self.buffers: list[BufferRecord] = []
-        self.buffer_of: dict[int, int] = {}
-        self.tensor_of: dict[int, int] = {}
-        self.tensors: list[tuple[str, np.ndarray, str]] = []
+        self.where: dict[tuple[int, str], int] = {}  # (value, domain) -> buffer
+        self.tensor_of: dict[tuple, int] = {}
+        self.tensors: list[tuple[str, np.ndarray, Encoding, bool]] = []
         self.attrs: list[tuple] = [()]
         self.program: list[isa.Instruction] = []
 
-    def buffer(self, value: Value) -> int:
-        if id(value) not in self.buffer_of:
-            self.buffer_of[id(value)] = self.new_buffer(value)
-        return self.buffer_of[id(value)]
-
-    def new_buffer(self, value: Value) -> int:
-        self.buffers.append(BufferRecord(value.dtype, value.shape, value.batch_axis))
+    # -- buffers ------------------------------------------------------------------------
+    def new_buffer(self, value: Value, dtype: str) -> int:
+        self.buffers.append(BufferRecord(dtype, value.shape, value.batch_axis))
         return len(self.buffers) - 1
 
-    def tensor(self, value: Value, data: np.ndarray | None = None) -> int:
-        if id(value) not in self.tensor_of:
-            self.tensors.append((value.name, value.data if data is None else data, value.encoding))
-            self.tensor_of[id(value)] = len(self.tensors) - 1
-        return self.tensor_of[id(value)]
+    def write(self, value: Value, domain: str) -> int:
+        """A fresh buffer holding `value` in `domain`."""
+        self.where[(id(value), domain)] = self.new_buffer(value, domain)
+        return self.where[(id(value), domain)]
 
-    def operand(self, value: Value | None) -> isa.Operand:
+    def has(self, value: Value, domain: str) -> bool:
+        return (id(value), domain) in self.where
+
+    def read(self, value: Value, domain: str = F32) -> int:
+        """The buffer holding `value` in `domain`, converting it once if needed."""
+        if not self.has(value, domain):
+            source = self.where[(id(value), I8 if domain == F32 else F32)]
+            function = "Dequantize" if domain == F32 else "Quantize"
+            dst = self.write(value, domain)
+            attrs = self.attr(ScaleAttrs(value.scale))
+            self.program.append(isa.Vector(function, (isa.Operand("UB", source),), (dst,), attrs))
+        return self.where[(id(value), domain)]
+
+    # -- tensors and attributes -----------------------------------------------------------
+    def tensor(self, value: Value, data: np.ndarray | None = None, integer: bool = False) -> int:
+        """The id of constant `value` (optionally reshaped `data`; `integer`: its int8 q)."""
+        key = (id(value), integer, None if data is None else data.shape)
+        if key not in self.tensor_of:
+            array = value.data if data is None else data
+            self.tensors.append((value.name, array, value.encoding, integer))
+            self.tensor_of[key] = len(self.tensors) - 1
+        return self.tensor_of[key]
+
+    def derived(self, name: str, array: np.ndarray) -> int:
+        """The id of a tensor computed by codegen (int32 biases, requantization, tables)."""
+        self.tensors.append((name, array, DENSE, False))
+        return len(self.tensors) - 1
+
+    def operand(self, value: Value | None, domain: str = F32) -> isa.Operand:
         if value is None:
             return isa.Operand("NONE")
         if value.is_constant:
             return isa.Operand("WEIGHTS", self.tensor(value))
-        return isa.Operand("UB", self.buffer(value))
+        return isa.Operand("UB", self.read(value, domain))
 
     def attr(self, attrs) -> int:
         record = dataclasses.astuple(attrs) if dataclasses.is_dataclass(attrs) else ()
@@ -69,50 +99,45 @@ class _Emitter:
 
 def generate(graph: Graph, meta: dict | None = None) -> BundleFile:
     """The bundle of a verified graph (deterministic: same graph, same bytes)."""
-    e = _Emitter(graph)
+    from dlcc import lowering_int8
+
+    e = Emitter()
     for i, value in enumerate(graph.inputs):
-        e.program.append(isa.ReadHost(i, e.buffer(value)))
+        e.program.append(isa.ReadHost(i, e.write(value, F32)))
     fused: set[int] = set()
     for node in graph.nodes:
         if id(node) in fused:
             continue
+        act = fusable_activation(graph, node) if node.op in ("Dense", "Conv") else None
+        if act is not None:
+            fused.add(id(act))
+        if lowering_int8.emit(e, node, act):
+            continue
         if node.op in ("Dense", "Conv"):
-            act = _fusable_activation(graph, node)
-            if act is not None:
-                fused.add(id(act))
             _matrix(e, node, act)
         else:
             ins = tuple(e.operand(v) for v in node.inputs)
-            outs = tuple(e.buffer(v) for v in node.outputs)
+            outs = tuple(e.write(v, F32) for v in node.outputs)
             e.program.append(isa.Vector(node.op, ins, outs, e.attr(node.attrs)))
     for i, value in enumerate(graph.outputs):
-        e.program.append(isa.WriteHost(e.buffer(value), i))
+        e.program.append(isa.WriteHost(e.read(value, F32), i))
     e.program.append(isa.Halt())
-
-    records, data = [], bytearray()
-    for name, array, encoding in e.tensors:
-        record, blobs = encode(name, array, encoding)
-        spans = []
-        for role, coding, blob in blobs:
-            if coding == "raw" and record.value_bits == 32 and role == "VALUES":
-                data += bytes(-len(data) % ALIGN)  # plain numbers: keep them view-aligned
-            spans.append((role, coding, len(data), len(blob)))
-            data += blob
-        records.append(dataclasses.replace(record, blobs=tuple(spans)))
     header = {"producer": f"dlcc {__version__}", "model": graph.name, **(meta or {})}
+    records, data = _layout(e.tensors)
     return BundleFile(
         meta=header,
         tensors=records,
-        data=bytes(data),
+        data=data,
         buffers=e.buffers,
         attrs=e.attrs,
-        inputs=[(v.name, e.buffer(v)) for v in graph.inputs],
-        outputs=[(v.name, e.buffer(v)) for v in graph.outputs],
+        inputs=[(v.name, e.where[(id(v), F32)]) for v in graph.inputs],
+        outputs=[(v.name, e.read(v, F32)) for v in graph.outputs],
         program=e.program,
     )
 
 
-def _fusable_activation(graph: Graph, node: Node) -> Node | None:
+def fusable_activation(graph: Graph, node: Node) -> Node | None:
+    """The activation consuming `node`'s output, when it is that value's only use."""
     out = node.outputs[0]
     if len(out.uses) != 1 or out in graph.outputs:
         return None
@@ -120,20 +145,37 @@ def _fusable_activation(graph: Graph, node: Node) -> Node | None:
     return user if user.op in FUSABLE else None
 
 
-def _matrix(e: _Emitter, node: Node, act: Node | None) -> None:
+def channel_view(node: Node, array: np.ndarray) -> np.ndarray:
+    """A per-output-channel array shaped to broadcast against the accumulator."""
+    return array.reshape(*array.shape[:-1], -1, 1, 1) if node.op == "Conv" else array
+
+
+def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     x, w, b = (node.inputs + [None])[:3]
     result = (act or node).outputs[0]
-    acc = e.new_buffer(node.outputs[0])
+    acc = e.new_buffer(node.outputs[0], F32)
     e.program.append(isa.ReadWeights(e.tensor(w)))
+    src = e.read(x, F32)
     if node.op == "Dense":
-        e.program.append(isa.MatrixMultiply(e.buffer(x), acc))
+        e.program.append(isa.MatrixMultiply(src, acc))
     else:
-        e.program.append(isa.Convolve(e.buffer(x), acc, e.attr(node.attrs)))
-    bias = isa.NO_TENSOR
-    if b is not None:
-        # Stored in the shape that broadcasts against the accumulator (channels first for Conv).
-        data = b.data.reshape(-1, 1, 1) if node.op == "Conv" else b.data
-        bias = e.tensor(b, data)
+        e.program.append(isa.Convolve(src, acc, e.attr(node.attrs)))
+    bias = isa.NO_TENSOR if b is None else e.tensor(b, channel_view(node, b.data))
     function = act.op if act is not None else "NONE"
     attrs = e.attr(act.attrs) if act is not None else 0
-    e.program.append(isa.Activate(acc, e.buffer(result), bias, function, attrs))
+    e.program.append(isa.Activate(acc, e.write(result, F32), bias, function, attrs))
+
+
+def _layout(tensors: list) -> tuple[list, bytes]:
+    """Encode every tensor and lay the blobs out in the DATA section."""
+    records, data = [], bytearray()
+    for name, array, encoding, integer in tensors:
+        record, blobs = encode(name, array, encoding, integer)
+        spans = []
+        for role, coding, blob in blobs:
+            if coding == "raw" and record.value_bits == 32 and role == "VALUES":
+                data += bytes(-len(data) % ALIGN)  # plain numbers: keep them view-aligned
+            spans.append((role, coding, len(data), len(blob)))
+            data += blob
+        records.append(dataclasses.replace(record, blobs=tuple(spans)))
+    return records, bytes(data)

@@ -35,6 +35,7 @@ class Value:
     dtype: str = "float32"
     data: np.ndarray | None = None
     encoding: Encoding = DENSE
+    scale: float | None = None  # int8 activation scale (real = q * scale), set by quantize
     producer: Node | None = dataclasses.field(default=None, repr=False)
     uses: list[tuple[Node, int]] = dataclasses.field(default_factory=list, repr=False)
 

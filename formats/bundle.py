@@ -42,7 +42,7 @@ class TensorRecord:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    values: str = "raw"  # raw | int8 | codebook
+    values: str = "raw"  # raw | int8 | codebook | zigzag
     positions: str = "dense"  # dense | bitmask | csr
     value_bits: int = 32
     index_bits: int = 0

@@ -3,7 +3,8 @@
 A tensor is stored as two symbol streams, each raw bit-packed or Huffman-coded (whichever is
 smaller when Huffman is allowed), plus small side tables:
 
-    VALUES     one symbol per stored entry: raw float32 bits | int8 (q + 128) | codebook index
+    VALUES     one symbol per stored entry: raw bits | int8 (q + 128) | codebook index |
+               zigzag integers at their minimal bit width
     POSITIONS  which flat positions are stored: all (dense) | bitmask | CSR relative indices
     CODEBOOK   the shared values (float32, or int8 with one scale)        [codebook only]
     SCALES     float32 per-output-channel scales (int8) or one (int8 codebook)
@@ -58,13 +59,21 @@ class _Values:
     tables: list[tuple[str, bytes]]  # (role, bytes) side tables
 
 
-def encode(name: str, array: np.ndarray, enc: Encoding = DENSE) -> tuple[TensorRecord, list]:
-    """The record (offsets to be filled) and the (role, coding, bytes) blobs of `array`."""
+def encode(
+    name: str, array: np.ndarray, enc: Encoding = DENSE, integer: bool = False
+) -> tuple[TensorRecord, list]:
+    """The record (offsets to be filled) and the (role, coding, bytes) blobs of `array`.
+
+    With `integer`, an int8 encoding decodes to its int8 values (for integer execution)
+    instead of the real values q * scale.
+    """
     array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d 1-D
-    values = _value_symbols(name, array, enc)
+    if integer and not enc.int8:
+        raise ValueError(f"tensor {name!r}: only an int8 encoding decodes to integers")
+    values = _value_symbols(name, array, enc, integer)
     base = TensorRecord(
         name,
-        str(array.dtype),
+        "int8" if integer else str(array.dtype),
         tuple(array.shape),
         values=values.kind,
         value_bits=values.bits,
@@ -140,8 +149,9 @@ def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
 
 
 # -- values -------------------------------------------------------------------------------
-def _value_symbols(name: str, array: np.ndarray, enc: Encoding) -> _Values:
+def _value_symbols(name: str, array: np.ndarray, enc: Encoding, integer: bool) -> _Values:
     flat = array.reshape(-1)
+    scales = [] if integer else [("SCALES", _f32(enc.scales))]  # integer use needs no scales
     if enc.codebook is not None:
         book = np.asarray(enc.codebook, dtype=array.dtype)
         symbols = np.searchsorted(book, flat).clip(0, len(book) - 1)
@@ -150,15 +160,21 @@ def _value_symbols(name: str, array: np.ndarray, enc: Encoding) -> _Values:
         bits = max(1, int(np.ceil(np.log2(len(book)))))
         if enc.int8:
             q = np.round(book / enc.scales[0]).astype(np.int8)
-            tables = [("CODEBOOK", q.tobytes()), ("SCALES", _f32(enc.scales))]
+            tables = [("CODEBOOK", q.tobytes()), *scales]
         else:
             tables = [("CODEBOOK", book.astype("<f4").tobytes())]
         zero = int(np.searchsorted(book, 0.0)) if 0.0 in book else -1
         return _Values("codebook", symbols.astype(np.uint32), bits, zero, tables)
     if enc.int8:
         q = np.round(array / _channel_scales(enc, array.shape)).reshape(-1)
-        return _Values("int8", (q + 128).astype(np.uint32), 8, 128, [("SCALES", _f32(enc.scales))])
-    return _Values("raw", flat.astype("<f4").view(np.uint32), 32, 0, [])
+        return _Values("int8", (q + 128).astype(np.uint32), 8, 128, scales)
+    if array.dtype.kind == "i" and array.size:
+        zigzag = (flat.astype(np.int64) << 1) ^ (flat.astype(np.int64) >> 63)
+        bits = max(1, int(zigzag.max()).bit_length())
+        if bits <= 32:  # integers at their minimal width (biases, tables, indices)
+            return _Values("zigzag", zigzag.astype(np.uint32), bits, 0, [])
+    words = flat.astype(array.dtype.newbyteorder("<")).view(f"<u{array.dtype.itemsize}")
+    return _Values("raw", words, 8 * array.dtype.itemsize, 0, [])
 
 
 def _symbol_values(
@@ -166,15 +182,21 @@ def _symbol_values(
 ) -> np.ndarray:
     dtype = np.dtype(record.dtype)
     if record.values == "raw":
-        return symbols.astype(np.uint32).view("<f4").astype(dtype)
+        words = symbols.astype(f"<u{dtype.itemsize}")
+        return words.view(dtype.newbyteorder("<")).astype(dtype)
+    if record.values == "zigzag":
+        z = symbols.astype(np.int64)
+        return ((z >> 1) ^ -(z & 1)).astype(dtype)
     scales = np.frombuffer(_raw(blobs, "SCALES"), "<f4") if "SCALES" in blobs else None
     if record.values == "codebook":
         table = _raw(blobs, "CODEBOOK")
-        if scales is not None:
-            book = (np.frombuffer(table, np.int8) * scales[0]).astype(dtype)
-        else:
-            book = np.frombuffer(table, "<f4").astype(dtype)
-        return book[symbols]
+        if dtype == np.int8:  # integer execution: the int8 centroids themselves
+            return np.frombuffer(table, np.int8)[symbols]
+        if scales is None:
+            return np.frombuffer(table, "<f4").astype(dtype)[symbols]
+        return (np.frombuffer(table, np.int8) * scales[0]).astype(dtype)[symbols]
+    if record.values == "int8" and dtype == np.int8:  # integer execution: q itself
+        return (symbols.astype(np.int16) - 128).astype(np.int8)
     if record.values == "int8" and scales is not None:
         if len(scales) > 1:  # per channel
             scales = scales[np.unravel_index(positions, record.shape)[record.channel_axis]]
@@ -237,7 +259,8 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
 # -- streams ------------------------------------------------------------------------------
 def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
     """(role, coding, bytes): raw bit-packed, or Huffman where allowed and smaller."""
-    raw = symbols.astype("<u4").tobytes() if bits == 32 else bitpack.pack_bits(symbols, bits)
+    whole = bits in (8, 16, 32, 64)  # whole bytes: plain little-endian words
+    raw = symbols.astype(f"<u{bits // 8}").tobytes() if whole else bitpack.pack_bits(symbols, bits)
     if allow_huffman and bits <= 16 and len(symbols):
         coded = huffman.pack_stream(symbols, 1 << bits)
         if len(coded) < len(raw):
@@ -251,10 +274,10 @@ def _read_stream(coding: str, payload: bytes, bits: int, count: int) -> np.ndarr
         if len(symbols) != count:
             raise ValueError(f"Huffman stream holds {len(symbols)} symbols, expected {count}")
         return symbols
-    if bits == 32:
-        if len(payload) != 4 * count:
-            raise ValueError(f"{len(payload)} bytes for {count} float32 values")
-        return np.frombuffer(payload, "<u4")
+    if bits in (8, 16, 32, 64):
+        if len(payload) != bits // 8 * count:
+            raise ValueError(f"{len(payload)} bytes for {count} {bits}-bit values")
+        return np.frombuffer(payload, f"<u{bits // 8}")
     return bitpack.unpack_bits(payload, bits, count)
 
 

@@ -33,7 +33,7 @@ FUNCTIONS = (
     "NONE", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose",
-    "LRN", "BatchNormalization", "LSTM", "Gather", "Slice",
+    "LRN", "BatchNormalization", "LSTM", "Gather", "Slice", "Quantize", "Dequantize", "Lut",
 )  # fmt: skip
 Function = Enum(Int8ul, **{name: i for i, name in enumerate(FUNCTIONS)})
 Memory = Enum(Int8ul, NONE=0, UB=1, WEIGHTS=2)
@@ -96,7 +96,13 @@ class Convolve:
 
 @dataclasses.dataclass(frozen=True)
 class Activate:
-    """ub[dst] <- function[attrs](acc[src] + w[bias])   (bias broadcast over the channel axis)."""
+    """The Activate unit, accumulators -> unified buffer (bias broadcast over channels).
+
+    float:  ub[dst] <- function[attrs](acc[src] + w[bias])
+    int8:   ub[dst] <- w[lut][requantize(acc[src] + w[bias], w[requant])]
+            (int32 bias; w[requant] = [multipliers, shifts]; the table holds `function`;
+            without a table, `function` is applied to the int8 result: Relu only)
+    """
 
     opcode: ClassVar[str] = "ACTIVATE"
     src: int
@@ -104,6 +110,8 @@ class Activate:
     bias: int = NO_TENSOR
     function: str = "NONE"
     attrs: int = 0
+    requant: int = NO_TENSOR
+    lut: int = NO_TENSOR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +168,8 @@ _BODIES = {
         "bias" / Int16ul,  # weight tensor id, 0xFFFF for none
         "function" / Function,
         "attrs" / Int16ul,
+        "requant" / Int16ul,  # int8: tensor of per-channel multipliers and shifts, or 0xFFFF
+        "lut" / Int16ul,  # int8: 256-entry activation table, or 0xFFFF
     ),
     "VECTOR": Struct(
         "function" / Function,
@@ -219,7 +229,12 @@ def disassemble(instr: Instruction) -> str:
     if isinstance(i, Activate):
         bias = "" if i.bias == NO_TENSOR else f" + w[{i.bias}]"
         attrs = f"  attrs=#{i.attrs}" if i.attrs else ""
-        return f"ACTIVATE         ub[{i.dst}] <- {i.function}(acc[{i.src}]{bias}){attrs}"
+        inner = f"acc[{i.src}]{bias}"
+        if i.requant != NO_TENSOR:
+            inner = f"requantize({inner}, w[{i.requant}])"
+        if i.lut != NO_TENSOR:
+            return f"ACTIVATE         ub[{i.dst}] <- w[{i.lut}][{inner}]  ({i.function}){attrs}"
+        return f"ACTIVATE         ub[{i.dst}] <- {i.function}({inner}){attrs}"
     if isinstance(i, Vector):
         outs = ", ".join(f"ub[{o}]" for o in i.outputs)
         ins = ", ".join(str(o) for o in i.inputs)

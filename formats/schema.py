@@ -11,6 +11,7 @@ sections, each at a 16-byte aligned offset, with zero padding between them:
     PROGRAM  host input/output bindings and the instruction stream (see isa.py)
 
 Every section carries a CRC-32 in the table; every variable-length field is length-prefixed.
+Counts, dimensions, offsets and integer attributes are LEB128 varints (signed: zigzag).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from construct import (
     Int8ul,
     Int16ul,
     Int32ul,
-    Int64sl,
     Int64ul,
     PascalString,
     PrefixedArray,
     RawCopy,
     Struct,
     Switch,
+    VarInt,
+    ZigZag,
     this,
 )
 
@@ -47,7 +49,7 @@ ALIGN = 16
 
 # -- leaves -------------------------------------------------------------------------------
 Dtype = Enum(Int8ul, float32=0, int8=1, int32=2, uint8=3, int64=4)
-ValueCoding = Enum(Int8ul, raw=0, int8=1, codebook=2)
+ValueCoding = Enum(Int8ul, raw=0, int8=1, codebook=2, zigzag=3)
 PositionCoding = Enum(Int8ul, dense=0, csr=1, bitmask=2)
 BlobRole = Enum(Int8ul, VALUES=0, POSITIONS=1, CODEBOOK=2, SCALES=3)
 StreamCoding = Enum(Int8ul, raw=0, huffman=1)
@@ -56,27 +58,28 @@ Name = PascalString(Int16ul, "utf8")
 Blob = Struct(
     "role" / BlobRole,  # what the bytes hold (see formats/encodings.py)
     "coding" / StreamCoding,  # raw (bit-packed / plain) or a Huffman stream (formats/huffman.py)
-    "offset" / Int64ul,  # byte offset inside the DATA section
-    "length" / Int64ul,  # byte length
+    "offset" / VarInt,  # byte offset inside the DATA section
+    "length" / VarInt,  # byte length
 )
+Dims = PrefixedArray(Int8ul, VarInt)
 
 TensorEntry = Struct(
     "name" / Name,  # the ONNX initializer name (or the pass that made the tensor)
     "dtype" / Dtype,  # element type after decoding
-    "shape" / PrefixedArray(Int8ul, Int32ul),  # shape after decoding
-    "values" / ValueCoding,  # stored values: raw dtype bits, int8 (+128), or codebook indices
+    "shape" / Dims,  # shape after decoding
+    "values" / ValueCoding,  # stored values: raw bits, int8 (+128), codebook index, zigzag int
     "positions" / PositionCoding,  # which positions are stored: all, a bitmask, CSR
     "value_bits" / Int8ul,  # bits per value symbol
     "index_bits" / Int8ul,  # CSR: bits per relative index (0 otherwise)
     "channel_axis" / Int8sl,  # int8: the axis the per-channel scales run along
-    "entries" / Int64ul,  # stored entries (CSR: nonzeros plus filler zeros)
+    "entries" / VarInt,  # stored entries (CSR: nonzeros plus filler zeros)
     "blobs" / PrefixedArray(Int8ul, Blob),  # the payloads
 )
 
 BufferEntry = Struct(
     "dtype" / Dtype,
     "batch_axis" / Int8sl,  # -1: no batch axis
-    "shape" / PrefixedArray(Int8ul, Int32ul),  # shape at batch 1
+    "shape" / Dims,  # shape at batch 1
 )
 
 AttrKind = Enum(Int8ul, INT=0, INTS=1, FLOAT=2, FLOATS=3, STRING=4)
@@ -86,8 +89,8 @@ AttrField = Struct(
     / Switch(
         this.kind,
         {
-            "INT": Int64sl,
-            "INTS": PrefixedArray(Int8ul, Int64sl),
+            "INT": ZigZag,
+            "INTS": PrefixedArray(Int8ul, ZigZag),
             "FLOAT": Float64l,
             "FLOATS": PrefixedArray(Int8ul, Float64l),
             "STRING": PascalString(Int8ul, "utf8"),
@@ -102,7 +105,7 @@ IoBinding = Struct(
 
 # -- sections -----------------------------------------------------------------------------
 META = Compressed(GreedyString("utf8"), "zlib", level=9)  # JSON
-TENSORS = PrefixedArray(Int32ul, TensorEntry)
+TENSORS = PrefixedArray(VarInt, TensorEntry)
 BUFFERS = PrefixedArray(Int16ul, BufferEntry)
 ATTRS = PrefixedArray(Int16ul, PrefixedArray(Int8ul, AttrField))
 PROGRAM_SECTION = Struct(

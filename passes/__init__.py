@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # One module per pass, in the order `dlcc passes` lists them.
-_MODULES = ("prune", "kmeans", "quantize", "huffman")
+_MODULES = ("prune", "filters", "lowrank", "kmeans", "quantize", "huffman")
 
 
 def load_all() -> None:

@@ -1,11 +1,13 @@
-"""int8 weight quantization, symmetric, per the numerics contract of DESIGN.md.
+"""int8 quantization per the numerics contract of DESIGN.md.
 
     W[c] -> round(W[c] / s[c]) * s[c],  s[c] = max|W[c]| / 127   per output channel c
     codebook -> round(C / s) * s,       s = max|C| / 127          per layer (k-means shared)
-    b -> round(b / s) * s,              s = max|b| / 127          per layer (biases)
+    activation x -> scale s_x = bound(|x|) / 127 from calibration data (minmax or percentile)
 
-The encoding records the int8 values and scales, so the bundle stores 8 bits per weight (or
-per centroid). Activations stay float32 in this pass: it says so in the compile notes.
+With calibration data the activations get per-tensor scales and codegen emits the integer
+program (int8 x int8 -> int32 accumulators, int32 bias, requantization, lookup-table
+activations). Without it, only the weights are quantized (and the biases, per tensor) and
+the compile says so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from dlcc.ir import Graph, Node
+from dlcc.passes.calibrate import activation_ranges
 from dlcc.passes.manager import (
     LayerOverrides,
     Pass,
@@ -23,24 +26,39 @@ from dlcc.passes.manager import (
     register_pass,
     weight_layers,
 )
+from dlcc.runtime.kernels.quant import QMAX, round_half_up
 
-QMAX = 127
+# Ops whose int8 output keeps the input's scale: they only move or select values (Relu
+# clips at zero, which the input's scale represents exactly).
+SCALE_PRESERVING = (
+    "MaxPool",
+    "GlobalMaxPool",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Relu",
+    "Slice",
+    "Gather",
+)
 
 
 @register_pass
 class Quantize(Pass):
     name = "quantize"
-    summary = "int8 weights, symmetric: per output channel, or per layer for a codebook"
+    summary = "int8: weights per output channel (codebooks per layer), activations per tensor"
 
     @dataclasses.dataclass(frozen=True)
     class Options:
+        method: str = option(
+            "minmax", "activation range from calibration data", choices=("minmax", "percentile")
+        )
+        percentile: float = option(
+            99.99, "with method=percentile: the |x| percentile kept", 50.0, 100.0
+        )
+        batch: int = option(64, "calibration batch size", 1, 4096)
         layers: LayerOverrides = option(LayerOverrides(), "per-layer values (unused)")
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
-        ctx.notes.append(
-            "quantize: weights are int8; activations stay float32 (integer activation "
-            "quantization from --calib data is not implemented yet)"
-        )
         layers = []
         for node in weight_layers(graph):
             w = node.inputs[1]
@@ -49,9 +67,6 @@ class Quantize(Pass):
             else:
                 data, encoding = _quantize_channels(w.data, w.encoding, _channel_axis(node))
             graph.replace_weight(node, 1, data, encoding)
-            bias = node.inputs[2] if len(node.inputs) > 2 else None
-            if bias is not None and bias.is_constant and not bias.encoding.int8:
-                graph.replace_weight(node, 2, *_quantize_tensor(bias.data, bias.encoding))
             error = float(np.abs(data - w.data).max(initial=0.0))
             layers.append(
                 {
@@ -62,7 +77,26 @@ class Quantize(Pass):
                     "max_abs_error": error,
                 }
             )
-        return {"layers": layers}
+        if ctx.calibration is None:
+            _quantize_biases(graph)
+            ctx.notes.append(
+                "quantize: no calibration data (--calib): weights and biases are "
+                "int8, activations stay float32"
+            )
+            return {"layers": layers, "activations": 0}
+        bounds = activation_ranges(
+            graph, ctx.calibration, options.method, options.percentile, options.batch, ctx.progress
+        )
+        for value in graph.inputs + [v for n in graph.nodes for v in n.outputs]:
+            value.scale = max(bounds.get(id(value), 0.0), 1e-8) / QMAX
+        for node in graph.nodes:
+            if node.op in SCALE_PRESERVING:
+                node.outputs[0].scale = node.inputs[0].scale
+        ctx.notes.append(
+            f"quantize: int8 activations, per-tensor {options.method} scales "
+            "from the calibration data"
+        )
+        return {"layers": layers, "activations": len(bounds)}
 
 
 def _channel_axis(node: Node) -> int:
@@ -80,22 +114,28 @@ def _quantize_channels(w: np.ndarray, encoding, axis: int):
     view = [1] * w.ndim
     view[axis] = -1
     s = scales.reshape(view)
-    data = (np.clip(np.round(w / s), -QMAX, QMAX) * s).astype(w.dtype)
+    data = (np.clip(round_half_up(w / s), -QMAX, QMAX) * s).astype(w.dtype)
     enc = dataclasses.replace(encoding, int8=True, scales=tuple(scales.tolist()), channel_axis=axis)
     return data, enc
 
 
-def _quantize_tensor(x: np.ndarray, encoding):
-    """Per-tensor symmetric int8 (the biases of the weight-only path)."""
-    scale = _scale(np.abs(x).max(initial=0.0))
-    data = (np.clip(np.round(x / scale), -QMAX, QMAX) * scale).astype(x.dtype)
-    return data, dataclasses.replace(encoding, int8=True, scales=(float(scale),))
+def _quantize_biases(graph: Graph) -> None:
+    """Per-tensor int8 biases: the weight-only path's (the integer path uses int32 ones)."""
+    for node in weight_layers(graph):
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias is not None and bias.is_constant and not bias.encoding.int8:
+            scale = _scale(np.abs(bias.data).max(initial=0.0))
+            data = (np.clip(round_half_up(bias.data / scale), -QMAX, QMAX) * scale).astype(
+                bias.data.dtype
+            )
+            encoding = dataclasses.replace(bias.encoding, int8=True, scales=(float(scale),))
+            graph.replace_weight(node, 2, data, encoding)
 
 
 def _quantize_codebook(w: np.ndarray, encoding):
     book = np.asarray(encoding.codebook, dtype=w.dtype)
     scale = _scale(np.abs(book).max(initial=0.0))
-    quantized = (np.clip(np.round(book / scale), -QMAX, QMAX) * scale).astype(w.dtype)
+    quantized = (np.clip(round_half_up(book / scale), -QMAX, QMAX) * scale).astype(w.dtype)
     data = quantized[np.searchsorted(book, w)]
     new_book = tuple(np.unique(quantized).tolist())
     return data, dataclasses.replace(encoding, codebook=new_book, int8=True, scales=(float(scale),))

@@ -15,6 +15,7 @@ import numpy as np
 from dlcc.errors import ExecutionError
 from dlcc.formats import isa
 from dlcc.runtime.kernels import NoAttrs, get_kernel
+from dlcc.runtime.kernels.quant import lut, requantize
 from dlcc.runtime.loader import LoadedBundle, function_kernel
 
 
@@ -63,11 +64,7 @@ class Interpreter:
             elif isinstance(instr, isa.Convolve):
                 ub[instr.dst] = self.engine.convolve(ub[instr.src], fifo.popleft(), attrs)
             elif isinstance(instr, isa.Activate):
-                acc = ub[instr.src]
-                if instr.bias != isa.NO_TENSOR:
-                    acc = acc + w[instr.bias]
-                kernel = function_kernel(instr)
-                ub[instr.dst] = kernel.fn(attrs, acc) if kernel else acc
+                ub[instr.dst] = activate(instr, attrs, ub[instr.src], w)
             elif isinstance(instr, isa.Vector):
                 args = [_operand(o, ub, w) for o in instr.inputs]
                 results = function_kernel(instr)(attrs, *args)
@@ -81,6 +78,19 @@ class Interpreter:
             for b in last_use.get(k, ()):
                 ub.pop(b, None)
         return outputs
+
+
+def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -> np.ndarray:
+    """The Activate unit: bias, then (int8) requantization and table, or the float function."""
+    if instr.bias != isa.NO_TENSOR:
+        acc = acc + w[instr.bias]
+    if instr.requant != isa.NO_TENSOR:
+        multipliers, shifts = w[instr.requant]
+        acc = requantize(acc, multipliers, shifts)
+        if instr.lut != isa.NO_TENSOR:
+            return lut(None, acc, w[instr.lut])
+    kernel = function_kernel(instr)
+    return kernel.fn(attrs, acc) if kernel else acc
 
 
 def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:

@@ -103,6 +103,7 @@ def _tensor_refs(instr: isa.Instruction) -> list[int]:
         return [o.index for o in instr.inputs if o.memory == "WEIGHTS"]
     if isinstance(instr, isa.ReadWeights):
         return [instr.tensor]
-    if isinstance(instr, isa.Activate) and instr.bias != isa.NO_TENSOR:
-        return [instr.bias]
+    if isinstance(instr, isa.Activate):
+        refs = (instr.bias, instr.requant, instr.lut)
+        return [t for t in refs if t != isa.NO_TENSOR]
     return []

@@ -57,8 +57,14 @@ def test_layer_selectors():
     nodes = []
     for name, shape in (("/conv1/Conv", (2, 1, 3, 3)), ("/conv2/Conv", (2, 2, 3, 3))):
         w = g.constant(name + ".w", np.zeros(shape, np.float32))
-        nodes.append(g.add("Conv", [x if not nodes else nodes[-1].outputs[0], w, None],
-                           _conv_attrs(), name=name))
+        nodes.append(
+            g.add(
+                "Conv",
+                [x if not nodes else nodes[-1].outputs[0], w, None],
+                _conv_attrs(),
+                name=name,
+            )
+        )
     overrides = LayerOverrides((("Conv#-1", "a"), ("conv1", "b"), ("#*", "c")))
     assert [overrides.lookup(n, nodes) for n in nodes] == ["b", "a"]
     assert LayerOverrides((("*2*", "z"),)).lookup(nodes[1], nodes) == "z"

@@ -1,0 +1,97 @@
+"""Calibration: run the float IR on sample data and stream per-tensor activation ranges.
+
+The graph is evaluated with the runtime's kernels (the same semantics every target runs),
+one batch at a time; each value is freed after its last use, and only a running maximum
+(and, for percentiles, a fixed-size histogram) is kept per tensor, so memory does not grow
+with the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from dlcc.errors import PassError
+from dlcc.ir import Graph, Value
+from dlcc.runtime.kernels import get_kernel
+
+BINS = 2048
+
+
+def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> Iterator[tuple[Value, np.ndarray]]:
+    """Every non-constant value of `graph` with its array for `feeds`, in program order."""
+    last = {id(v): i for i, n in enumerate(graph.nodes) for v in n.inputs if v is not None}
+    env: dict[int, np.ndarray] = {}
+    for value in graph.inputs:
+        env[id(value)] = feeds[value.name]
+        yield value, env[id(value)]
+    for i, node in enumerate(graph.nodes):
+        args = [None if v is None else v.data if v.is_constant else env[id(v)] for v in node.inputs]
+        for value, array in zip(node.outputs, get_kernel(node.op)(node.attrs, *args)):
+            env[id(value)] = array
+            yield value, array
+        for v in node.inputs:
+            if v is not None and last.get(id(v)) == i and v not in graph.outputs:
+                env.pop(id(v), None)
+
+
+def sample_count(graph: Graph, data: dict[str, np.ndarray]) -> int:
+    """How many samples `data` holds for `graph` (checked to agree across inputs)."""
+    counts = set()
+    for value in graph.inputs:
+        if value.name not in data:
+            raise PassError(f"calibration data has no array for input {value.name!r}")
+        if value.batch_axis is None:
+            raise PassError(f"input {value.name!r} has no batch axis to calibrate over")
+        counts.add(data[value.name].shape[value.batch_axis])
+    if len(counts) != 1:
+        raise PassError(f"calibration inputs hold different sample counts: {sorted(counts)}")
+    return counts.pop()
+
+
+def batches(graph: Graph, data: dict[str, np.ndarray], size: int) -> Iterator[dict]:
+    """`data` cut into batches of `size` along each input's batch axis."""
+    total = sample_count(graph, data)
+    for start in range(0, total, size):
+        rows = np.arange(start, min(start + size, total))
+        yield {
+            v.name: np.take(data[v.name], rows, axis=v.batch_axis).astype(np.float32)
+            for v in graph.inputs
+        }
+
+
+def activation_ranges(
+    graph: Graph,
+    data: dict[str, np.ndarray],
+    method: str = "minmax",
+    percentile: float = 99.99,
+    batch: int = 64,
+    progress=None,
+) -> dict[int, float]:
+    """Per non-constant value (by id): the |x| bound that maps to int8's 127."""
+    peak: dict[int, float] = {}
+    steps = -(-sample_count(graph, data) // batch) * (2 if method == "percentile" else 1)
+    done = 0
+    for feeds in batches(graph, data, batch):
+        for value, array in evaluate(graph, feeds):
+            peak[id(value)] = max(peak.get(id(value), 0.0), float(np.abs(array).max(initial=0.0)))
+        done += 1
+        if progress:
+            progress("calibrate", done, steps)
+    if method == "minmax":
+        return peak
+    counts = {key: np.zeros(BINS, np.int64) for key in peak}
+    for feeds in batches(graph, data, batch):
+        for value, array in evaluate(graph, feeds):
+            top = peak[id(value)] or 1.0
+            counts[id(value)] += np.histogram(np.abs(array), BINS, (0.0, top))[0]
+        done += 1
+        if progress:
+            progress("calibrate", done, steps)
+    bounds = {}
+    for key, hist in counts.items():
+        cumulative = np.cumsum(hist)
+        edge = np.searchsorted(cumulative, cumulative[-1] * percentile / 100.0)
+        bounds[key] = (edge + 1) / BINS * (peak[key] or 1.0)
+    return bounds
