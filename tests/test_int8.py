@@ -1,0 +1,65 @@
+"""The integer path end to end: calibrated int8 bundles agree with onnxruntime's fp32 model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import sample_path
+
+import dlcc
+from dlcc.formats import isa
+
+
+@pytest.fixture(scope="module")
+def int8_bundles(tmp_path_factory, sample_images):
+    images, _ = sample_images
+    out = tmp_path_factory.mktemp("int8")
+    paths = {}
+    for name in ("lenet_300_100", "lenet5"):
+        paths[name] = str(out / f"{name}.bin")
+        dlcc.compile(sample_path(f"{name}.onnx"), paths[name], passes="-O1",
+                     calibration={"image": images})
+    return paths
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5"])
+def test_int8_bundle_agrees_with_fp32_onnxruntime(int8_bundles, sample_images, name):
+    images, _ = sample_images
+    expected = ort.InferenceSession(sample_path(f"{name}.onnx")).run(None, {"image": images})[0]
+    got = dlcc.load(int8_bundles[name]).run(images)["logits"]
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5"])
+def test_int8_program_uses_integer_matrix_ops(int8_bundles, name):
+    bundle = dlcc.load(int8_bundles[name])
+    activates = [i for i in bundle.file.program if isinstance(i, isa.Activate)]
+    assert activates and all(i.requant != isa.NO_TENSOR for i in activates)
+    buffers = bundle.file.buffers
+    assert all(buffers[i.src].dtype == "int32" and buffers[i.dst].dtype == "int8"
+               for i in activates)
+    matrix = [i for i in bundle.file.program if isinstance(i, isa.MatrixMultiply | isa.Convolve)]
+    assert all(buffers[i.src].dtype == "int8" for i in matrix)
+    functions = [i.function for i in bundle.file.program if isinstance(i, isa.Vector)]
+    assert functions.count("Quantize") == 1 and functions.count("Dequantize") == 1
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5"])
+def test_int8_bundle_is_3_9x_smaller_than_fp32(int8_bundles, sample_bundles, name):
+    import os
+
+    assert os.path.getsize(sample_bundles[name]) / os.path.getsize(int8_bundles[name]) >= 3.9
+
+
+def test_table_activation_matches_float_within_a_step(tmp_path):
+    """Sigmoid after a Dense goes through a 256-entry table; its error stays below 2 steps."""
+    model = "tests/data/torch/mlp_legacy.onnx"
+    x = np.random.default_rng(0).standard_normal((64, 4, 5)).astype(np.float32)
+    path = str(tmp_path / "m.bin")
+    dlcc.compile(model, path, passes="quantize", calibration={"x": x})
+    bundle = dlcc.load(path)
+    assert any(i.lut != isa.NO_TENSOR for i in bundle.file.program if isinstance(i, isa.Activate))
+    got = bundle.run(x)["y"]
+    expected = ort.InferenceSession(model).run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
