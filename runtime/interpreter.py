@@ -20,20 +20,20 @@ from dlcc.runtime.loader import LoadedBundle, function_kernel
 
 
 class MatrixEngine(Protocol):
-    """What executes MATRIX_MULTIPLY and CONVOLVE."""
+    """What executes MATRIX_MULTIPLY and CONVOLVE; `tensor` is the weight's tensor id."""
 
-    def matmul(self, x: np.ndarray, w: np.ndarray) -> np.ndarray: ...
+    def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int) -> np.ndarray: ...
 
-    def convolve(self, x: np.ndarray, w: np.ndarray, attrs) -> np.ndarray: ...
+    def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray: ...
 
 
 class NumpyEngine:
     """Whole-tensor matrix products through the shared Dense and Conv kernels."""
 
-    def matmul(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int) -> np.ndarray:
         return get_kernel("Dense").fn(NoAttrs(), x, w, None)
 
-    def convolve(self, x: np.ndarray, w: np.ndarray, attrs) -> np.ndarray:
+    def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray:
         return get_kernel("Conv").fn(attrs, x, w, None)
 
 
@@ -51,18 +51,20 @@ class Interpreter:
         program = bundle.file.program
         last_use = _last_uses(program)
         ub: dict[int, np.ndarray] = {}
-        fifo: deque[np.ndarray] = deque()
+        fifo: deque[int] = deque()  # weight tensor ids
         outputs: dict[str, np.ndarray] = {}
         w = bundle.weights
         for k, (instr, attrs) in enumerate(zip(program, bundle.attrs)):
             if isinstance(instr, isa.ReadHost):
                 ub[instr.dst] = host_in[instr.input]
             elif isinstance(instr, isa.ReadWeights):
-                fifo.append(w[instr.tensor])
+                fifo.append(instr.tensor)
             elif isinstance(instr, isa.MatrixMultiply):
-                ub[instr.dst] = self.engine.matmul(ub[instr.src], fifo.popleft())
+                t = fifo.popleft()
+                ub[instr.dst] = self.engine.matmul(ub[instr.src], w[t], t)
             elif isinstance(instr, isa.Convolve):
-                ub[instr.dst] = self.engine.convolve(ub[instr.src], fifo.popleft(), attrs)
+                t = fifo.popleft()
+                ub[instr.dst] = self.engine.convolve(ub[instr.src], w[t], attrs, t)
             elif isinstance(instr, isa.Activate):
                 ub[instr.dst] = activate(instr, attrs, ub[instr.src], w)
             elif isinstance(instr, isa.Vector):

@@ -34,11 +34,11 @@ class LoadedBundle:
     def output_names(self) -> list[str]:
         return [name for name, _ in self.file.outputs]
 
-    def run(self, inputs, target: str = "interp") -> dict[str, np.ndarray]:
-        """Execute on `target`; `inputs` is one array or a dict keyed by input name."""
+    def run(self, inputs, target="interp") -> dict[str, np.ndarray]:
+        """Execute on `target` (a name or a target object); `inputs`: an array or a dict."""
         from dlcc.runtime.targets import get_target
 
-        return get_target(target).run(self, inputs)
+        return (get_target(target) if isinstance(target, str) else target).run(self, inputs)
 
 
 def load_bundle(path: str) -> LoadedBundle:
