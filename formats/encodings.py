@@ -79,19 +79,22 @@ def encode(
         value_bits=values.bits,
         channel_axis=enc.channel_axis,
     )
-    candidates = [_dense_positions(base, values, enc)]
+    best = _dense_positions(base, values)
     if enc.sparse:
         mask = values.symbols != values.zero
-        candidates.append(_bitmask_positions(base, values, mask, enc))
+        candidates = [_bitmask_positions(base, values, mask)]
         # Raw widths have a closed-form best; Huffman shifts it, so then try them all.
         widths = (
             range(sparse.MIN_INDEX_BITS, sparse.MAX_INDEX_BITS + 1)
             if enc.huffman
             else [sparse.best_index_bits(mask, values.bits)]
         )
-        candidates += [_csr_positions(base, values, mask, enc, bits) for bits in widths]
-    record, blobs = min(candidates, key=lambda c: sum(len(b[2]) for b in c[1]))
-    return record, blobs
+        candidates += [_csr_positions(base, values, mask, bits) for bits in widths]
+        # Layouts are compared by estimated size; only the smallest is coded.
+        for layout in candidates:
+            if layout is not None and layout.size(enc.huffman) < best.size(enc.huffman):
+                best = layout
+    return best.record, best.blobs(enc.huffman)
 
 
 def decode(record: TensorRecord, data: bytes) -> np.ndarray:
@@ -213,33 +216,47 @@ def _channel_scales(enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # -- positions ----------------------------------------------------------------------------
-def _dense_positions(base: TensorRecord, values: _Values, enc: Encoding):
-    blobs = _tables(values) + [_stream("VALUES", values.symbols, values.bits, enc.huffman)]
-    return dataclasses.replace(base, positions="dense", entries=len(values.symbols)), blobs
+@dataclasses.dataclass
+class _Layout:
+    """A way to store a tensor: its record, the symbol streams to code, the plain blobs."""
+
+    record: TensorRecord
+    streams: list[tuple[str, np.ndarray, int]]  # (role, symbols, bits): raw or Huffman
+    plain: list[tuple[str, bytes]]  # side tables and bitmasks, stored as they are
+
+    def size(self, huffman: bool) -> int:
+        """Estimated bytes (exact for raw streams; Huffman from its code lengths)."""
+        coded = sum(_stream_size(symbols, bits, huffman) for _, symbols, bits in self.streams)
+        return coded + sum(len(blob) for _, blob in self.plain)
+
+    def blobs(self, huffman: bool) -> list[tuple[str, str, bytes]]:
+        """The (role, coding, bytes) blobs of this layout."""
+        return [(role, "raw", blob) for role, blob in self.plain] + [
+            _stream(role, symbols, bits, huffman) for role, symbols, bits in self.streams
+        ]
 
 
-def _bitmask_positions(base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding):
-    blobs = _tables(values) + [
-        _stream("VALUES", values.symbols[mask], values.bits, enc.huffman),
-        ("POSITIONS", "raw", sparse.bitmask_encode(mask)),
-    ]
-    return dataclasses.replace(base, positions="bitmask", entries=int(mask.sum())), blobs
+def _dense_positions(base: TensorRecord, values: _Values) -> _Layout:
+    record = dataclasses.replace(base, positions="dense", entries=len(values.symbols))
+    return _Layout(record, [("VALUES", values.symbols, values.bits)], values.tables)
 
 
-def _csr_positions(
-    base: TensorRecord, values: _Values, mask: np.ndarray, enc: Encoding, index_bits: int
-):
+def _bitmask_positions(base: TensorRecord, values: _Values, mask: np.ndarray) -> _Layout:
+    record = dataclasses.replace(base, positions="bitmask", entries=int(mask.sum()))
+    streams = [("VALUES", values.symbols[mask], values.bits)]
+    return _Layout(record, streams, values.tables + [("POSITIONS", sparse.bitmask_encode(mask))])
+
+
+def _csr_positions(base: TensorRecord, values: _Values, mask: np.ndarray, index_bits: int):
+    """CSR relative indices with filler zeros; None when fillers have no zero symbol."""
     gaps, slots = sparse.relative_index_encode(mask, index_bits)
-    symbols = values.symbols[slots]
-    if values.zero < 0 and (~mask[slots]).any():
-        return _dense_positions(base, values, enc)  # fillers need a zero symbol
-    symbols = np.where(mask[slots], symbols, max(values.zero, 0))
-    blobs = _tables(values) + [
-        _stream("VALUES", symbols, values.bits, enc.huffman),
-        _stream("POSITIONS", gaps, index_bits, enc.huffman),
-    ]
+    filler = ~mask[slots]
+    if values.zero < 0 and filler.any():
+        return None
+    symbols = np.where(filler, max(values.zero, 0), values.symbols[slots])
     record = dataclasses.replace(base, positions="csr", index_bits=index_bits, entries=len(slots))
-    return record, blobs
+    streams = [("VALUES", symbols, values.bits), ("POSITIONS", gaps, index_bits)]
+    return _Layout(record, streams, values.tables)
 
 
 def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
@@ -257,6 +274,21 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
 
 
 # -- streams ------------------------------------------------------------------------------
+def _stream_size(symbols: np.ndarray, bits: int, allow_huffman: bool) -> int:
+    """Bytes `_stream` will take: raw exactly, Huffman estimated from its code lengths."""
+    raw = (
+        len(symbols) * bits // 8
+        if bits in (8, 16, 32, 64)
+        else bitpack.packed_size(len(symbols), bits)
+    )
+    if not (allow_huffman and bits <= 16 and len(symbols)):
+        return raw
+    counts = np.bincount(symbols.astype(np.int64))
+    lengths = huffman.code_lengths(counts)
+    table = 24 + np.count_nonzero(counts) + len(symbols) // 2048  # header, lengths, offsets
+    return min(raw, -(-int(counts @ lengths.astype(np.int64)) // 8) + table)
+
+
 def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
     """(role, coding, bytes): raw bit-packed, or Huffman where allowed and smaller."""
     whole = bits in (8, 16, 32, 64)  # whole bytes: plain little-endian words
@@ -279,10 +311,6 @@ def _read_stream(coding: str, payload: bytes, bits: int, count: int) -> np.ndarr
             raise ValueError(f"{len(payload)} bytes for {count} {bits}-bit values")
         return np.frombuffer(payload, f"<u{bits // 8}")
     return bitpack.unpack_bits(payload, bits, count)
-
-
-def _tables(values: _Values) -> list:
-    return [(role, "raw", blob) for role, blob in values.tables]
 
 
 def _raw(blobs: dict, role: str) -> bytes:

@@ -72,7 +72,10 @@ def _keep_largest(magnitude: np.ndarray, sparsity: float) -> np.ndarray:
     """Mask of the (1 - sparsity) largest magnitudes; ties broken by position (deterministic)."""
     flat = magnitude.reshape(-1)
     drop = int(round(sparsity * flat.size))
-    keep = np.ones(flat.size, dtype=bool)
-    if drop:
-        keep[np.argsort(flat, kind="stable")[:drop]] = False
+    if not drop:
+        return np.ones(magnitude.shape, dtype=bool)
+    threshold = np.partition(flat, drop - 1)[drop - 1]  # the drop-th smallest: linear time
+    keep = flat > threshold
+    ties = np.flatnonzero(flat == threshold)  # drop the first of them until `drop` are gone
+    keep[ties[drop - int(np.count_nonzero(flat < threshold)) :]] = True
     return keep.reshape(magnitude.shape)

@@ -90,3 +90,16 @@ def test_o1_is_at_least_3_9x_smaller_and_agrees(sample_images):
         o0 = dlcc.compile(sample_path(f"{model}.onnx")).to_bytes()
         o1 = dlcc.compile(sample_path(f"{model}.onnx"), passes="-O1").to_bytes()
         assert len(o0) / len(o1) >= 3.9
+
+
+def test_keep_largest_equals_a_stable_sort_with_ties():
+    from dlcc.passes.prune import _keep_largest
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        magnitude = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        sparsity = float(rng.random())
+        expected = np.ones(n, bool)
+        expected[np.argsort(magnitude, kind="stable")[: int(round(sparsity * n))]] = False
+        np.testing.assert_array_equal(_keep_largest(magnitude, sparsity), expected)
