@@ -69,10 +69,9 @@ class ReadWeights:
 
 
 @dataclasses.dataclass(frozen=True)
-class MatrixMultiply:
-    """acc[dst] (+)= ub[src] @ weight_fifo.pop()   (+= when accumulate, folds_k x folds_n tiles)."""
+class _MatrixWord:
+    """The fields of the 12-byte matrix instructions."""
 
-    opcode: ClassVar[str] = "MATRIX_MULTIPLY"
     src: int
     dst: int
     attrs: int = 0
@@ -82,16 +81,17 @@ class MatrixMultiply:
 
 
 @dataclasses.dataclass(frozen=True)
-class Convolve:
+class MatrixMultiply(_MatrixWord):
+    """acc[dst] (+)= ub[src] @ weight_fifo.pop()   (+= when accumulate, folds_k x folds_n tiles)."""
+
+    opcode: ClassVar[str] = "MATRIX_MULTIPLY"
+
+
+@dataclasses.dataclass(frozen=True)
+class Convolve(_MatrixWord):
     """acc[dst] (+)= conv2d(ub[src], weight_fifo.pop(), attrs)   (lowered to a matmul by im2col)."""
 
     opcode: ClassVar[str] = "CONVOLVE"
-    src: int
-    dst: int
-    attrs: int = 0
-    accumulate: bool = False
-    folds_k: int = 1
-    folds_n: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

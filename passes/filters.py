@@ -29,9 +29,9 @@ import numpy as np
 from dlcc.formats.encodings import Encoding
 from dlcc.ir import Graph, Node, Value
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
+    PassOptions,
     option,
     register_pass,
     weight_layers,
@@ -58,11 +58,10 @@ class Filters(Pass):
     main = "fraction"
 
     @dataclasses.dataclass(frozen=True)
-    class Options:
+    class Options(PassOptions):
         fraction: float = option(
             0.25, "fraction of each Conv's filters removed (smallest L1 norm)", 0.0, 0.95
         )
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []

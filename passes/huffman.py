@@ -12,10 +12,9 @@ import dataclasses
 
 from dlcc.ir import Graph
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
-    option,
+    PassOptions,
     register_pass,
     weight_layers,
 )
@@ -26,11 +25,7 @@ class Huffman(Pass):
     name = "huffman"
     summary = "canonical Huffman coding of the symbol streams, where smaller than raw bits"
 
-    @dataclasses.dataclass(frozen=True)
-    class Options:
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values (unused)")
-
-    def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
+    def run(self, graph: Graph, options: PassOptions, ctx: PassContext) -> dict:
         layers = []
         for node in weight_layers(graph):
             w = node.inputs[1]

@@ -17,9 +17,9 @@ import numpy as np
 from dlcc.ir import Graph
 from dlcc.passes.cluster1d import kmeans_1d
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
+    PassOptions,
     option,
     register_pass,
     weight_layers,
@@ -35,7 +35,7 @@ class KMeans(Pass):
     main = "bits"
 
     @dataclasses.dataclass(frozen=True)
-    class Options:
+    class Options(PassOptions):
         bits: int | None = option(
             None, "index bits per layer (default: 8 for Conv, 5 for Dense)", 1, 8
         )
@@ -44,7 +44,6 @@ class KMeans(Pass):
         )
         iters: int = option(100, "maximum Lloyd iterations", 1, 10_000)
         seed: int = option(0, "random seed (kmeans++ init)", 0, 2**31 - 1)
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer bits: NAME:BITS;...")
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []

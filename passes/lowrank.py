@@ -30,9 +30,9 @@ from dlcc.errors import PipelineError
 from dlcc.formats.encodings import DENSE
 from dlcc.ir import Graph, Node
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
+    PassOptions,
     option,
     register_pass,
     weight_layers,
@@ -47,7 +47,7 @@ class LowRank(Pass):
     main = "energy"
 
     @dataclasses.dataclass(frozen=True)
-    class Options:
+    class Options(PassOptions):
         energy: float = option(
             0.9, "fraction (0, 1] of the squared singular values each layer keeps", 0.0, 1.0
         )
@@ -57,7 +57,6 @@ class LowRank(Pass):
             0.0,
             1.0,
         )
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
 
         def __post_init__(self) -> None:
             values = [("energy", self.energy), ("ratio", self.ratio)]

@@ -70,6 +70,13 @@ class LayerOverrides:
         return ";".join(f"{k}:{v}" for k, v in self.items)
 
 
+@dataclasses.dataclass(frozen=True)
+class PassOptions:
+    """Options every pass has; a pass's Options dataclass derives from it."""
+
+    layers: LayerOverrides = option(LayerOverrides(), "per-layer values of the main option")
+
+
 class Pass:
     """Base of every pass: a name, a one-line summary, an Options dataclass and `run`.
 
@@ -79,10 +86,7 @@ class Pass:
     name: ClassVar[str]
     summary: ClassVar[str]
     main: ClassVar[str | None] = None
-
-    @dataclasses.dataclass(frozen=True)
-    class Options:
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
+    Options: ClassVar[type] = PassOptions
 
     def run(self, graph: Graph, options: Any, ctx: PassContext) -> dict[str, Any]:
         """Rewrite `graph` in place; return the statistics to log (a `layers` list per layer)."""
@@ -156,8 +160,7 @@ class Step:
         """The same step with every option spelled out (defaults included)."""
         opts = self.typed()
         return Step(
-            self.name,
-            tuple((f.name, _format(getattr(opts, f.name))) for f in dataclasses.fields(opts)),
+            self.name, tuple((f.name, _format(getattr(opts, f.name))) for f in option_fields(opts))
         )
 
 
@@ -245,12 +248,18 @@ def layer_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
+def option_fields(options: Any) -> list[dataclasses.Field]:
+    """A pass's option fields, its own first and the shared `layers` last."""
+    fields = dataclasses.fields(options)
+    return [f for f in fields if f.name != "layers"] + [f for f in fields if f.name == "layers"]
+
+
 def pass_table() -> list[dict[str, Any]]:
     """Every pass with its options (name, default, help, range), for `dlcc passes`."""
     table = []
     for name, cls in registered_passes().items():
         options = []
-        for f in dataclasses.fields(cls.Options):
+        for f in option_fields(cls.Options):
             low, high, choices = (f.metadata.get(k) for k in ("low", "high", "choices"))
             bounds = f" [{low}..{high}]" if low is not None or high is not None else ""
             bounds = f" ({' | '.join(choices)})" if choices else bounds

@@ -15,9 +15,9 @@ import numpy as np
 
 from dlcc.ir import Graph
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
+    PassOptions,
     option,
     register_pass,
     weight_layers,
@@ -31,7 +31,7 @@ class Prune(Pass):
     main = "sparsity"
 
     @dataclasses.dataclass(frozen=True)
-    class Options:
+    class Options(PassOptions):
         sparsity: float = option(0.9, "fraction of each layer's weights set to zero", 0.0, 0.999)
         quality: float | None = option(
             None,
@@ -39,7 +39,6 @@ class Prune(Pass):
             0.0,
             10.0,
         )
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values: NAME:VALUE;...")
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []

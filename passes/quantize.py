@@ -19,9 +19,9 @@ import numpy as np
 from dlcc.ir import Graph, Node
 from dlcc.passes.calibrate import activation_ranges
 from dlcc.passes.manager import (
-    LayerOverrides,
     Pass,
     PassContext,
+    PassOptions,
     option,
     register_pass,
     weight_layers,
@@ -48,7 +48,7 @@ class Quantize(Pass):
     summary = "int8: weights per output channel (codebooks per layer), activations per tensor"
 
     @dataclasses.dataclass(frozen=True)
-    class Options:
+    class Options(PassOptions):
         method: str = option(
             "minmax", "activation range from calibration data", choices=("minmax", "percentile")
         )
@@ -56,7 +56,6 @@ class Quantize(Pass):
             99.99, "with method=percentile: the |x| percentile kept", 50.0, 100.0
         )
         batch: int = option(64, "calibration batch size", 1, 4096)
-        layers: LayerOverrides = option(LayerOverrides(), "per-layer values (unused)")
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []
