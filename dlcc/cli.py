@@ -6,43 +6,15 @@ Results go to stdout, talk to stderr. Every expected failure is one line
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 import time
 
 import click
-import numpy as np
 
 from dlcc import __version__
-from dlcc.errors import DlccError
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def _fail_cleanly(fn):
-    """Turn a DlccError into `dlcc: error: ...` and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DlccError as e:
-            click.echo(f"dlcc: error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _emit(data: dict, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=_jsonable) if as_json else text)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+from dlcc.cli_common import emit, fail_cleanly, input_option, json_option, read_inputs
+from dlcc.cli_hardware import profile, systolic_options, systolic_report, systolic_target
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,7 +44,7 @@ def main() -> None:
 @click.option("--calib", help="Calibration data: .npz keyed by input name (or one array).")
 @click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
-@_fail_cleanly
+@fail_cleanly
 def compile(model, output, opt_level, passes, calib, report, as_json) -> None:
     """Compile MODEL (an .onnx file) into a bundle.
 
@@ -108,7 +80,7 @@ def compile(model, output, opt_level, passes, calib, report, as_json) -> None:
     if report:
         info["report"] = describe(dlcc.load(output), size)
         text += "\n\n" + render_ledger(info["report"])
-    _emit(info, as_json, text)
+    emit(info, as_json, text)
 
 
 @main.command()
@@ -124,7 +96,7 @@ def passes(as_json: bool) -> None:
 
     table = pass_table()
     if as_json:
-        _emit({"passes": table, "presets": PRESETS}, True, "")
+        emit({"passes": table, "presets": PRESETS}, True, "")
         return
     lines = []
     for entry in table:
@@ -161,37 +133,53 @@ def _progress_line():
 
 @main.command()
 @click.argument("bundle")
-@click.option(
-    "-i",
-    "--input",
-    "input_path",
-    required=True,
-    help=".npy for a one-input model, or .npz keyed by input name (+ optional 'labels').",
-)
+@input_option
 @click.option("--output", "output_path", help="Write outputs: .npy (one output) or .npz.")
-@click.option("--target", default="interp", show_default=True, help="Execution target.")
+@click.option(
+    "--target",
+    default="interp",
+    show_default=True,
+    help="interp (numpy interpreter) or systolic (systolic-array emulator).",
+)
+@systolic_options
+@click.option("--stats", is_flag=True, help="systolic: print the cycle, traffic and energy report.")
 @json_option
-@_fail_cleanly
-def run(bundle: str, input_path: str, output_path: str | None, target: str, as_json: bool) -> None:
+@fail_cleanly
+def run(
+    bundle,
+    input_path,
+    output_path,
+    target,
+    array,
+    dataflow,
+    config_path,
+    exact_timing,
+    stats,
+    as_json,
+) -> None:
     """Run BUNDLE on the inputs in --input.
 
     Prints each output's shape and, for 2-D outputs, the per-row argmax; with labels in the
-    .npz, the top-1 accuracy.
+    .npz, the top-1 accuracy. On the systolic target, --stats adds cycles, utilization,
+    MACs, SRAM/DRAM traffic, energy and the roofline position of every layer.
 
     \b
     Example:
       dlcc run lenet5.bin --input samples/mnist_test_256.npz
+      dlcc run lenet5.bin --input samples/mnist_test_256.npz --target systolic --array 32x32 --stats
     """
     import dlcc
-    from dlcc.fileio import read_arrays, write_arrays
+    from dlcc.fileio import write_arrays
 
     loaded = dlcc.load(bundle)
-    arrays = read_arrays(input_path)
-    labels = arrays.pop("labels", None) if isinstance(arrays, dict) else None
-    if isinstance(arrays, dict) and len(arrays) == 1 and len(loaded.input_names) == 1:
-        arrays = next(iter(arrays.values()))
+    arrays, labels = read_inputs(loaded, input_path)
+    engine = (
+        systolic_target(array, dataflow, config_path, exact_timing)
+        if target == "systolic"
+        else target
+    )
     start = time.perf_counter()
-    outputs = loaded.run(arrays, target=target)
+    outputs = loaded.run(arrays, target=engine)
     seconds = time.perf_counter() - start
     if output_path:
         write_arrays(output_path, outputs)
@@ -211,14 +199,20 @@ def run(bundle: str, input_path: str, output_path: str | None, target: str, as_j
         info["outputs"][name] = entry
         lines.append(line)
     lines.append(f"{target}: {seconds * 1000:.1f} ms")
-    _emit(info, as_json, "\n".join(lines))
+    if target == "systolic" and (stats or as_json):
+        from dlcc.runtime.systolic.cost import render
+
+        info["systolic"] = systolic_report(engine)
+        if stats:
+            lines += ["", render(info["systolic"])]
+    emit(info, as_json, "\n".join(lines))
 
 
 @main.command()
 @click.argument("bundle")
 @click.option("--asm", is_flag=True, help="Disassemble the instruction stream.")
 @json_option
-@_fail_cleanly
+@fail_cleanly
 def explain(bundle: str, asm: bool, as_json: bool) -> None:
     """Show what BUNDLE holds: model, tensors with shapes and bytes, sections, program.
 
@@ -231,4 +225,7 @@ def explain(bundle: str, asm: bool, as_json: bool) -> None:
 
     loaded = dlcc.load(bundle)
     report = describe(loaded, os.path.getsize(bundle), asm=asm)
-    _emit(report, as_json, render(report))
+    emit(report, as_json, render(report))
+
+
+main.add_command(profile)
