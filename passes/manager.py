@@ -104,12 +104,15 @@ class Pass:
 
 @dataclasses.dataclass
 class PassContext:
-    """What passes may use besides the graph: calibration data and progress reporting."""
+    """What passes may use besides the graph: data, the original weights, progress."""
 
-    calibration: dict | None = None
+    calibration: dict | None = None  # input name -> samples (no labels)
+    train: dict | None = None  # input name -> samples, and "labels": int class ids
     progress: Any = None  # callable(description, done, total) or None
     timings: dict[str, float] | None = None  # filled with seconds per pass when given
     notes: list[str] = dataclasses.field(default_factory=list)
+    # Each weight layer's weight before the pipeline ran, by node name (set by run_pipeline).
+    original_weights: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 _PASSES: dict[str, type[Pass]] = {}
@@ -212,6 +215,7 @@ def run_pipeline(graph: Graph, pipeline: Pipeline, ctx: PassContext) -> list[dic
     """Run every step on `graph`, verifying after each; returns the pass log."""
     log = []
     passes = registered_passes()
+    ctx.original_weights = {n.name: n.inputs[1].data for n in weight_layers(graph)}
     for i, step in enumerate(pipeline.steps):
         start = time.perf_counter()
         try:
