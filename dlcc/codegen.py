@@ -45,7 +45,8 @@ class Emitter:
 
     # -- buffers ------------------------------------------------------------------------
     def new_buffer(self, value: Value, dtype: str) -> int:
-        self.buffers.append(BufferRecord(dtype, value.shape, value.batch_axis))
+        scale = value.scale if dtype == I8 else None
+        self.buffers.append(BufferRecord(dtype, value.shape, value.batch_axis, scale))
         return len(self.buffers) - 1
 
     def write(self, value: Value, domain: str) -> int:

@@ -63,6 +63,7 @@ class BufferRecord:
     dtype: str
     shape: tuple[int, ...]
     batch_axis: int | None
+    scale: float | None = None  # int8 buffers: real value = q * scale
 
 
 @dataclasses.dataclass
@@ -246,11 +247,12 @@ def _tensor_record(c) -> TensorRecord:
 
 def _buffer_container(b: BufferRecord) -> dict:
     axis = -1 if b.batch_axis is None else b.batch_axis
-    return {"dtype": b.dtype, "batch_axis": axis, "shape": list(b.shape)}
+    return {"dtype": b.dtype, "batch_axis": axis, "shape": list(b.shape), "scale": b.scale}
 
 
 def _buffer_record(c) -> BufferRecord:
-    return BufferRecord(str(c.dtype), tuple(c.shape), None if c.batch_axis < 0 else c.batch_axis)
+    axis = None if c.batch_axis < 0 else c.batch_axis
+    return BufferRecord(str(c.dtype), tuple(c.shape), axis, c.scale)
 
 
 def _attr_container(v: Attr) -> dict:

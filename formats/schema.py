@@ -24,8 +24,10 @@ from construct import (
     Compressed,
     Const,
     Enum,
+    Float32l,
     Float64l,
     GreedyString,
+    If,
     Int8sl,
     Int8ul,
     Int16ul,
@@ -80,6 +82,7 @@ BufferEntry = Struct(
     "dtype" / Dtype,
     "batch_axis" / Int8sl,  # -1: no batch axis
     "shape" / Dims,  # shape at batch 1
+    "scale" / If(this.dtype == "int8", Float32l),  # int8: real value = q * scale
 )
 
 AttrKind = Enum(Int8ul, INT=0, INTS=1, FLOAT=2, FLOATS=3, STRING=4)

@@ -45,8 +45,12 @@ class Interpreter:
     def __init__(self, engine: MatrixEngine | None = None) -> None:
         self.engine = engine or NumpyEngine()
 
-    def run(self, bundle: LoadedBundle, inputs) -> dict[str, np.ndarray]:
-        """Outputs by name for `inputs` (one array, or a dict keyed by input name)."""
+    def run(self, bundle: LoadedBundle, inputs, watch=()) -> dict[str, np.ndarray]:
+        """Outputs by name for `inputs` (one array, or a dict keyed by input name).
+
+        The arrays written to the buffers in `watch` are kept in `self.watched`.
+        """
+        self.watched: dict[int, np.ndarray] = {}
         host_in = bind_inputs(bundle, inputs)
         program = bundle.file.program
         last_use = _last_uses(program)
@@ -77,6 +81,9 @@ class Interpreter:
                 outputs[name] = np.asarray(ub[instr.src], order="C")
             elif isinstance(instr, isa.Halt):
                 break
+            for b in watch:
+                if b in ub and b not in self.watched:
+                    self.watched[b] = ub[b]
             for b in last_use.get(k, ()):
                 ub.pop(b, None)
         return outputs

@@ -26,6 +26,13 @@ def _interp():
     return Interpreter()
 
 
+@register_target("systolic")
+def _systolic():
+    from dlcc.runtime.systolic.engine import SystolicTarget
+
+    return SystolicTarget()
+
+
 def target_names() -> list[str]:
     """Names of the registered targets."""
     return sorted(_TARGETS)
