@@ -13,8 +13,10 @@ import time
 import click
 
 from dlcc import __version__
+from dlcc.cli_accuracy import fraction, verify
 from dlcc.cli_common import emit, fail_cleanly, input_option, json_option, read_inputs
 from dlcc.cli_hardware import profile, systolic_options, systolic_report, systolic_target
+from dlcc.errors import DlccError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,28 +44,71 @@ def main() -> None:
 )
 @click.option("--passes", help="Explicit pipeline, e.g. 'prune(sparsity=0.9),huffman'.")
 @click.option("--calib", help="Calibration data: .npz keyed by input name (or one array).")
+@click.option(
+    "--data", "data_path", help="Held data (.npz, optional 'labels') for sensitivity and budgets."
+)
+@click.option(
+    "--max-drop",
+    help="Budget: the smallest bundle whose accuracy on --data drops at most this much, e.g. 0.5%.",
+)
+@click.option(
+    "--min-agreement",
+    help="Budget: the smallest bundle whose top-1 agreement "
+    "with the original on --data is at least this, e.g. 99%.",
+)
 @click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
 @fail_cleanly
-def compile(model, output, opt_level, passes, calib, report, as_json) -> None:
+def compile(
+    model, output, opt_level, passes, calib, data_path, max_drop, min_agreement, report, as_json
+) -> None:
     """Compile MODEL (an .onnx file) into a bundle.
 
-    `dlcc passes` lists the passes and their options.
+    `dlcc passes` lists the passes and their options. With --max-drop or --min-agreement
+    (and --data), dlcc chooses the per-layer pipeline itself, prints it, and compiles it.
 
     \b
     Example:
       dlcc compile samples/lenet5.onnx -o lenet5.bin -O3 --report
+      dlcc compile samples/lenet5.onnx -o small.bin --calib samples/mnist_test_256.npz
+          --data samples/mnist_test_256.npz --max-drop 1%
     """
     import dlcc
     from dlcc.explain import describe, render_ledger
+    from dlcc.passes.manager import parse_pipeline
 
     start = time.perf_counter()
-    calibration = _read_calibration(calib) if calib else None
+    calibration = _read_data(calib) if calib else None
+    data = _read_data(data_path) if data_path else None
+    pipeline = passes or f"-O{opt_level}"
+    chosen = {}
+    if max_drop or min_agreement:
+        from dlcc.budget import choose
+
+        if data is None:
+            raise DlccError("a budget needs --data to score on")
+        pipeline, chosen = choose(
+            model,
+            data,
+            calibration,
+            fraction(max_drop),
+            fraction(min_agreement),
+            progress=_progress_line(),
+        )
+        click.echo(
+            f"dlcc: budget: chose {pipeline} (score {chosen['score']:.4f} >= "
+            f"{chosen['floor']:.4f} on --data)",
+            err=True,
+        )
+    if data is not None:  # the sensitivity table (measured, or the budget's) goes in the bundle
+        pipeline = ",".join(filter(None, ("sensitivity", str(parse_pipeline(pipeline)))))
     bundle = dlcc.compile(
         model,
         output,
-        passes=passes or f"-O{opt_level}",
+        passes=pipeline,
         calibration=calibration,
+        evaluation=data,
+        sensitivity=chosen.get("sensitivity"),
         progress=_progress_line(),
     )
     for note in bundle.meta["notes"]:
@@ -108,14 +153,12 @@ def passes(as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-def _read_calibration(path: str) -> dict:
+def _read_data(path: str) -> dict:
+    """Arrays of a .npz (or the one array of a .npy) by key, labels included."""
     from dlcc.fileio import read_arrays
 
     arrays = read_arrays(path)
-    if not isinstance(arrays, dict):
-        return {"": arrays}
-    arrays.pop("labels", None)
-    return arrays
+    return arrays if isinstance(arrays, dict) else {"": arrays}
 
 
 def _progress_line():
@@ -228,70 +271,5 @@ def explain(bundle: str, asm: bool, as_json: bool) -> None:
     emit(report, as_json, render(report))
 
 
-@main.command()
-@click.argument("model")
-@click.argument("bundle")
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    help=".npz keyed by input name (or one array), optional 'labels'.",
-)
-@click.option("--target", default="interp", show_default=True, help="interp or systolic.")
-@click.option("--layers", is_flag=True, help="Also rank the layers by the SQNR each one loses.")
-@click.option(
-    "--max-drop",
-    help="Exit 1 when accuracy (with labels) or top-1 agreement drops more than this, e.g. 0.5%.",
-)
-@json_option
-@fail_cleanly
-def verify(model, bundle, data_path, target, layers, max_drop, as_json) -> None:
-    """Check BUNDLE against the original MODEL (onnxruntime) on --data.
-
-    Reports top-1 agreement, accuracy of both (with labels), max |error|, cosine similarity
-    and SQNR per output; with --layers, each matrix layer's SQNR, ranked by what it loses.
-    Exit code 1 when --max-drop is exceeded, so CI pipelines can gate on it.
-
-    \b
-    Example:
-      dlcc verify samples/lenet5.onnx lenet5.bin --data samples/mnist_test_256.npz --layers
-    """
-    from dlcc.fileio import read_arrays
-    from dlcc.verify import render
-    from dlcc.verify import verify as check
-
-    arrays = read_arrays(data_path)
-    report = check(
-        model,
-        bundle,
-        arrays if isinstance(arrays, dict) else {"": arrays},
-        target=target,
-        layers=layers,
-    )
-    failed = False
-    if max_drop is not None:
-        limit = _fraction(max_drop)
-        first = next(iter(report["outputs"].values()))
-        drop = report.get("accuracy_drop", 1 - first.get("agreement", 0.0))
-        failed = drop > limit
-        report["max_drop"] = {"limit": limit, "drop": drop, "exceeded": failed}
-    text = render(report)
-    if failed:
-        text += f"\nFAILED: drop {100 * drop:.2f} pts exceeds --max-drop {100 * limit:.2f} pts"
-    emit(report, as_json, text)
-    if failed:
-        sys.exit(1)
-
-
-def _fraction(text: str) -> float:
-    """`0.5%` or `0.005` -> 0.005."""
-    from dlcc.errors import DlccError
-
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise DlccError(f"--max-drop {text!r}: expected a number or a percentage") from None
-    return value
-
-
 main.add_command(profile)
+main.add_command(verify)

@@ -165,14 +165,53 @@ def render_ledger(report: dict) -> str:
     return "\n".join(lines + _table(rows))
 
 
+# The per-layer figure of each pass that the sensitivity table measured.
+_SETTING = {"prune": "sparsity", "kmeans": "bits", "quantize": "bits"}
+
+
 def _pass_log(log: list[dict]) -> list[str]:
+    measured = next((e for e in log if e["pass"].startswith("sensitivity")), None)
+    table = layer_rows(measured) if measured else []
     lines = []
     for entry in log:
         lines.append(f"  {entry['pass']}")
+        if entry is measured:
+            lines += _sensitivity(entry, table)
+            continue
+        kind = entry["pass"].split("(")[0]
         for layer in layer_rows(entry):
             fields = ", ".join(f"{k}={v}" for k, v in layer.items() if k != "layer")
-            lines.append(f"      {layer['layer']}: {fields}")
+            mark = safety(table, layer["layer"], kind, layer.get(_SETTING.get(kind, "")))
+            lines.append(f"      {layer['layer']}: {fields}{f'  [{mark}]' if mark else ''}")
     return lines or ["  (none)"]
+
+
+def safety(table: list[dict], layer: str, kind: str, setting) -> str:
+    """'safe' or 'unsafe' for `layer` at `setting`, from the nearest measured setting."""
+    rows = [r for r in table if r["layer"] == layer and r["pass"] == kind]
+    if not rows or setting is None:
+        return ""
+    nearest = min(rows, key=lambda r: abs(r["setting"] - setting))
+    return "safe" if nearest["safe"] else "unsafe"
+
+
+def _sensitivity(entry: dict, table: list[dict]) -> list[str]:
+    """The sensitivity table, most harmful first, each row marked safe or unsafe."""
+    head = (
+        f"      {entry['metric']} {entry['baseline']:.4f}, noise band "
+        f"+-{entry['noise_band']:.4f} ({entry['samples']} samples); ranked, worst first:"
+    )
+    rows = [("layer", "pass", "setting", "change", "")] + [
+        (
+            r["layer"],
+            r["pass"],
+            f"{r['setting']:g}",
+            f"{r['delta']:+.4f}",
+            "safe" if r["safe"] else "UNSAFE",
+        )
+        for r in sorted(table, key=lambda r: r["delta"])
+    ]
+    return [head] + ["    " + line for line in _table(rows)]
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -5,7 +5,19 @@ from __future__ import annotations
 import importlib
 
 # One module per pass, in the order `dlcc passes` lists them.
-_MODULES = ("prune", "filters", "lowrank", "kmeans", "quantize", "huffman")
+_MODULES = (
+    "sensitivity",
+    "prune",
+    "filters",
+    "lowrank",
+    "kmeans",
+    "quantize",
+    "equalize",
+    "refit",
+    "biascorrect",
+    "huffman",
+    "finetune",
+)
 
 
 def load_all() -> None:

@@ -108,6 +108,8 @@ class PassContext:
 
     calibration: dict | None = None  # input name -> samples (no labels)
     train: dict | None = None  # input name -> samples, and "labels": int class ids
+    evaluation: dict | None = None  # held data to score against (optional "labels")
+    sensitivity: dict | None = None  # a sensitivity table already measured (budget search)
     progress: Any = None  # callable(description, done, total) or None
     timings: dict[str, float] | None = None  # filled with seconds per pass when given
     notes: list[str] = dataclasses.field(default_factory=list)

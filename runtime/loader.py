@@ -48,7 +48,11 @@ def load_bundle(path: str) -> LoadedBundle:
             blob = f.read()
     except OSError as e:
         raise BundleFormatError(f"{path}: {e.strerror or e}") from None
-    file = BundleFile.from_bytes(blob, source=path)
+    return bind_bundle(BundleFile.from_bytes(blob, source=path), path)
+
+
+def bind_bundle(file: BundleFile, path: str = "<memory>") -> LoadedBundle:
+    """A parsed bundle, verified and decoded, ready to run."""
     weights = [decode(t, file.data) for t in file.tensors]
     for w in weights:
         w.flags.writeable = False

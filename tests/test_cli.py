@@ -180,12 +180,14 @@ def test_passes_lists_every_pass_with_options():
 
 def test_compile_report_ledger_adds_up_to_the_file(tmp_path):
     bundle = str(tmp_path / "m.bin")
-    result = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3",
-                    "--report", "--json")
+    result = invoke(
+        "compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3", "--report", "--json"
+    )
     report = json.loads(result.stdout)["report"]
     assert sum(row["bytes"] for row in report["ledger"]) == os.path.getsize(bundle)
-    streams = [s for t in report["tensors"] for s in t["streams"].values()
-               if s["coding"] == "huffman"]
+    streams = [
+        s for t in report["tensors"] for s in t["streams"].values() if s["coding"] == "huffman"
+    ]
     assert streams and all(s["bytes"] < s["raw_bytes"] for s in streams)
     text = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3", "--report")
     assert "total (= file size)" in text.stdout and "dlcc: note: quantize" in text.stderr

@@ -1,0 +1,137 @@
+"""Per-layer sensitivity: how much each layer alone can be pruned, shared or quantized.
+
+    for each layer L and setting s:  delta(L, s) = score(model with only L compressed by s) - score
+
+The score is top-1 accuracy with labels, or top-1 agreement with the uncompressed model
+without. A change is **safe** when it stays within the evaluation noise band: the binomial
+standard error of the score on the data (or a `noise_sigma` the user measured from repeated
+trainings — the "iso-training noise" idea), **unsafe** otherwise. The pass changes nothing;
+it records the table, which `dlcc explain` shows ranked, and which the automatic budget uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.errors import PassError
+from dlcc.ir import Graph, Node
+from dlcc.passes.calibrate import batches, evaluate
+from dlcc.passes.cluster1d import kmeans_1d
+from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
+from dlcc.passes.prune import _keep_largest
+from dlcc.passes.quantize import _channel_axis, _quantize_channels
+
+PRUNE = (0.5, 0.7, 0.8, 0.9, 0.95)
+BITS = (8, 6, 5, 4, 3)
+
+
+def scorer(graph: Graph, data: dict, batch: int = 256):
+    """A function giving the score of `graph` on `data` (accuracy, or agreement with now)."""
+    data = dict(data)
+    labels = data.pop("labels", None)
+    reference = None if labels is not None else predictions(graph, data, batch)
+    truth = np.asarray(labels).reshape(-1) if labels is not None else reference
+
+    def score() -> float:
+        return float((predictions(graph, data, batch) == truth).mean())
+
+    return score
+
+
+def predictions(graph: Graph, data: dict, batch: int) -> np.ndarray:
+    """Top-1 class of the graph's first output for every sample, streamed in batches."""
+    out = graph.outputs[0]
+    if len(out.shape) != 2:
+        raise PassError(f"output {out.name!r} is not [batch, classes]: no top-1 to score")
+    tops = []
+    for feeds in batches(graph, data, batch):
+        for value, array in evaluate(graph, feeds):
+            if value is out:
+                tops.append(array.argmax(1))
+    return np.concatenate(tops)
+
+
+def noise_band(score: float, samples: int, sigma: float | None = None) -> float:
+    """The evaluation noise: `sigma` if given, else the binomial standard error of `score`."""
+    return sigma if sigma is not None else float(np.sqrt(score * (1 - score) / max(samples, 1)))
+
+
+def compressed(node: Node, kind: str, setting: float) -> np.ndarray:
+    """The layer's weight as one pass at one setting would leave it."""
+    w = node.inputs[1].data
+    if kind == "prune":
+        return np.where(_keep_largest(np.abs(w), setting), w, 0).astype(w.dtype)
+    if kind == "kmeans":
+        keep = w != 0
+        centroids, labels = kmeans_1d(w[keep], 2 ** int(setting))
+        shared = np.zeros_like(w)
+        shared[keep] = centroids[labels]
+        return shared
+    data, _ = _quantize_channels(w, node.inputs[1].encoding, _channel_axis(node))
+    return data
+
+
+def layer_table(
+    graph: Graph, data: dict, settings: dict, sigma: float | None = None, progress=None
+) -> dict:
+    """delta(L, s) for every weight layer and setting, with the noise band and safe marks."""
+    score = scorer(graph, data)
+    base = score()
+    samples = len(next(iter(v for k, v in data.items() if k != "labels")))
+    band = noise_band(base, samples, sigma)
+    rows = []
+    layers = weight_layers(graph)
+    jobs = [(n, kind, s) for n in layers for kind, values in settings.items() for s in values]
+    for done, (node, kind, setting) in enumerate(jobs):
+        original = node.inputs[1].data
+        node.inputs[1].data = compressed(node, kind, setting)
+        delta = score() - base
+        node.inputs[1].data = original
+        rows.append(
+            {
+                "layer": node.name,
+                "pass": kind,
+                "setting": setting,
+                "delta": round(delta, 6),
+                "safe": bool(-delta <= band),
+            }
+        )
+        if progress:
+            progress("sensitivity", done + 1, len(jobs))
+    rows.sort(key=lambda r: r["delta"])
+    return {"baseline": base, "noise_band": band, "samples": samples, "layers": rows}
+
+
+@register_pass
+class Sensitivity(Pass):
+    name = "sensitivity"
+    summary = "measure each layer's accuracy change when pruned/shared/quantized alone"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(PassOptions):
+        noise_sigma: float | None = option(
+            None, "the noise band (default: binomial standard error of the score)", 0.0, 1.0
+        )
+        quantize: bool = option(True, "also measure int8 quantization per layer")
+
+    def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
+        data = ctx.evaluation or ctx.calibration
+        if data is None:
+            ctx.notes.append("sensitivity: no --data (or --calib) given; nothing measured")
+            return {}
+        settings = {"prune": PRUNE, "kmeans": BITS}
+        if options.quantize:
+            settings["quantize"] = (8,)
+        table = ctx.sensitivity or layer_table(
+            graph, data, settings, options.noise_sigma, ctx.progress
+        )
+        metric = "accuracy" if "labels" in data else "agreement"
+        unsafe = sum(not r["safe"] for r in table["layers"])
+        ctx.notes.append(
+            f"sensitivity: {metric} {table['baseline']:.4f} +- "
+            f"{table['noise_band']:.4f}; {unsafe} of {len(table['layers'])} "
+            "layer settings are unsafe"
+        )
+        return {"metric": metric, **table}
