@@ -15,11 +15,11 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["compile", "load", "__version__"]
+__all__ = ["compile", "load", "load_bytes", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("compile", "load"):
+    if name in ("compile", "load", "load_bytes"):
         from dlcc import api
 
         return getattr(api, name)

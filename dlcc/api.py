@@ -71,6 +71,14 @@ def bind_data(data: dict | None, inputs: list[str]) -> dict | None:
     return arrays | ({"labels": data["labels"]} if "labels" in data else {})
 
 
+def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:
+    """Verify and load a bundle held in memory (e.g. `compile(...).to_bytes()`)."""
+    from dlcc.formats.bundle import BundleFile
+    from dlcc.runtime.loader import bind_bundle
+
+    return bind_bundle(BundleFile.from_bytes(blob, source), source)
+
+
 def load(path: str) -> LoadedBundle:
     """Load and verify the bundle at `path`; call `.run(inputs, target=...)` on the result."""
     return load_bundle(path)

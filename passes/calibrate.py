@@ -44,7 +44,14 @@ def sample_count(graph: Graph, data: dict[str, np.ndarray]) -> int:
             raise PassError(f"calibration data has no array for input {value.name!r}")
         if value.batch_axis is None:
             raise PassError(f"input {value.name!r} has no batch axis to calibrate over")
-        counts.add(data[value.name].shape[value.batch_axis])
+        shape = data[value.name].shape
+        expected = value.shape_at(shape[value.batch_axis] if len(shape) > value.batch_axis else 0)
+        if tuple(shape) != expected:
+            raise PassError(
+                f"data for input {value.name!r} has shape {tuple(shape)}; the model "
+                f"takes {value.dims()}"
+            )
+        counts.add(shape[value.batch_axis])
     if len(counts) != 1:
         raise PassError(f"calibration inputs hold different sample counts: {sorted(counts)}")
     return counts.pop()
