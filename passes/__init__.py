@@ -12,11 +12,7 @@ _MODULES = (
     "lowrank",
     "kmeans",
     "quantize",
-    "equalize",
-    "refit",
-    "biascorrect",
     "huffman",
-    "finetune",
 )
 
 
