@@ -12,6 +12,9 @@ _MODULES = (
     "lowrank",
     "kmeans",
     "quantize",
+    "equalize",
+    "refit",
+    "biascorrect",
     "huffman",
 )
 
