@@ -46,9 +46,9 @@ def choose(
     reference = predictions(graph, {k: v for k, v in data.items() if k != "labels"}, 256)
     truth = np.asarray(data["labels"]).reshape(-1) if "labels" in data else reference
     floor = table["baseline"] - max_drop if max_drop is not None else min_agreement
-    allowance = (table["baseline"] - floor) / 2
+    allowance = table["baseline"] - floor  # recovery steps absorb much of the combination
     for _ in range(ROUNDS + 1):
-        text = _pipeline(graph, table["layers"], allowance)
+        text = _pipeline(graph, table["layers"], allowance, calibration is not None)
         score = _score(graph, model, text, data, calibration, truth)
         if score >= floor:
             return text, {
@@ -73,7 +73,7 @@ def choose(
     )
 
 
-def _pipeline(graph: Graph, rows: list[dict], allowance: float) -> str:
+def _pipeline(graph: Graph, rows: list[dict], allowance: float, calibrated: bool) -> str:
     """Per layer, the most aggressive setting whose own drop is within `allowance`."""
     from dlcc.passes.manager import weight_layers
 
@@ -85,9 +85,11 @@ def _pipeline(graph: Graph, rows: list[dict], allowance: float) -> str:
         widths = [r["setting"] for r in ok if r["pass"] == "kmeans"] or [8]
         sparsity.append(f"{_key(node)}:{max(prunes)}")
         bits.append(f"{_key(node)}:{int(min(widths))}")
+    # With calibration data the recovery steps run too (they need it, and they only help).
+    refit, correct = (",refit", ",biascorrect") if calibrated else ("", "")
     return (
-        f"prune(sparsity=0.0,layers={';'.join(sparsity)}),"
-        f"kmeans(layers={';'.join(bits)}),quantize,huffman"
+        f"prune(sparsity=0.0,layers={';'.join(sparsity)}){refit},"
+        f"kmeans(layers={';'.join(bits)}){refit},quantize{correct},huffman"
     )
 
 
