@@ -7,6 +7,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "samples")
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # light_models: the onnx light zoo, runnable
@@ -36,3 +38,30 @@ def table(rows: list[tuple], header: tuple) -> str:
         )
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist.npz")
+
+
+def add_data_option(parser) -> None:
+    """--data: the MNIST archive (default ../shared/data/mnist.npz)."""
+    parser.add_argument("--data", default=MNIST, help="MNIST .npz (see shared/data/README.md)")
+
+
+def mnist(path: str = MNIST) -> dict:
+    """MNIST as the samples take it: float32 [N, 1, 28, 28] in [0, 1], int64 labels.
+
+    Keys: test_x, test_y, calib (the first 1,000 training images), train_x, train_y.
+    """
+    with np.load(path) as data:
+        images = {
+            k: (data[k][:, None] / np.float32(255)).astype(np.float32)
+            for k in ("x_train", "x_test")
+        }
+        return {
+            "test_x": images["x_test"],
+            "test_y": data["y_test"].astype(np.int64),
+            "train_x": images["x_train"],
+            "train_y": data["y_train"].astype(np.int64),
+            "calib": images["x_train"][:1000],
+        }

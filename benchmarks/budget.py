@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from _common import ROOT, SAMPLES, table
+from _common import SAMPLES, add_data_option, mnist, table
 
 import dlcc
 from dlcc.budget import choose
@@ -28,12 +28,12 @@ def top1(predict, x: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "mnist.npz"))
+    add_data_option(parser)
     args = parser.parse_args()
-    with np.load(args.data) as mnist:
-        x = (mnist["x_test"][:, None] / np.float32(255)).astype(np.float32)
-        y = mnist["y_test"].astype(np.int64)
-        calib = {"image": (mnist["x_train"][:1000, None] / np.float32(255)).astype(np.float32)}
+    data = mnist(args.data)
+    x = data["test_x"]
+    y = data["test_y"]
+    calib = {"image": data["calib"]}
     search, held = slice(0, 5000), slice(5000, 10000)
     rows = []
     for name in ("lenet_300_100", "lenet5"):

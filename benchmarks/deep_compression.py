@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 import onnxruntime as ort
-from _common import ROOT, SAMPLES, table
+from _common import SAMPLES, add_data_option, mnist, table
 
 import dlcc
 from dlcc.explain import describe
@@ -41,13 +41,13 @@ def accuracy(predict, images: np.ndarray, labels: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "mnist.npz"))
+    add_data_option(parser)
     parser.add_argument("--passes", default="-O3")
     args = parser.parse_args()
-    with np.load(args.data) as mnist:
-        test_x = (mnist["x_test"][:, None] / np.float32(255)).astype(np.float32)
-        test_y = mnist["y_test"].astype(np.int64)
-        calib = (mnist["x_train"][:1000, None] / np.float32(255)).astype(np.float32)
+    data = mnist(args.data)
+    test_x = data["test_x"]
+    test_y = data["test_y"]
+    calib = data["calib"]
 
     sizes, streams, int8 = [], [], []
     with tempfile.TemporaryDirectory() as tmp:

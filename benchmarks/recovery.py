@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 import onnxruntime as ort
-from _common import ROOT, SAMPLES, table
+from _common import SAMPLES, add_data_option, mnist, table
 
 import dlcc
 
@@ -83,13 +83,13 @@ def measure(model: str, steps, rates: str, data, tmp: str) -> tuple[list[tuple],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "mnist.npz"))
+    add_data_option(parser)
     parser.add_argument("--models", default=",".join(RATES))
     args = parser.parse_args()
-    with np.load(args.data) as mnist:
-        test_x = (mnist["x_test"][:, None] / np.float32(255)).astype(np.float32)
-        test_y = mnist["y_test"].astype(np.int64)
-        calib = (mnist["x_train"][:1000, None] / np.float32(255)).astype(np.float32)
+    data = mnist(args.data)
+    test_x = data["test_x"]
+    test_y = data["test_y"]
+    calib = data["calib"]
     data = (test_x, test_y, calib)
     chosen, at_o3, verdicts = [], [], []
     with tempfile.TemporaryDirectory() as tmp:

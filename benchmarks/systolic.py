@@ -17,7 +17,7 @@ import os
 import tempfile
 
 import numpy as np
-from _common import ROOT, SAMPLES, best_time, table
+from _common import SAMPLES, add_data_option, best_time, mnist, table
 from light_models import data_input, light_model
 
 import dlcc
@@ -33,12 +33,12 @@ def systolic_report(bundle, x) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "mnist.npz"))
+    add_data_option(parser)
     parser.add_argument("--skip-resnet", action="store_true")
     args = parser.parse_args()
-    with np.load(args.data) as mnist:
-        test_x = (mnist["x_test"][:, None] / np.float32(255)).astype(np.float32)
-        calib = {"image": (mnist["x_train"][:1000, None] / np.float32(255)).astype(np.float32)}
+    data = mnist(args.data)
+    test_x = data["test_x"]
+    calib = {"image": data["calib"]}
 
     model = os.path.join(SAMPLES, "lenet_300_100.onnx")
     o0 = dlcc.load_bytes(dlcc.compile(model).to_bytes())
