@@ -19,6 +19,7 @@ def compile(  # noqa: A001
     evaluation: dict | None = None,
     train: dict | None = None,
     sensitivity: dict | None = None,
+    array: tuple[int, int] = (256, 256),
     progress=None,
 ) -> BundleFile:
     """Compile the ONNX file `model` with the pipeline `passes` (text or an -O level).
@@ -26,7 +27,8 @@ def compile(  # noqa: A001
     `calibration` maps input names to sample arrays (used by data-aware passes);
     `evaluation` is held data (optional "labels") the sensitivity analysis scores on;
     `train` is labelled training data for finetune; `sensitivity` a table already measured
-    (the sensitivity pass then stores it instead of measuring again). `progress` is called as
+    (the sensitivity pass then stores it instead of measuring again). `array` is the R x C
+    systolic array the matrix instructions are tiled for. `progress` is called as
     progress(description, done, total) during long passes. Writes the bundle to `output`
     atomically when given; returns its contents. Pass notes land in meta["notes"].
     """
@@ -50,7 +52,7 @@ def compile(  # noqa: A001
         "log": log,
         "notes": ctx.notes,
     }
-    bundle = generate(graph, meta)
+    bundle = generate(graph, meta, array)
     if output is not None:
         write_atomic(output, bundle.to_bytes())
     return bundle

@@ -56,11 +56,27 @@ def main() -> None:
     help="Budget: the smallest bundle whose top-1 agreement "
     "with the original on --data is at least this, e.g. 99%.",
 )
+@click.option(
+    "--array",
+    default="256x256",
+    show_default=True,
+    help="The systolic array ROWSxCOLS the matrix instructions are tiled for.",
+)
 @click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
 @fail_cleanly
 def compile(
-    model, output, opt_level, passes, calib, data_path, max_drop, min_agreement, report, as_json
+    model,
+    output,
+    opt_level,
+    passes,
+    calib,
+    data_path,
+    max_drop,
+    min_agreement,
+    array,
+    report,
+    as_json,
 ) -> None:
     """Compile MODEL (an .onnx file) into a bundle.
 
@@ -76,6 +92,7 @@ def compile(
     import dlcc
     from dlcc.explain import describe, render_ledger
     from dlcc.passes.manager import parse_pipeline
+    from dlcc.runtime.systolic.config import parse_array
 
     start = time.perf_counter()
     calibration = _read_data(calib) if calib else None
@@ -109,6 +126,7 @@ def compile(
         calibration=calibration,
         evaluation=data,
         sensitivity=chosen.get("sensitivity"),
+        array=parse_array(array),
         progress=_progress_line(),
     )
     for note in bundle.meta["notes"]:
@@ -245,7 +263,7 @@ def run(
     if target == "systolic" and (stats or as_json):
         from dlcc.runtime.systolic.cost import render
 
-        info["systolic"] = systolic_report(engine)
+        info["systolic"] = systolic_report(engine, loaded)
         if stats:
             lines += ["", render(info["systolic"])]
     emit(info, as_json, "\n".join(lines))

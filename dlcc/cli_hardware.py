@@ -48,11 +48,19 @@ def systolic_target(
     return SystolicTarget(config, exact_timing=exact_timing)
 
 
-def systolic_report(target) -> dict:
-    """The cost report of the target's last run."""
+def systolic_report(target, bundle) -> dict:
+    """The cost report of the target's last run on `bundle`; a re-tiling is said on stderr."""
     from dlcc.runtime.systolic.cost import report
 
-    return report(target.records, target.config)
+    tiling = target.tiling(bundle)
+    if tiling["retiled"]:
+        rows, cols = tiling["bundle"]
+        click.echo(
+            f"dlcc: note: the bundle is tiled for a {rows}x{cols} array; re-tiled for "
+            f"{target.config.rows}x{target.config.cols}",
+            err=True,
+        )
+    return {**report(target.records, target.config), "tiling": tiling}
 
 
 @click.command()
@@ -96,7 +104,7 @@ def profile(
         loaded = dlcc.load(path)
         target = systolic_target(array, dataflow, config_path, exact_timing)
         loaded.run(read_inputs(loaded, input_path)[0], target=target)
-        return systolic_report(target)
+        return systolic_report(target, loaded)
 
     rep = run(bundle)
     info = {

@@ -29,13 +29,15 @@ from dlcc.ir import Graph, Node, Value
 from dlcc.runtime.kernels.quant import ScaleAttrs
 
 FUSABLE = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip")
+TPU_ARRAY = (256, 256)
 F32, I8 = "float32", "int8"
 
 
 class Emitter:
     """Accumulates buffers, tensors, attribute records and instructions for one graph."""
 
-    def __init__(self) -> None:
+    def __init__(self, array: tuple[int, int] = TPU_ARRAY) -> None:
+        self.array = array  # the R x C systolic array the matrix instructions are tiled for
         self.buffers: list[BufferRecord] = []
         self.where: dict[tuple[int, str], int] = {}  # (value, domain) -> buffer
         self.tensor_of: dict[tuple, int] = {}
@@ -98,11 +100,16 @@ class Emitter:
         return self.attrs.index(record)
 
 
-def generate(graph: Graph, meta: dict | None = None) -> BundleFile:
-    """The bundle of a verified graph (deterministic: same graph, same bytes)."""
+def generate(
+    graph: Graph, meta: dict | None = None, array: tuple[int, int] = TPU_ARRAY
+) -> BundleFile:
+    """The bundle of a verified graph, its matrix instructions tiled for an R x C `array`.
+
+    Deterministic: same graph, same bytes.
+    """
     from dlcc import lowering_int8
 
-    e = Emitter()
+    e = Emitter(array)
     for i, value in enumerate(graph.inputs):
         e.program.append(isa.ReadHost(i, e.write(value, F32)))
     fused: set[int] = set()
@@ -123,7 +130,12 @@ def generate(graph: Graph, meta: dict | None = None) -> BundleFile:
     for i, value in enumerate(graph.outputs):
         e.program.append(isa.WriteHost(e.read(value, F32), i))
     e.program.append(isa.Halt())
-    header = {"producer": f"dlcc {__version__}", "model": graph.name, **(meta or {})}
+    header = {
+        "producer": f"dlcc {__version__}",
+        "model": graph.name,
+        "array": list(array),
+        **(meta or {}),
+    }
     records, data = _layout(e.tensors)
     return BundleFile(
         meta=header,
@@ -156,15 +168,29 @@ def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     result = (act or node).outputs[0]
     acc = e.new_buffer(node.outputs[0], F32)
     e.program.append(isa.ReadWeights(e.tensor(w)))
-    src = e.read(x, F32)
-    if node.op == "Dense":
-        e.program.append(isa.MatrixMultiply(src, acc))
-    else:
-        e.program.append(isa.Convolve(src, acc, e.attr(node.attrs)))
+    e.program.append(matrix_instruction(e, node, e.read(x, F32), acc))
     bias = isa.NO_TENSOR if b is None else e.tensor(b, channel_view(node, b.data))
     function = act.op if act is not None else "NONE"
     attrs = e.attr(act.attrs) if act is not None else 0
     e.program.append(isa.Activate(acc, e.write(result, F32), bias, function, attrs))
+
+
+def matrix_instruction(e: Emitter, node: Node, src: int, acc: int) -> isa.Instruction:
+    """MATRIX_MULTIPLY or CONVOLVE of `node`, with its weight tiles' folds on `e.array`.
+
+    The weight matrix is K x N per group (a Conv's K = kh * kw * C_in / group): it takes
+    ceil(K / R) x ceil(N / C) array tiles; one instruction stands for all of them.
+    """
+    w = node.inputs[1].data
+    if node.op == "Dense":
+        k, n = w.shape
+    else:
+        k, n = int(np.prod(w.shape[1:])), w.shape[0] // node.attrs.group
+    rows, cols = e.array
+    folds = {"folds_k": -(-k // rows), "folds_n": -(-n // cols)}
+    if node.op == "Dense":
+        return isa.MatrixMultiply(src, acc, **folds)
+    return isa.Convolve(src, acc, e.attr(node.attrs), **folds)
 
 
 def _layout(tensors: list) -> tuple[list, bytes]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlcc.codegen import I8, Emitter, channel_view
+from dlcc.codegen import I8, Emitter, channel_view, matrix_instruction
 from dlcc.formats import isa
 from dlcc.ir import Node
 from dlcc.passes.quantize import SCALE_PRESERVING
@@ -58,11 +58,7 @@ def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     s_pre = node.outputs[0].scale
     acc = e.new_buffer(node.outputs[0], "int32")
     e.program.append(isa.ReadWeights(e.tensor(w, integer=True)))
-    src = e.read(x, I8)
-    if node.op == "Dense":
-        e.program.append(isa.MatrixMultiply(src, acc))
-    else:
-        e.program.append(isa.Convolve(src, acc, e.attr(node.attrs)))
+    e.program.append(matrix_instruction(e, node, e.read(x, I8), acc))
     bias = isa.NO_TENSOR
     if b is not None:
         b_q = round_half_up(b.data.astype(np.float64) / s_acc).astype(np.int32)

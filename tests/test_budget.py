@@ -48,8 +48,20 @@ def test_unreachable_budget_names_layers_and_writes_nothing(tmp_path):
     images = np.load(sample_path("mnist_test_256.npz"))["image"]
     np.savez(tmp_path / "d.npz", image=images)
     out = tmp_path / "never.bin"
-    result = CliRunner().invoke(main, ["compile", MODEL, "-o", str(out), "--calib",
-                                       str(tmp_path / "d.npz"), "--data", str(tmp_path / "d.npz"),
-                                       "--min-agreement", "100.1%"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compile",
+            MODEL,
+            "-o",
+            str(out),
+            "--calib",
+            str(tmp_path / "d.npz"),
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--min-agreement",
+            "100.1%",
+        ],
+    )
     assert result.exit_code == 2 and "cannot be met" in result.stderr and "/fc" in result.stderr
     assert not out.exists()

@@ -201,3 +201,34 @@ def test_readme_documents_every_command_and_pass():
         assert f"dlcc {command}" in readme, command
     for name in registered_passes():
         assert f"`{name}" in readme, name
+
+
+def test_matrix_instructions_are_tiled_for_the_array_and_retiled_on_another(tmp_path):
+    from dlcc.formats import isa
+
+    bundle = str(tmp_path / "t.bin")
+    assert (
+        invoke("compile", sample_path("lenet5.onnx"), "-o", bundle, "--array", "32x32").exit_code
+        == 0
+    )
+    loaded = __import__("dlcc").load(bundle)
+    folds = [
+        (i.folds_k, i.folds_n)
+        for i in loaded.file.program
+        if isinstance(i, isa.MatrixMultiply | isa.Convolve)
+    ]
+    # conv1 K=25 N=20, conv2 K=500 N=50, fc1 800x500, fc2 500x10, on 32x32
+    assert folds == [(1, 1), (16, 2), (25, 16), (16, 1)] and loaded.file.meta["array"] == [32, 32]
+    result = invoke(
+        "run",
+        bundle,
+        "--input",
+        sample_path("mnist_test_256.npz"),
+        "--target",
+        "systolic",
+        "--array",
+        "8x8",
+        "--json",
+    )
+    assert "re-tiled for 8x8" in result.stderr
+    assert json.loads(result.stdout)["systolic"]["tiling"]["retiled"] is True

@@ -18,8 +18,9 @@ def int8_bundles(tmp_path_factory, sample_images):
     paths = {}
     for name in ("lenet_300_100", "lenet5"):
         paths[name] = str(out / f"{name}.bin")
-        dlcc.compile(sample_path(f"{name}.onnx"), paths[name], passes="-O1",
-                     calibration={"image": images})
+        dlcc.compile(
+            sample_path(f"{name}.onnx"), paths[name], passes="-O1", calibration={"image": images}
+        )
     return paths
 
 
@@ -37,8 +38,9 @@ def test_int8_program_uses_integer_matrix_ops(int8_bundles, name):
     activates = [i for i in bundle.file.program if isinstance(i, isa.Activate)]
     assert activates and all(i.requant != isa.NO_TENSOR for i in activates)
     buffers = bundle.file.buffers
-    assert all(buffers[i.src].dtype == "int32" and buffers[i.dst].dtype == "int8"
-               for i in activates)
+    assert all(
+        buffers[i.src].dtype == "int32" and buffers[i.dst].dtype == "int8" for i in activates
+    )
     matrix = [i for i in bundle.file.program if isinstance(i, isa.MatrixMultiply | isa.Convolve)]
     assert all(buffers[i.src].dtype == "int8" for i in matrix)
     functions = [i.function for i in bundle.file.program if isinstance(i, isa.Vector)]

@@ -39,8 +39,9 @@ def weight_int8(tmp_path_factory):
 def test_broken_layer_is_ranked_first(tmp_path, weight_int8, broken):
     bad = str(tmp_path / "bad.bin")
     break_layer(weight_int8, bad, broken)
-    result = CliRunner().invoke(main, ["verify", sample_path("lenet5.onnx"), bad, "--data", DATA,
-                                       "--layers", "--json"])
+    result = CliRunner().invoke(
+        main, ["verify", sample_path("lenet5.onnx"), bad, "--data", DATA, "--layers", "--json"]
+    )
     report = json.loads(result.stdout)
     owner = {"fc1.weight.T": "/fc1/Gemm", "conv2.weight": "/conv2/Conv"}[broken]
     assert report["layers"][0]["layer"] == owner
@@ -48,8 +49,19 @@ def test_broken_layer_is_ranked_first(tmp_path, weight_int8, broken):
 
 def test_metrics_and_gate(weight_int8, sample_bundles):
     runner = CliRunner()
-    good = runner.invoke(main, ["verify", sample_path("lenet5.onnx"), sample_bundles["lenet5"],
-                                "--data", DATA, "--json", "--max-drop", "0.5%"])
+    good = runner.invoke(
+        main,
+        [
+            "verify",
+            sample_path("lenet5.onnx"),
+            sample_bundles["lenet5"],
+            "--data",
+            DATA,
+            "--json",
+            "--max-drop",
+            "0.5%",
+        ],
+    )
     assert good.exit_code == 0
     report = json.loads(good.stdout)
     assert report["accuracy"]["original"] == report["accuracy"]["bundle"] > 0.95
@@ -59,13 +71,23 @@ def test_metrics_and_gate(weight_int8, sample_bundles):
     o3 = dlcc.compile(sample_path("lenet5.onnx"), passes="-O3").to_bytes()
     path = str(weight_int8) + ".o3"
     open(path, "wb").write(o3)
-    bad = runner.invoke(main, ["verify", sample_path("lenet5.onnx"), path, "--data", DATA,
-                               "--max-drop", "0.5%"])
+    bad = runner.invoke(
+        main, ["verify", sample_path("lenet5.onnx"), path, "--data", DATA, "--max-drop", "0.5%"]
+    )
     assert bad.exit_code == 1 and "FAILED: drop" in bad.stdout
 
 
 def test_bad_max_drop_is_a_clean_error(sample_bundles):
-    result = CliRunner().invoke(main, ["verify", sample_path("lenet5.onnx"),
-                                       sample_bundles["lenet5"], "--data", DATA,
-                                       "--max-drop", "lots"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "verify",
+            sample_path("lenet5.onnx"),
+            sample_bundles["lenet5"],
+            "--data",
+            DATA,
+            "--max-drop",
+            "lots",
+        ],
+    )
     assert result.exit_code == 2 and result.stderr.startswith("dlcc: error: --max-drop")

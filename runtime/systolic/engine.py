@@ -126,6 +126,12 @@ class SystolicTarget:
         self.records = engine.records
         return outputs
 
+    def tiling(self, bundle) -> dict:
+        """The array the bundle was tiled for and the one it ran on; folds follow the latter."""
+        tiled = bundle.file.meta.get("array")
+        run = [self.config.rows, self.config.cols]
+        return {"bundle": tiled, "run": run, "retiled": tiled is not None and tiled != run}
+
 
 def _integer(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether both operands are integers (the int8 path) rather than floats."""
