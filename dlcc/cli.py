@@ -62,6 +62,12 @@ def main() -> None:
     show_default=True,
     help="The systolic array ROWSxCOLS the matrix instructions are tiled for.",
 )
+@click.option("--train", "train_path", help="Labelled training data (.npz with 'labels').")
+@click.option(
+    "--finetune",
+    type=click.IntRange(1, 1000),
+    help="Retrain this many epochs after every prune and k-means step (needs --train).",
+)
 @click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
 @fail_cleanly
@@ -75,6 +81,8 @@ def compile(
     max_drop,
     min_agreement,
     array,
+    train_path,
+    finetune,
     report,
     as_json,
 ) -> None:
@@ -117,6 +125,13 @@ def compile(
             f"{chosen['floor']:.4f} on --data)",
             err=True,
         )
+    train = _read_data(train_path) if train_path else None
+    if finetune:
+        from dlcc.passes.finetune import with_retraining
+
+        if train is None or "labels" not in train:
+            raise DlccError("--finetune needs --train data with 'labels'")
+        pipeline = with_retraining(pipeline, finetune)
     if data is not None:  # the sensitivity table (measured, or the budget's) goes in the bundle
         pipeline = ",".join(filter(None, ("sensitivity", str(parse_pipeline(pipeline)))))
     bundle = dlcc.compile(
@@ -125,6 +140,7 @@ def compile(
         passes=pipeline,
         calibration=calibration,
         evaluation=data,
+        train=train,
         sensitivity=chosen.get("sensitivity"),
         array=parse_array(array),
         progress=_progress_line(),

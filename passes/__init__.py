@@ -16,6 +16,7 @@ _MODULES = (
     "refit",
     "biascorrect",
     "huffman",
+    "finetune",
 )
 
 

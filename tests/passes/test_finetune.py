@@ -1,0 +1,291 @@
+"""finetune and backprop: gradients against finite differences, masks, codebooks, schedules."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from dlcc.frontend import import_onnx
+from dlcc.ir import Graph
+from dlcc.passes.backprop import (
+    backward,
+    forward,
+    parameters,
+    softmax_cross_entropy,
+    trainable_ops,
+    untrainable,
+)
+from dlcc.passes.finetune import with_retraining
+from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline, weight_layers
+from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.matrix import ConvAttrs
+from dlcc.runtime.kernels.normalization import BatchNormAttrs
+from dlcc.runtime.kernels.pooling import PoolAttrs
+from dlcc.runtime.kernels.tensor import ConcatAttrs, FlattenAttrs, ReshapeAttrs, TransposeAttrs
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "torch")
+RNG = np.random.default_rng(7)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape)
+
+
+def unary(op, attrs=None, shape=(2, 3, 6, 7)):
+    """x -> op -> out, float64."""
+    g = Graph()
+    x = g.add_input("x", (1, *shape[1:]), 0)
+    g.outputs = [g.add(op, [x], attrs).outputs[0]]
+    return g, {"x": rand(*shape)}
+
+
+def binary(op, b_shape, b_positive=False):
+    """a [N, 3, 4] op b, with b broadcast (b is a second graph input)."""
+    g = Graph()
+    a = g.add_input("a", (1, 3, 4), 0)
+    b = g.add_input("b", b_shape, None)
+    g.outputs = [g.add(op, [a, b]).outputs[0]]
+    b_data = rand(*b_shape)
+    return g, {"a": rand(2, 3, 4), "b": np.abs(b_data) + 0.5 if b_positive else b_data}
+
+
+def layer(op, x_shape, w, attrs=None, bias=True):
+    """x -> op(w, b) -> out: a Dense or Conv with float64 parameters."""
+    g = Graph()
+    x = g.add_input("x", (1, *x_shape[1:]), 0)
+    b = g.constant("b", rand(w.shape[0] if op == "Conv" else w.shape[1])) if bias else None
+    g.outputs = [g.add(op, [x, g.constant("w", w), b], attrs, name="layer").outputs[0]]
+    return g, {"x": rand(*x_shape)}
+
+
+def pool(op, **kw):
+    return unary(op, PoolAttrs(**kw))
+
+
+CASES = {
+    "dense": lambda: layer("Dense", (3, 5), rand(5, 4)),
+    "dense_3d": lambda: layer("Dense", (2, 3, 5), rand(5, 4), bias=False),
+    "conv": lambda: layer("Conv", (2, 3, 7, 6), rand(4, 3, 3, 2), ConvAttrs(pads=(1, 0, 1, 1))),
+    "conv_groups": lambda: layer(
+        "Conv",
+        (2, 4, 9, 8),
+        rand(6, 2, 3, 3),
+        ConvAttrs(strides=(2, 1), pads=(1, 0, 2, 1), dilations=(1, 2), group=2),
+    ),
+    "maxpool": lambda: pool("MaxPool", kernel=(3, 2), strides=(2, 2), pads=(1, 0, 1, 1)),
+    "maxpool_ceil": lambda: pool("MaxPool", kernel=(2, 2), strides=(2, 2), ceil_mode=1),
+    "avgpool": lambda: pool("AveragePool", kernel=(3, 3), strides=(2, 1), pads=(1, 1, 1, 1)),
+    "avgpool_pad": lambda: pool(
+        "AveragePool", kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), count_include_pad=1
+    ),
+    "globalavg": lambda: unary("GlobalAveragePool"),
+    "globalmax": lambda: unary("GlobalMaxPool"),
+    "relu": lambda: unary("Relu"),
+    "sigmoid": lambda: unary("Sigmoid"),
+    "tanh": lambda: unary("Tanh"),
+    "leakyrelu": lambda: unary("LeakyRelu", LeakyReluAttrs(0.1)),
+    "clip": lambda: unary("Clip", ClipAttrs(-0.5, 0.7)),
+    "softmax": lambda: unary("Softmax", SoftmaxAttrs(1), shape=(2, 5, 3)),
+    "batchnorm": lambda: batchnorm(),
+    "add": lambda: binary("Add", (4,)),
+    "add_middle": lambda: binary("Add", (1, 3, 1)),
+    "sub": lambda: binary("Sub", (3, 1)),
+    "mul": lambda: binary("Mul", (1, 4)),
+    "div": lambda: binary("Div", (3, 4), b_positive=True),
+    "concat": lambda: concat(),
+    "reshape": lambda: unary("Reshape", ReshapeAttrs((0, -1, 2)), shape=(2, 3, 4)),
+    "flatten": lambda: unary("Flatten", FlattenAttrs(1)),
+    "transpose": lambda: unary("Transpose", TransposeAttrs((0, 2, 3, 1))),
+    "chain": lambda: chain(),
+}
+
+
+def batchnorm():
+    g = Graph()
+    x = g.add_input("x", (1, 3, 4, 4), 0)
+    consts = [g.constant(n, v) for n, v in zip("sbmv", (rand(3), rand(3), rand(3), rand(3) ** 2))]
+    g.outputs = [g.add("BatchNormalization", [x, *consts], BatchNormAttrs(1e-3)).outputs[0]]
+    return g, {"x": rand(2, 3, 4, 4)}
+
+
+def concat():
+    g = Graph()
+    a, b = g.add_input("a", (1, 2, 3), 0), g.add_input("b", (1, 4, 3), 0)
+    g.outputs = [g.add("Concat", [a, b], ConcatAttrs(1)).outputs[0]]
+    return g, {"a": rand(2, 2, 3), "b": rand(2, 4, 3)}
+
+
+def chain():
+    """Conv -> Relu -> MaxPool -> Flatten -> Dense -> Softmax: trained on the Softmax's input."""
+    g = Graph()
+    x = g.add_input("x", (1, 2, 6, 6), 0)
+    h = g.add("Conv", [x, g.constant("cw", rand(3, 2, 3, 3)), g.constant("cb", rand(3))], name="c")
+    h = g.add("Relu", h.outputs)
+    h = g.add("MaxPool", h.outputs, PoolAttrs(kernel=(2, 2), strides=(2, 2)))
+    h = g.add("Flatten", h.outputs)
+    h = g.add("Dense", [*h.outputs, g.constant("dw", rand(12, 5)), g.constant("db", rand(5))])
+    g.outputs = [g.add("Softmax", h.outputs, SoftmaxAttrs(-1)).outputs[0]]
+    return g, {"x": rand(3, 2, 6, 6)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradients_match_finite_differences(case):
+    graph, feeds = CASES[case]()
+    params = {k: v.astype(np.float64) for k, v in parameters(graph).items()}
+    out, tape = forward(graph, feeds, params)
+    weights = rand(*out.shape)  # the loss: sum(out * weights), or cross-entropy for 2-D logits
+    labels = RNG.integers(0, out.shape[1], out.shape[0]) if out.ndim == 2 else None
+
+    def loss(feeds, params):
+        out = forward(graph, feeds, params)[0]
+        return (
+            softmax_cross_entropy(out, labels)[0] if labels is not None else (out * weights).sum()
+        )
+
+    dout = softmax_cross_entropy(out, labels)[1] if labels is not None else weights
+    grads = backward(tape, dout, params, wrt_inputs=True)
+    assert set(grads) == set(params) | set(feeds)
+    for _ in range(3):  # directional derivatives along random directions of every variable
+        df = {k: rand(*np.shape(v)) for k, v in feeds.items()}
+        dp = {k: rand(*np.shape(v)) for k, v in params.items()}
+        eps = 1e-6
+        up = loss(
+            {k: v + eps * df[k] for k, v in feeds.items()},
+            {k: v + eps * dp[k] for k, v in params.items()},
+        )
+        down = loss(
+            {k: v - eps * df[k] for k, v in feeds.items()},
+            {k: v - eps * dp[k] for k, v in params.items()},
+        )
+        numeric = (up - down) / (2 * eps)
+        analytic = sum((grads[k] * df[k]).sum() for k in feeds) + sum(
+            (grads[k] * dp[k]).sum() for k in params
+        )
+        assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-7), case
+
+
+def test_every_rule_is_exercised():
+    exercised = {"Dense", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
+    exercised |= {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax", "BatchNormalization"}
+    exercised |= {"Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose"}
+    assert trainable_ops() == exercised
+
+
+# -- the finetune pass ----------------------------------------------------------------------
+def mlp(seed=0):
+    """A 2-layer MLP and a 3-class synthetic problem it can learn (labels from a random MLP)."""
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    x = g.add_input("x", (1, 8), 0)
+    h = g.add("Dense", [x, g.constant("w1", rng.normal(0, 0.5, (8, 32)).astype(np.float32))])
+    h = g.add("Relu", h.outputs)
+    h = g.add(
+        "Dense",
+        [
+            *h.outputs,
+            g.constant("w2", rng.normal(0, 0.3, (32, 3)).astype(np.float32)),
+            g.constant("b2", np.zeros(3, np.float32)),
+        ],
+    )
+    g.outputs = h.outputs
+    data = rng.standard_normal((600, 8)).astype(np.float32)
+    labels = (data[:, :3] + 0.3 * data[:, 3:6]).argmax(axis=1)
+    return g, {"x": data, "labels": labels}
+
+
+def tuned(pipeline):
+    graph, train = mlp()
+    ctx = PassContext(train=train)
+    log = run_pipeline(graph, parse_pipeline(pipeline), ctx)
+    return graph, log, ctx
+
+
+def weights(graph):
+    return [n.inputs[1] for n in weight_layers(graph)]
+
+
+def test_loss_decreases_and_epochs_are_reported():
+    _, log, ctx = tuned("finetune(epochs=6,lr=0.01,batch=32)")
+    epochs = log[-1]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 3, 4, 6] and not ctx.notes
+    assert epochs[-1]["loss"] < 0.6 * epochs[0]["loss"]
+    assert epochs[-1]["accuracy"] > epochs[0]["accuracy"]
+    assert log[-1]["layers"]["trains"] == ["weights", "weights"]
+
+
+def test_pruned_weights_keep_their_zeros():
+    pruned, _, _ = tuned("prune(sparsity=0.6)")
+    graph, log, _ = tuned("prune(sparsity=0.6),finetune(epochs=3,lr=0.01,batch=32)")
+    for before, after in zip(weights(pruned), weights(graph)):
+        np.testing.assert_array_equal(after.data == 0, before.data == 0)
+        assert after.encoding == before.encoding
+        assert not np.array_equal(after.data, before.data)
+    assert log[-1]["layers"]["trains"] == ["sparse", "sparse"]
+
+
+@pytest.mark.parametrize("prune", ["prune(sparsity=0.5),", ""])
+def test_shared_weights_train_their_centroids(prune):
+    shared, _, _ = tuned(f"{prune}kmeans(bits=2)")
+    graph, _, _ = tuned(f"{prune}kmeans(bits=2),finetune(epochs=3,lr=0.01,batch=32)")
+    for before, after in zip(weights(shared), weights(graph)):
+        book = np.asarray(after.encoding.codebook)
+        assert np.array_equal(np.unique(after.data), book) and len(book) <= 4
+        assert not np.array_equal(book, before.encoding.codebook)  # the centroids moved
+        # Same clusters: weights that shared a value still do, and pruned zeros stay zero.
+        _, old = np.unique(before.data, return_inverse=True)
+        _, new = np.unique(after.data, return_inverse=True)
+        assert np.array_equal(old, new)
+        if prune:
+            np.testing.assert_array_equal(after.data == 0, before.data == 0)
+
+
+def test_same_seed_gives_the_same_bits():
+    runs = [tuned(f"prune(sparsity=0.3),finetune(epochs=2,seed={s})")[0] for s in (3, 3, 4)]
+    bits = [[w.data.tobytes() for w in weights(g)] for g in runs]
+    assert bits[0] == bits[1] and bits[0] != bits[2]
+
+
+def test_untrainable_op_leaves_the_weights_and_says_which():
+    graph = import_onnx(os.path.join(DATA, "lstm_legacy.onnx"))
+    assert untrainable(graph) == [("LSTM", "/lstm/LSTM"), ("Gather", "/Gather")]
+    before = [v.data.copy() for v in graph.constants()]
+    train = {"x": rand(5, 6, 8).astype(np.float32), "labels": np.zeros(6, np.int64)}
+    ctx = PassContext(train=train)
+    run_pipeline(graph, parse_pipeline("finetune"), ctx)
+    assert len(ctx.notes) == 1 and "LSTM (node '/lstm/LSTM')" in ctx.notes[0]
+    assert all(np.array_equal(a, v.data) for a, v in zip(before, graph.constants()))
+
+
+def test_without_data_or_after_quantize_it_is_skipped_with_a_note():
+    graph, _ = mlp()
+    ctx = PassContext()
+    run_pipeline(graph, parse_pipeline("finetune"), ctx)
+    assert ctx.notes == ["finetune: no --train data; skipped"]
+    _, _, ctx = tuned("quantize,finetune")
+    assert "before quantize" in ctx.notes[-1]
+
+
+def test_with_retraining_makes_an_iterative_schedule():
+    tune = "lr=0.002"
+    assert with_retraining("-O3", 4) == (
+        f"prune(sparsity=0.569113,layers=Conv#0:0.133761;Conv:0.468671),finetune(epochs=4,{tune}),"
+        f"prune(sparsity=0.814336,layers=Conv#0:0.24963;Conv:0.717689),finetune(epochs=4,{tune}),"
+        f"prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),finetune(epochs=12,{tune},weight_decay=0.1),"
+        "kmeans,finetune(epochs=2,lr=0.0002),quantize,huffman"
+    )
+    assert with_retraining("prune(quality=1.0),finetune(epochs=9)", 2, seed=5) == (
+        "prune(quality=1.0),finetune(epochs=9)"
+    )
+    assert with_retraining("kmeans(bits=3),quantize", 3, steps=1, seed=5) == (
+        "kmeans(bits=3),finetune(epochs=2,lr=0.0002,seed=5),quantize"
+    )
+    text = with_retraining("prune(sparsity=0.75)", 1, steps=2)
+    assert text.startswith("prune(sparsity=0.5),finetune(epochs=1,")
+    graph, log, _ = tuned(text)
+    assert [e["layers"]["sparsity"] for e in log if e["pass"].startswith("prune")] == [
+        [0.5, 0.5],
+        [0.75, 0.75],
+    ]
+    assert all(np.count_nonzero(w.data == 0) == round(0.75 * w.data.size) for w in weights(graph))
