@@ -207,8 +207,8 @@ def _dataset(graph: Graph, train: dict) -> tuple[dict, np.ndarray]:
         raise PassError("training data has no 'labels' array (class ids)")
     labels = np.asarray(train["labels"]).reshape(-1).astype(np.int64)
     classes = logits_value(graph).shape[1]
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise PassError(f"training labels must lie in [0, {classes}) for {classes} logits")
+    if not labels.size or labels.min() < 0 or labels.max() >= classes:
+        raise PassError(f"training labels must be one or more class ids in [0, {classes})")
     for v in graph.inputs:
         if v.name not in train or v.batch_axis is None:
             raise PassError(f"training data has no batched array for input {v.name!r}")
