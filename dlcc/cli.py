@@ -57,6 +57,12 @@ def main() -> None:
     "with the original on --data is at least this, e.g. 99%.",
 )
 @click.option(
+    "--noise-sigma",
+    type=float,
+    help="Noise band of the sensitivity marks (e.g. measured from repeated trainings); "
+    "default: the binomial standard error.",
+)
+@click.option(
     "--array",
     default="256x256",
     show_default=True,
@@ -80,6 +86,7 @@ def compile(
     data_path,
     max_drop,
     min_agreement,
+    noise_sigma,
     array,
     train_path,
     finetune,
@@ -133,7 +140,10 @@ def compile(
             raise DlccError("--finetune needs --train data with 'labels'")
         pipeline = with_retraining(pipeline, finetune)
     if data is not None:  # the sensitivity table (measured, or the budget's) goes in the bundle
-        pipeline = ",".join(filter(None, ("sensitivity", str(parse_pipeline(pipeline)))))
+        analysis = (
+            "sensitivity" if noise_sigma is None else f"sensitivity(noise_sigma={noise_sigma})"
+        )
+        pipeline = ",".join(filter(None, (analysis, str(parse_pipeline(pipeline)))))
     bundle = dlcc.compile(
         model,
         output,
