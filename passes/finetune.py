@@ -56,22 +56,20 @@ LOGGED_EPOCHS = 4
 # with_retraining's finetune options, tuned on the MNIST LeNets (benchmarks/retrain.py): Adam at
 # 2e-3 (the samples' training rate); after the last prune also weight decay 0.1, to regularize
 # the smallest net (on earlier steps it made worse masks and larger bundles); after kmeans 2e-4.
-RETRAIN = {
-    "prune": (("lr", "0.002"),),
-    "last prune": (("lr", "0.002"), ("weight_decay", "0.1")),
-    "kmeans": (("lr", "0.0002"),),
-}
+RETRAIN = {"prune": "lr=0.002", "last prune": "lr=0.002,weight_decay=0.1", "kmeans": "lr=0.0002"}
 
 
 @register_pass
 class Finetune(Pass):
+    """Retrain the Dense/Conv weights and biases on ctx.train, keeping masks and codebooks."""
+
     name = "finetune"
     summary = "retrain on labelled data (numpy backprop, Adam); keeps pruning masks and codebooks"
 
     @dataclasses.dataclass(frozen=True)
     class Options(PassOptions):
         epochs: int = option(2, "passes over the training data", 1, 10_000)
-        lr: float = option(1e-3, "Adam learning rate (cosine decay to 0 over the pass)", 0.0, 1.0)
+        lr: float = option(1e-3, "learning rate (cosine decay to 0 over the pass)", 0.0, 1.0)
         batch: int = option(128, "mini-batch size", 1, 65_536)
         seed: int = option(0, "seed of the mini-batch shuffling", 0, 2**31 - 1)
         weight_decay: float = option(0.0, "decoupled (AdamW) weight decay", 0.0, 1.0)
@@ -105,13 +103,15 @@ class Finetune(Pass):
                 for key, grad in backward(tape, dlogits, params).items():
                     params[key] = slots[key].update(grad, lr, step + 1, options)
                 loss_sum, hits = loss_sum + loss * len(rows), hits + correct
-                if ctx.progress:
+                if ctx.progress and b + 1 < per_epoch:
                     ctx.progress(description, step + 1, total)
             history.append((epoch + 1, loss_sum / len(labels), hits / len(labels)))
             description = (
                 f"finetune (epoch {epoch + 1}: loss {history[-1][1]:.4f}, "
                 f"accuracy {100 * history[-1][2]:.2f}%)"
             )
+            if ctx.progress:  # the epoch's last step, shown with its summary
+                ctx.progress(description, (epoch + 1) * per_epoch, total)
         shown = np.unique(np.linspace(0, len(history) - 1, LOGGED_EPOCHS).round().astype(int))
         epochs = [
             {"epoch": e, "loss": float(f"{loss:.4g}"), "accuracy": round(acc, 5)}
@@ -122,7 +122,7 @@ class Finetune(Pass):
 
 @dataclasses.dataclass
 class _Slot:
-    """One trained tensor: the array Adam updates and how it maps onto the layer's input."""
+    """One trained tensor: the array the optimizer updates, and how it maps onto the layer."""
 
     node: object
     index: int
@@ -156,7 +156,7 @@ class _Slot:
         return self.value[self.labels].reshape(self.node.inputs[self.index].data.shape)
 
     def update(self, grad: np.ndarray, lr: float, t: int, options) -> np.ndarray:
-        """One Adam step (step number `t`) from dL/d(layer input); returns the new input."""
+        """One optimizer step (number `t`) from dL/d(layer input); returns the new input."""
         if self.labels is not None:  # per centroid: the sum over its cluster
             grad = np.bincount(self.labels, grad.reshape(-1), len(self.value))
         grad = grad.astype(self.value.dtype, copy=False)
@@ -266,7 +266,8 @@ def with_retraining(pipeline_text: str, epochs: int, steps: int = 3, seed: int =
 
     def tune(after: str, epochs: int) -> Step:
         seeded = (("seed", str(seed)),) if seed else ()
-        return Step("finetune", (("epochs", str(epochs)), *RETRAIN[after], *seeded))
+        tuned = tuple(tuple(item.split("=")) for item in RETRAIN[after].split(","))
+        return Step("finetune", (("epochs", str(epochs)), *tuned, *seeded))
 
     steps_in = parse_pipeline(pipeline_text).steps
     out = []

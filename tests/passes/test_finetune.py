@@ -207,12 +207,19 @@ def weights(graph):
 
 
 def test_loss_decreases_and_epochs_are_reported():
-    _, log, ctx = tuned("finetune(epochs=6,lr=0.01,batch=32)")
+    graph, train = mlp()
+    calls = []
+    ctx = PassContext(train=train, progress=lambda *call: calls.append(call))
+    log = run_pipeline(graph, parse_pipeline("finetune(epochs=6,lr=0.01,batch=32)"), ctx)
     epochs = log[-1]["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 3, 4, 6] and not ctx.notes
     assert epochs[-1]["loss"] < 0.6 * epochs[0]["loss"]
     assert epochs[-1]["accuracy"] > epochs[0]["accuracy"]
     assert log[-1]["layers"]["trains"] == ["weights", "weights"]
+    # One call per step (600 / 32 -> 19 per epoch), each epoch's last one with its summary.
+    assert [done for _, done, _ in calls] == list(range(1, 6 * 19 + 1))
+    assert {total for _, _, total in calls} == {6 * 19}
+    assert calls[-1][0].startswith("finetune (epoch 6: loss ") and calls[0][0] == "finetune"
 
 
 def test_pruned_weights_keep_their_zeros():
