@@ -32,7 +32,7 @@ def choose(
     """(pipeline text, report) for the smallest bundle within the budget."""
     from dlcc.api import bind_data
     from dlcc.frontend import import_onnx
-    from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, predictions
+    from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, targets
 
     if (max_drop is None) == (min_agreement is None):
         raise DlccError("give one budget: --max-drop (with labels) or --min-agreement")
@@ -42,9 +42,9 @@ def choose(
         raise DlccError("--max-drop needs labels in --data; use --min-agreement without them")
     if min_agreement is not None:
         data = {k: v for k, v in data.items() if k != "labels"}
-    table = layer_table(graph, data, {"prune": (0.0, *PRUNE), "kmeans": BITS}, progress=progress)
-    reference = predictions(graph, {k: v for k, v in data.items() if k != "labels"}, 256)
-    truth = np.asarray(data["labels"]).reshape(-1) if "labels" in data else reference
+    truth = targets(graph, data)  # labels, or the uncompressed model's top-1: computed once
+    settings = {"prune": (0.0, *PRUNE), "kmeans": BITS}
+    table = layer_table(graph, data, settings, progress=progress, truth=truth)
     floor = table["baseline"] - max_drop if max_drop is not None else min_agreement
     allowance = table["baseline"] - floor  # recovery steps absorb much of the combination
     for _ in range(ROUNDS + 1):

@@ -19,8 +19,8 @@ import numpy as np
 
 from dlcc.ir import Graph, Node
 from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
+from dlcc.passes.quantize import symmetric_int8
 from dlcc.passes.refit import layer_inputs, weight_matrix
-from dlcc.runtime.kernels.quant import QMAX, round_half_up
 
 
 @register_pass
@@ -81,9 +81,7 @@ def _add_correction(graph: Graph, node: Node, correction: np.ndarray) -> str:
     data = (bias.data.astype(np.float64) + correction).astype(bias.data.dtype)
     encoding = bias.encoding
     if encoding.int8:
-        peak = float(np.abs(data).max(initial=0.0))
-        scale = np.float32(peak / QMAX if peak > 0 else 1.0)
-        data = (np.clip(round_half_up(data / scale), -QMAX, QMAX) * scale).astype(data.dtype)
+        data, scale = symmetric_int8(data, np.abs(data).max(initial=0.0))
         encoding = dataclasses.replace(encoding, scales=(float(scale),))
     graph.replace_weight(node, 2, data, encoding)
     return "corrected"

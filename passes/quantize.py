@@ -103,19 +103,21 @@ def _channel_axis(node: Node) -> int:
     return 0 if node.op == "Conv" else 1
 
 
-def _scale(max_abs: np.ndarray) -> np.ndarray:
-    return np.where(max_abs > 0, max_abs / QMAX, 1.0).astype(np.float32)
+def symmetric_int8(x: np.ndarray, max_abs) -> tuple[np.ndarray, np.ndarray]:
+    """(x rounded to int8 steps, in x's dtype; the scales s = max_abs / 127, 1 where 0).
+
+    x -> clamp(round_half_up(x / s), -127, 127) * s; `max_abs` broadcasts against x
+    (a scalar per tensor, or keepdims maxima per channel).
+    """
+    s = np.where(max_abs > 0, np.asarray(max_abs) / QMAX, 1.0).astype(np.float32)
+    return (np.clip(round_half_up(x / s), -QMAX, QMAX) * s).astype(x.dtype), s
 
 
 def _quantize_channels(w: np.ndarray, encoding, axis: int):
     reduce = tuple(i for i in range(w.ndim) if i != axis)
-    scales = _scale(np.abs(w).max(axis=reduce))
-    view = [1] * w.ndim
-    view[axis] = -1
-    s = scales.reshape(view)
-    data = (np.clip(round_half_up(w / s), -QMAX, QMAX) * s).astype(w.dtype)
-    enc = dataclasses.replace(encoding, int8=True, scales=tuple(scales.tolist()), channel_axis=axis)
-    return data, enc
+    data, scales = symmetric_int8(w, np.abs(w).max(axis=reduce, keepdims=True))
+    scales = tuple(scales.reshape(-1).tolist())
+    return data, dataclasses.replace(encoding, int8=True, scales=scales, channel_axis=axis)
 
 
 def _quantize_biases(graph: Graph) -> None:
@@ -123,18 +125,14 @@ def _quantize_biases(graph: Graph) -> None:
     for node in weight_layers(graph):
         bias = node.inputs[2] if len(node.inputs) > 2 else None
         if bias is not None and bias.is_constant and not bias.encoding.int8:
-            scale = _scale(np.abs(bias.data).max(initial=0.0))
-            data = (np.clip(round_half_up(bias.data / scale), -QMAX, QMAX) * scale).astype(
-                bias.data.dtype
-            )
+            data, scale = symmetric_int8(bias.data, np.abs(bias.data).max(initial=0.0))
             encoding = dataclasses.replace(bias.encoding, int8=True, scales=(float(scale),))
             graph.replace_weight(node, 2, data, encoding)
 
 
 def _quantize_codebook(w: np.ndarray, encoding):
     book = np.asarray(encoding.codebook, dtype=w.dtype)
-    scale = _scale(np.abs(book).max(initial=0.0))
-    quantized = (np.clip(round_half_up(book / scale), -QMAX, QMAX) * scale).astype(w.dtype)
+    quantized, scale = symmetric_int8(book, np.abs(book).max(initial=0.0))
     data = quantized[np.searchsorted(book, w)]
     new_book = tuple(np.unique(quantized).tolist())
     return data, dataclasses.replace(encoding, codebook=new_book, int8=True, scales=(float(scale),))

@@ -27,15 +27,19 @@ PRUNE = (0.5, 0.7, 0.8, 0.9, 0.95)
 BITS = (8, 6, 5, 4, 3)
 
 
-def scorer(graph: Graph, data: dict, batch: int = 256):
-    """A function giving the score of `graph` on `data` (accuracy, or agreement with now)."""
-    data = dict(data)
-    labels = data.pop("labels", None)
-    reference = None if labels is not None else predictions(graph, data, batch)
-    truth = np.asarray(labels).reshape(-1) if labels is not None else reference
+def targets(graph: Graph, data: dict, batch: int = 256) -> np.ndarray:
+    """What top-1 is scored against: the labels, or without them the graph's own top-1 now."""
+    if "labels" in data:
+        return np.asarray(data["labels"]).reshape(-1)
+    return predictions(graph, data, batch)
+
+
+def scorer(graph: Graph, data: dict, truth: np.ndarray, batch: int = 256):
+    """A function giving the top-1 score of `graph` (as it is when called) against `truth`."""
+    inputs = {k: v for k, v in data.items() if k != "labels"}
 
     def score() -> float:
-        return float((predictions(graph, data, batch) == truth).mean())
+        return float((predictions(graph, inputs, batch) == truth).mean())
 
     return score
 
@@ -74,10 +78,18 @@ def compressed(node: Node, kind: str, setting: float) -> np.ndarray:
 
 
 def layer_table(
-    graph: Graph, data: dict, settings: dict, sigma: float | None = None, progress=None
+    graph: Graph,
+    data: dict,
+    settings: dict,
+    sigma: float | None = None,
+    progress=None,
+    truth: np.ndarray | None = None,
 ) -> dict:
-    """delta(L, s) for every weight layer and setting, with the noise band and safe marks."""
-    score = scorer(graph, data)
+    """delta(L, s) for every weight layer and setting, with the noise band and safe marks.
+
+    `truth` is what top-1 is scored against (default: `targets(graph, data)`).
+    """
+    score = scorer(graph, data, targets(graph, data) if truth is None else truth)
     base = score()
     samples = len(next(iter(v for k, v in data.items() if k != "labels")))
     band = noise_band(base, samples, sigma)
