@@ -65,15 +65,14 @@ def verify(
     import onnxruntime as ort
 
     import dlcc
+    from dlcc.api import bind_data
     from dlcc.passes.calibrate import batches
 
-    data = dict(data)
-    labels = data.pop("labels", None)
     bundle = dlcc.load(bundle_path)
+    data = bind_data(data, bundle.input_names)
+    labels = data.pop("labels", None)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     graph, pairs = _layer_pairs(model, bundle) if layers else (None, [])
-    if list(data) != bundle.input_names and len(data) == 1 and len(bundle.input_names) == 1:
-        data = {bundle.input_names[0]: next(iter(data.values()))}
     reference_graph = graph or _input_graph(model)
     outputs = {name: _Sums() for name in bundle.output_names}
     layer_sums = {p["name"]: (_Sums(), _Sums()) for p in pairs}
