@@ -188,6 +188,20 @@ PROGRAM = Struct(
 MATRIX_WORD_BYTES = 1 + _Matrix.sizeof()  # opcode + body: 12, as the TPU's
 
 
+def reads(instr: Instruction) -> list[int]:
+    """The UB/ACC buffers an instruction reads."""
+    if isinstance(instr, Vector):
+        return [o.index for o in instr.inputs if o.memory == "UB"]
+    return [instr.src] if hasattr(instr, "src") else []
+
+
+def writes(instr: Instruction) -> list[int]:
+    """The UB/ACC buffers an instruction writes."""
+    if isinstance(instr, Vector):
+        return list(instr.outputs)
+    return [instr.dst] if hasattr(instr, "dst") else []
+
+
 def to_container(instr: Instruction) -> dict:
     """The Construct-buildable form of a typed instruction."""
     body = dataclasses.asdict(instr)

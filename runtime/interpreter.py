@@ -154,11 +154,7 @@ def _last_uses(program: list[isa.Instruction]) -> dict[int, list[int]]:
     """For each instruction index, the UB/ACC buffers whose last read happens there."""
     last: dict[int, int] = {}
     for k, instr in enumerate(program):
-        if isinstance(instr, isa.Vector):
-            reads = [o.index for o in instr.inputs if o.memory == "UB"]
-        else:
-            reads = [instr.src] if hasattr(instr, "src") else []
-        for b in reads:
+        for b in isa.reads(instr):
             last[b] = k
     by_step: dict[int, list[int]] = {}
     for b, k in last.items():

@@ -79,7 +79,7 @@ def _bind(path: str, file: BundleFile) -> list[object]:
             raise BundleFormatError(f"{where}: {name!r} is bound to missing buffer {buf}")
     bound = []
     for k, instr in enumerate(file.program):
-        refs = _buffer_refs(instr)
+        refs = isa.reads(instr) + isa.writes(instr)
         tensors = _tensor_refs(instr)
         if any(b >= n_buf for b in refs) or any(t >= n_tensor for t in tensors):
             raise BundleFormatError(f"{where}: instruction #{k} refers past the tables")
@@ -94,12 +94,6 @@ def _bind(path: str, file: BundleFile) -> list[object]:
     if not file.program or not isinstance(file.program[-1], isa.Halt):
         raise BundleFormatError(f"{where}: the program does not end with HALT")
     return bound
-
-
-def _buffer_refs(instr: isa.Instruction) -> list[int]:
-    if isinstance(instr, isa.Vector):
-        return [o.index for o in instr.inputs if o.memory == "UB"] + list(instr.outputs)
-    return [getattr(instr, f) for f in ("src", "dst") if hasattr(instr, f)]
 
 
 def _tensor_refs(instr: isa.Instruction) -> list[int]:
