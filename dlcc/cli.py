@@ -14,7 +14,14 @@ import click
 
 from dlcc import __version__
 from dlcc.cli_accuracy import fraction, verify
-from dlcc.cli_common import emit, fail_cleanly, input_option, json_option, read_inputs
+from dlcc.cli_common import (
+    emit,
+    fail_cleanly,
+    input_option,
+    json_option,
+    read_data,
+    read_inputs,
+)
 from dlcc.cli_hardware import profile, systolic_options, systolic_report, systolic_target
 from dlcc.errors import DlccError
 
@@ -110,8 +117,8 @@ def compile(
     from dlcc.runtime.systolic.config import parse_array
 
     start = time.perf_counter()
-    calibration = _read_data(calib) if calib else None
-    data = _read_data(data_path) if data_path else None
+    calibration = read_data(calib) if calib else None
+    data = read_data(data_path) if data_path else None
     pipeline = passes or f"-O{opt_level}"
     chosen = {}
     if max_drop or min_agreement:
@@ -132,7 +139,7 @@ def compile(
             f"{chosen['floor']:.4f} on --data)",
             err=True,
         )
-    train = _read_data(train_path) if train_path else None
+    train = read_data(train_path) if train_path else None
     if finetune:
         from dlcc.passes.finetune import with_retraining
 
@@ -195,14 +202,6 @@ def passes(as_json: bool) -> None:
     lines.append("")
     lines += [f"-{level:<9} {text or '(no passes)'}" for level, text in PRESETS.items()]
     click.echo("\n".join(lines))
-
-
-def _read_data(path: str) -> dict:
-    """Arrays of a .npz (or the one array of a .npy) by key, labels included."""
-    from dlcc.fileio import read_arrays
-
-    arrays = read_arrays(path)
-    return arrays if isinstance(arrays, dict) else {"": arrays}
 
 
 def _progress_line():

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from dlcc.cli_common import emit, fail_cleanly, json_option
+from dlcc.cli_common import emit, fail_cleanly, json_option, read_data
 from dlcc.errors import DlccError
 
 
@@ -38,15 +38,13 @@ def verify(model, bundle, data_path, target, layers, max_drop, as_json) -> None:
     Example:
       dlcc verify samples/lenet5.onnx lenet5.bin --data samples/mnist_test_256.npz --layers
     """
-    from dlcc.fileio import read_arrays
     from dlcc.verify import render
     from dlcc.verify import verify as check
 
-    arrays = read_arrays(data_path)
     report = check(
         model,
         bundle,
-        arrays if isinstance(arrays, dict) else {"": arrays},
+        read_data(data_path),
         target=target,
         layers=layers,
     )

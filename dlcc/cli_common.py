@@ -46,6 +46,14 @@ def _jsonable(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def read_data(path: str) -> dict:
+    """Arrays of a .npz (or the one array of a .npy, under "") by key, labels included."""
+    from dlcc.fileio import read_arrays
+
+    arrays = read_arrays(path)
+    return arrays if isinstance(arrays, dict) else {"": arrays}
+
+
 def read_inputs(loaded, path: str):
     """(inputs for `loaded.run`, labels or None) from a .npy or .npz file."""
     from dlcc.fileio import read_arrays
