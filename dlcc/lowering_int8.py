@@ -2,7 +2,9 @@
 
     Dense/Conv   acc = x_q @ W_q (int32);  y_q = lut[requantize(acc + b_q, m, k)]
                  b_q = round(b / (s_w s_x)) (int32),  m / 2^k = s_w s_x / s_y  per channel
-                 (per layer for a codebook); a Relu that keeps the scale needs no table
+                 (per layer for a codebook); a Relu that keeps the scale needs no table.
+                 An output the quantize pass left float (a graph output, or one only float
+                 ops read): y = act((acc + b_q) * s_w s_x), no int8 rounding of it
     MaxPool, GlobalMaxPool, Reshape, Flatten, Transpose, Relu, Slice, Gather
                  the same kernel on int8 values (the output keeps the input's scale)
     Sigmoid, Tanh, LeakyRelu, Clip
@@ -16,21 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlcc.codegen import I8, Emitter, channel_view, matrix_instruction
+from dlcc.codegen import F32, I8, Emitter, channel_view, matrix_instruction
 from dlcc.formats import isa
 from dlcc.ir import Node
-from dlcc.passes.quantize import SCALE_PRESERVING
+from dlcc.passes.quantize import SCALE_PRESERVING, TABLE_OPS
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.quant import build_lut, quantize_multiplier, round_half_up
-
-TABLE_OPS = ("Sigmoid", "Tanh", "LeakyRelu", "Clip")
 
 
 def emit(e: Emitter, node: Node, act: Node | None) -> bool:
     """Emit `node` (with its fused activation `act`) on the integer path if it can run there."""
     if node.op in ("Dense", "Conv"):
         x, w = node.inputs[:2]
-        if w.encoding.int8 and x.scale is not None and node.outputs[0].scale is not None:
+        if w.encoding.int8 and x.scale is not None:
             _matrix(e, node, act)
             return True
         return False
@@ -63,12 +63,17 @@ def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     if b is not None:
         b_q = round_half_up(b.data.astype(np.float64) / s_acc).astype(np.int32)
         bias = e.derived(f"{b.name}.int32", channel_view(node, b_q))
+    function = act.op if act is not None else "NONE"
+    if out.scale is None or s_pre is None:  # float out: dequantize the accumulators
+        scales = e.derived(f"{node.name}.dequant", channel_view(node, s_acc.astype(np.float32)))
+        attrs = e.attr(act.attrs) if act is not None else 0
+        e.program.append(isa.Activate(acc, e.write(out, F32), bias, function, attrs, scales))
+        return
     mult, shift = quantize_multiplier(s_acc / s_pre)
     requant = e.derived(f"{node.name}.requant", channel_view(node, np.stack([mult, shift])))
     table = isa.NO_TENSOR
     if act is not None and not (act.op == "Relu" and out.scale == s_pre):
         table = e.derived(f"{act.name}.lut", _table(act, s_pre, out.scale))
-    function = act.op if act is not None else "NONE"
     e.program.append(isa.Activate(acc, e.write(out, I8), bias, function, 0, requant, table))
 
 

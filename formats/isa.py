@@ -102,6 +102,8 @@ class Activate:
     int8:   ub[dst] <- w[lut][requantize(acc[src] + w[bias], w[requant])]
             (int32 bias; w[requant] = [multipliers, shifts]; the table holds `function`;
             without a table, `function` is applied to the int8 result: Relu only)
+    int8 in, float32 out (w[requant] holds float32 scales, one per channel or layer):
+            ub[dst] <- function[attrs]((acc[src] + w[bias]) * w[requant])
     """
 
     opcode: ClassVar[str] = "ACTIVATE"

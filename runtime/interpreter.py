@@ -90,14 +90,18 @@ class Interpreter:
 
 
 def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -> np.ndarray:
-    """The Activate unit: bias, then (int8) requantization and table, or the float function."""
+    """The Activate unit: bias, then requantization and table (int8 out), or dequantization
+    (int32 accumulators, float32 out), then the float function."""
     if instr.bias != isa.NO_TENSOR:
         acc = acc + w[instr.bias]
     if instr.requant != isa.NO_TENSOR:
-        multipliers, shifts = w[instr.requant]
-        acc = requantize(acc, multipliers, shifts)
-        if instr.lut != isa.NO_TENSOR:
-            return lut(None, acc, w[instr.lut])
+        requant = w[instr.requant]
+        if requant.dtype.kind == "f":  # per-channel scales of one accumulator unit
+            acc = (acc * requant.astype(np.float64)).astype(np.float32)
+        else:
+            acc = requantize(acc, *requant)
+            if instr.lut != isa.NO_TENSOR:
+                return lut(None, acc, w[instr.lut])
     kernel = function_kernel(instr)
     return kernel.fn(attrs, acc) if kernel else acc
 

@@ -38,13 +38,23 @@ def test_int8_program_uses_integer_matrix_ops(int8_bundles, name):
     activates = [i for i in bundle.file.program if isinstance(i, isa.Activate)]
     assert activates and all(i.requant != isa.NO_TENSOR for i in activates)
     buffers = bundle.file.buffers
-    assert all(
-        buffers[i.src].dtype == "int32" and buffers[i.dst].dtype == "int8" for i in activates
-    )
+    assert all(buffers[i.src].dtype == "int32" for i in activates)
+    # Hidden layers requantize to int8; the last one dequantizes its accumulators (logits).
+    assert [buffers[i.dst].dtype for i in activates] == ["int8"] * (len(activates) - 1) + [
+        "float32"
+    ]
     matrix = [i for i in bundle.file.program if isinstance(i, isa.MatrixMultiply | isa.Convolve)]
     assert all(buffers[i.src].dtype == "int8" for i in matrix)
     functions = [i.function for i in bundle.file.program if isinstance(i, isa.Vector)]
-    assert functions.count("Quantize") == 1 and functions.count("Dequantize") == 1
+    assert functions.count("Quantize") == 1 and functions.count("Dequantize") == 0
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5"])
+def test_int8_logits_are_not_rounded_to_int8(int8_bundles, sample_images, name):
+    """Logits on an int8 grid would tie (argmax picks the first): they stay float32."""
+    logits = dlcc.load(int8_bundles[name]).run(sample_images[0])["logits"]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    assert np.unique(logits).size > 256 and (top2[:, 0] < top2[:, 1]).all()
 
 
 @pytest.mark.parametrize("name", ["lenet_300_100", "lenet5"])
