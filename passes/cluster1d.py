@@ -23,6 +23,15 @@ Rules (the brute-force reference in tests/passes/test_cluster1d.py follows the s
 * Fewer distinct values than k (or exactly k): every distinct value is its own centroid, with
   no iteration and zero error.
 
+Entropy-constrained (`rate` = lambda > 0; Chou, Lookabaugh & Gray 1989, ECSQ, which Choi et
+al. 2017 use for Huffman-coded network weights): from the k-means solution, iterate value ->
+argmin_i (x - c[i])^2 + lambda * bits[i] with bits[i] = -log2 of cluster i's share of the
+weight, then means and shares; each step lowers squared error + lambda * code length, so the
+clusters trade distortion for a smaller Huffman code. Every cost is a parabola of the same
+curvature, so each cluster's region is still an interval: the lower envelope of k lines,
+found once per iteration (a loop over the k centroids, not the values); a value at a
+breakpoint goes to the lower cluster up to rounding. Clusters that lose every value drop.
+
 Initializations, as compared in the paper: "linear" (k points evenly spaced between the min and
 the max; the paper's choice, it keeps centroids on the rare large weights), "density" (evenly
 spaced on the CDF: the values at quantiles (i + 0.5) / k, inverted-CDF definition) and
@@ -45,17 +54,22 @@ def kmeans_1d(
     max_iter: int = 100,
     seed: int = 0,
     weights: np.ndarray | None = None,
+    rate: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster `values` into at most `k` groups with exact 1-D Lloyd iterations.
 
     `weights` (positive, finite, same shape as `values`) makes every mean and the density and
-    k-means++ initializations weighted; `seed` only matters for "kmeans++". Returns
+    k-means++ initializations weighted; `seed` only matters for "kmeans++"; `rate` > 0 then
+    runs up to `max_iter` entropy-constrained iterations, lambda = `rate` (squared error per
+    bit of code). Returns
     `(centroids, labels)`: float64 centroids sorted strictly ascending, shape (k',) with
     k' <= k (empty clusters are dropped, see the module docstring), and int64 labels of
     `values.shape` indexing them. An empty input gives empty centroids and labels.
     """
     x = np.asarray(values, dtype=np.float64)
     k = _check_args(x, k, init, max_iter)
+    if not (np.isfinite(rate) and rate >= 0):
+        raise ValueError(f"rate must be finite and >= 0, got {rate!r}")
     w = _check_weights(x, weights)
     flat = x.ravel() + 0.0  # -0.0 becomes 0.0: one value, one centroid bit pattern
     order = np.argsort(flat)
@@ -69,6 +83,8 @@ def kmeans_1d(
         centroids = sv[starts]
     else:
         centroids, starts = _lloyd(sv, sw, _initial_centroids(sv, sw, k, init, seed), max_iter)
+        if rate > 0:
+            centroids, starts = _entropy_constrained(sv, sw, starts, rate, max_iter)
     sizes = np.diff(np.append(starts, sv.size))
     labels[order] = np.repeat(np.arange(starts.size, dtype=np.int64), sizes)
     return centroids, labels.reshape(x.shape)
@@ -183,25 +199,77 @@ def _lloyd(
     sv: np.ndarray, sw: np.ndarray | None, centroids: np.ndarray, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd iterations on sorted values; return the centroids and each cluster's start."""
-    n = sv.size
-    if sw is None:
-        cum_w = np.arange(n + 1, dtype=np.float64)
-        cum_wx = np.concatenate(([0.0], np.cumsum(sv)))
-    else:
-        cum_w = np.concatenate(([0.0], np.cumsum(sw)))
-        cum_wx = np.concatenate(([0.0], np.cumsum(sw * sv)))
+    sums = _prefix_sums(sv, sw)
     starts = None
     for _ in range(max_iter):
-        new = _assign(sv, centroids)
-        new = new[np.diff(np.append(new, n)) > 0]  # drop empty clusters
+        new = _nonempty(_assign(sv, centroids), sv.size)
         if starts is not None and np.array_equal(new, starts):
             break
         starts = new
-        ends = np.append(starts[1:], n)
-        means = (cum_wx[ends] - cum_wx[starts]) / (cum_w[ends] - cum_w[starts])
-        # Prefix-sum rounding must not push a mean outside its cluster's range.
-        centroids = np.clip(means, sv[starts], sv[ends - 1])
+        centroids = _means(sv, sums, starts)
     return centroids, starts
+
+
+def _entropy_constrained(
+    sv: np.ndarray, sw: np.ndarray | None, starts: np.ndarray, lam: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ECSQ iterations from the clusters `starts`; return the centroids and cluster starts."""
+    sums = _prefix_sums(sv, sw)
+    cum_w = sums[0]
+    centroids = _means(sv, sums, starts)
+    for _ in range(max_iter):
+        mass = np.diff(cum_w[np.append(starts, sv.size)])
+        bits = -np.log2(mass / cum_w[-1])
+        new = _nonempty(_envelope(sv, centroids, lam * bits), sv.size)
+        if np.array_equal(new, starts):
+            break
+        starts = new
+        centroids = _means(sv, sums, starts)
+    return centroids, starts
+
+
+def _prefix_sums(sv: np.ndarray, sw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums of the weights and of weight * value (0 first), for cluster means."""
+    if sw is None:
+        return np.arange(sv.size + 1, dtype=np.float64), np.concatenate(([0.0], np.cumsum(sv)))
+    return np.concatenate(([0.0], np.cumsum(sw))), np.concatenate(([0.0], np.cumsum(sw * sv)))
+
+
+def _nonempty(starts: np.ndarray, n: int) -> np.ndarray:
+    """The cluster starts without the empty clusters."""
+    return starts[np.diff(np.append(starts, n)) > 0]
+
+
+def _means(sv: np.ndarray, sums: tuple, starts: np.ndarray) -> np.ndarray:
+    """The (weighted) mean of each cluster of sorted values `sv`."""
+    cum_w, cum_wx = sums
+    ends = np.append(starts[1:], sv.size)
+    means = (cum_wx[ends] - cum_wx[starts]) / (cum_w[ends] - cum_w[starts])
+    # Prefix-sum rounding must not push a mean outside its cluster's range.
+    return np.clip(means, sv[starts], sv[ends - 1])
+
+
+def _envelope(sv: np.ndarray, c: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Start index in `sv` of each centroid's region of argmin_i (x - c[i])^2 + offsets[i].
+
+    Minus x^2, cost i is the line -2 c[i] x + c[i]^2 + offsets[i]; with c ascending the slopes
+    fall, so the minimum runs through a subsequence of the lines (a convex hull, built in one
+    pass) and the regions come in centroid order. A line off the hull gets an empty region.
+    """
+    icept = c * c + offsets
+
+    def crossing(a: int, b: int) -> float:  # where line b (c[b] > c[a]) becomes the lower
+        return (icept[b] - icept[a]) / (2 * (c[b] - c[a]))
+
+    hull: list[int] = []
+    for i in range(c.size):
+        while len(hull) >= 2 and crossing(hull[-1], i) <= crossing(hull[-2], hull[-1]):
+            hull.pop()
+        hull.append(i)
+    first = np.full(c.size, sv.size)
+    breaks = [crossing(a, b) for a, b in zip(hull, hull[1:])]
+    first[hull] = np.concatenate(([0], np.searchsorted(sv, breaks, side="right")))
+    return np.minimum.accumulate(first[::-1])[::-1].astype(np.intp)
 
 
 def _assign(sv: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -6,6 +6,13 @@ A pruned layer keeps 0 as an extra codebook entry (its pruned positions and CSR 
 and clusters its nonzero weights into 2**bits - 1 centroids, so indices still fit `bits`.
 Initialization is linear by default: evenly spaced between min and max, which keeps the
 large, rare weights represented (the paper's finding).
+
+`rate=beta` makes the clustering entropy-constrained (passes/cluster1d.py): it minimizes
+squared error + lambda * Huffman code length, lambda = beta * step^2 with step = (max - min)
+/ k, the linear grid's spacing, so beta is the squared error one bit of index code is worth,
+in squared grid steps. Plain k-means spreads centroids where the weights are dense, which
+evens out the cluster sizes and lengthens the code; after retraining (finetune trains the
+centroids back) beta = 0.25 cut the retrained LeNet-5 from 46.4 to 41.8 KB at the same error.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ class KMeans(Pass):
         )
         iters: int = option(100, "maximum Lloyd iterations", 1, 10_000)
         seed: int = option(0, "random seed (kmeans++ init)", 0, 2**31 - 1)
+        rate: float = option(
+            0.0, "entropy constraint: squared grid steps of error per bit saved (0: off)", 0.0, 100
+        )
 
     def run(self, graph: Graph, options: Options, ctx: PassContext) -> dict:
         layers = []
@@ -55,8 +65,15 @@ class KMeans(Pass):
             bits = self.for_layer(options, node, nodes) or DEFAULT_BITS[node.op]
             keep = w.data != 0 if w.encoding.sparse else np.ones(w.data.shape, dtype=bool)
             k = 2**bits - 1 if w.encoding.sparse else 2**bits
+            values = w.data[keep]
+            step = float(values.max(initial=0) - values.min(initial=0)) / k
             centroids, labels = kmeans_1d(
-                w.data[keep], k, init=options.init, max_iter=options.iters, seed=options.seed
+                values,
+                k,
+                init=options.init,
+                max_iter=options.iters,
+                seed=options.seed,
+                rate=options.rate * step * step,
             )
             shared = np.zeros_like(w.data)
             shared[keep] = centroids[labels].astype(w.data.dtype)
@@ -72,9 +89,17 @@ class KMeans(Pass):
                     "params": int(w.data.size),
                     "bits": bits,
                     "clusters": int(len(centroids)),
+                    "index_bits": round(_entropy(labels), 3),
                     "sse": sse,
                 }
             )
         if ctx.progress:
             ctx.progress("kmeans", len(nodes), len(nodes))
         return {"layers": layers}
+
+
+def _entropy(labels: np.ndarray) -> float:
+    """Bits per index of an ideal code for `labels` (what Huffman coding approaches)."""
+    p = np.bincount(labels.reshape(-1)) / max(labels.size, 1)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())

@@ -185,13 +185,13 @@ def test_deterministic_and_independent_of_input_order(init):
 
 
 @settings(max_examples=50, deadline=None)
-@given(grid_inputs(), st.integers(1, 16), st.sampled_from(INITS))
-def test_integer_weights_equal_repetition(inputs, k, init):
+@given(grid_inputs(), st.integers(1, 16), st.sampled_from(INITS), st.sampled_from([0.0, 0.3]))
+def test_integer_weights_equal_repetition(inputs, k, init, rate):
     values, weights = inputs
     if weights is None:
         return
-    c, lab = kmeans_1d(values, k, init=init, weights=weights)
-    rc, rlab = kmeans_1d(np.repeat(values, weights.astype(int)), k, init=init)
+    c, lab = kmeans_1d(values, k, init=init, weights=weights, rate=rate)
+    rc, rlab = kmeans_1d(np.repeat(values, weights.astype(int)), k, init=init, rate=rate)
     np.testing.assert_allclose(c, rc, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(np.repeat(lab, weights.astype(int)), rlab)
 
@@ -203,6 +203,39 @@ def test_error_never_increases_with_more_iterations(init):
     assert all(b <= a * (1 + 1e-12) for a, b in zip(errors, errors[1:]))
 
 
+def entropy_bits(labels: np.ndarray) -> np.ndarray:
+    """-log2 of each cluster's share of the values."""
+    counts = np.bincount(labels)
+    return -np.log2(counts / counts.sum())
+
+
+@pytest.mark.parametrize("rate", [0.03, 0.3, 3.0])
+def test_entropy_constrained_labels_are_the_brute_force_argmin(rate):
+    """At convergence every value minimizes (x - c)^2 + lambda * bits over all centroids."""
+    values = np.random.default_rng(1).standard_normal(4000) ** 3
+    lam = rate * (np.ptp(values) / 31) ** 2
+    c, lab = kmeans_1d(values, 31, rate=lam, max_iter=10_000)
+    cost = np.square(values[:, None] - c[None, :]) + lam * entropy_bits(lab)[None, :]
+    np.testing.assert_array_equal(cost.argmin(axis=1), lab)
+    np.testing.assert_allclose(c, np.bincount(lab, values) / np.bincount(lab), rtol=1e-9)
+
+
+def test_entropy_constraint_trades_squared_error_for_code_length():
+    """Each ECSQ step lowers error + lambda * bits below the k-means start; the code shrinks."""
+    values = np.random.default_rng(2).standard_normal(20_000) * 0.05
+    values = values[np.abs(values) > 0.03]  # a pruned layer's two modes
+    plain_c, plain = kmeans_1d(values, 31)
+    lengths = [entropy_bits(plain).take(plain).mean()]
+    for rate in (0.1, 0.5, 2.0):
+        lam = rate * (np.ptp(values) / 31) ** 2
+        c, lab = kmeans_1d(values, 31, rate=lam)
+        cost = quantization_error(values, c, lab) + lam * entropy_bits(lab).take(lab).sum()
+        start = quantization_error(values, plain_c, plain) + lam * lengths[0] * values.size
+        assert cost <= start
+        lengths.append(entropy_bits(lab).take(lab).mean())
+    assert lengths == sorted(lengths, reverse=True) and lengths[-1] < lengths[0] - 1
+
+
 def test_quantization_error():
     values = np.array([[0.0, 1.0], [2.0, 4.0]])
     assert quantization_error(values, np.array([0.5, 3.0]), np.array([[0, 0], [1, 1]])) == 2.5
@@ -212,7 +245,7 @@ def test_quantization_error():
 
 def test_bad_arguments():
     good = {"values": np.array([1.0, 5.0, 2.0]), "k": 2}
-    scalars = ({"k": 0}, {"k": 2.5}, {"init": "random"}, {"max_iter": 0})
+    scalars = ({"k": 0}, {"k": 2.5}, {"init": "random"}, {"max_iter": 0}, {"rate": -1.0})
     values = ({"values": [1.0, np.nan, 2.0]}, {"values": [1.0, np.inf, 2.0]})
     weights = tuple({"weights": w} for w in ([1.0, 1.0], [1.0, 0.0, 2.0], [1.0, -1.0, 2.0]))
     for bad in scalars + values + weights:

@@ -49,6 +49,17 @@ def test_kmeans_shares_at_most_two_to_the_bits_values(bits):
         assert 0.0 in book and np.all(w[before.inputs[1].data == 0] == 0)
 
 
+def test_kmeans_rate_shortens_the_index_code_of_every_large_layer():
+    """Entropy-constrained sharing: fewer bits per index (logged), larger squared error."""
+    plain = compressed("lenet_300_100", "prune(sparsity=0.9),kmeans")[2][-1]["layers"]
+    rated = compressed("lenet_300_100", "prune(sparsity=0.9),kmeans(rate=0.5)")[2][-1]["layers"]
+    large = [i for i, n in enumerate(plain["params"]) if n >= 10_000]
+    assert len(large) == 2
+    for i in large:
+        assert rated["index_bits"][i] < plain["index_bits"][i] - 0.3
+        assert rated["sse"][i] > plain["sse"][i]
+
+
 def test_quantize_is_per_channel_int8_within_half_a_step():
     graph, original, _ = compressed("lenet5", "quantize")
     for node in weight_layers(graph):
