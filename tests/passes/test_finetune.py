@@ -280,14 +280,15 @@ def test_with_retraining_makes_an_iterative_schedule():
         f"prune(sparsity=0.569113,layers=Conv#0:0.133761;Conv:0.468671),finetune(epochs=4,{tune}),"
         f"prune(sparsity=0.814336,layers=Conv#0:0.24963;Conv:0.717689),finetune(epochs=4,{tune}),"
         f"prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),finetune(epochs=12,{tune},weight_decay=0.1),"
-        "kmeans,finetune(epochs=2,lr=0.0002),quantize,huffman"
+        "kmeans(rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
     )
     assert with_retraining("prune(quality=1.0),finetune(epochs=9)", 2, seed=5) == (
         "prune(quality=1.0),finetune(epochs=9)"
     )
     assert with_retraining("kmeans(bits=3),quantize", 3, steps=1, seed=5) == (
-        "kmeans(bits=3),finetune(epochs=2,lr=0.0002,seed=5),quantize"
+        "kmeans(bits=3,rate=0.5),finetune(epochs=2,lr=0.0002,seed=5),quantize"
     )
+    assert with_retraining("kmeans(rate=0)", 3).startswith("kmeans(rate=0),finetune(")
     text = with_retraining("prune(sparsity=0.75)", 1, steps=2)
     assert text.startswith("prune(sparsity=0.5),finetune(epochs=1,")
     graph, log, _ = tuned(text)
