@@ -275,11 +275,11 @@ def test_without_data_or_after_quantize_it_is_skipped_with_a_note():
 
 
 def test_with_retraining_makes_an_iterative_schedule():
-    tune = "lr=0.002"
+    tune = "lr=0.0005"
     assert with_retraining("-O3", 4) == (
         f"prune(sparsity=0.569113,layers=Conv#0:0.133761;Conv:0.468671),finetune(epochs=4,{tune}),"
         f"prune(sparsity=0.814336,layers=Conv#0:0.24963;Conv:0.717689),finetune(epochs=4,{tune}),"
-        f"prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),finetune(epochs=12,{tune},weight_decay=0.1),"
+        "prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),finetune(epochs=12,lr=0.002,weight_decay=0.1),"
         "kmeans(rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
     )
     assert with_retraining("prune(quality=1.0),finetune(epochs=9)", 2, seed=5) == (
