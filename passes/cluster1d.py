@@ -82,9 +82,10 @@ def kmeans_1d(
     if starts.size <= k:
         centroids = sv[starts]
     else:
-        centroids, starts = _lloyd(sv, sw, _initial_centroids(sv, sw, k, init, seed), max_iter)
+        sums = _prefix_sums(sv, sw)
+        centroids, starts = _lloyd(sv, sums, _initial_centroids(sv, sw, k, init, seed), max_iter)
         if rate > 0:
-            centroids, starts = _entropy_constrained(sv, sw, starts, rate, max_iter)
+            centroids, starts = _entropy_constrained(sv, sums, starts, rate, max_iter)
     sizes = np.diff(np.append(starts, sv.size))
     labels[order] = np.repeat(np.arange(starts.size, dtype=np.int64), sizes)
     return centroids, labels.reshape(x.shape)
@@ -196,10 +197,9 @@ def _draw(rng: np.random.Generator, cum: np.ndarray, t: float | None = None) -> 
 
 
 def _lloyd(
-    sv: np.ndarray, sw: np.ndarray | None, centroids: np.ndarray, max_iter: int
+    sv: np.ndarray, sums: tuple, centroids: np.ndarray, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd iterations on sorted values; return the centroids and each cluster's start."""
-    sums = _prefix_sums(sv, sw)
     starts = None
     for _ in range(max_iter):
         new = _nonempty(_assign(sv, centroids), sv.size)
@@ -211,10 +211,9 @@ def _lloyd(
 
 
 def _entropy_constrained(
-    sv: np.ndarray, sw: np.ndarray | None, starts: np.ndarray, lam: float, max_iter: int
+    sv: np.ndarray, sums: tuple, starts: np.ndarray, lam: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """ECSQ iterations from the clusters `starts`; return the centroids and cluster starts."""
-    sums = _prefix_sums(sv, sw)
     cum_w = sums[0]
     centroids = _means(sv, sums, starts)
     for _ in range(max_iter):

@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from dlcc.formats.huffman import shannon_bits
 from dlcc.ir import Graph
 from dlcc.passes.cluster1d import kmeans_1d
 from dlcc.passes.manager import (
@@ -93,17 +94,10 @@ class KMeans(Pass):
                     "params": int(w.data.size),
                     "bits": bits,
                     "clusters": int(len(centroids)),
-                    "index_bits": round(_entropy(labels), 3),
+                    "index_bits": round(shannon_bits(np.bincount(labels)) / max(labels.size, 1), 3),
                     "sse": sse,
                 }
             )
         if ctx.progress:
             ctx.progress("kmeans", len(nodes), len(nodes))
         return {"layers": layers}
-
-
-def _entropy(labels: np.ndarray) -> float:
-    """Bits per index of an ideal code for `labels` (what Huffman coding approaches)."""
-    p = np.bincount(labels.reshape(-1)) / max(labels.size, 1)
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
