@@ -14,6 +14,22 @@ SAMPLES = os.path.join(ROOT, "samples")
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # light_models: the onnx light zoo, runnable
 
 
+# Han et al., ICLR 2016, Table 1: (top-1 error before, after, compression rate).
+HAN_TABLE1 = {"lenet_300_100": (1.64, 1.58, 40), "lenet5": (0.80, 0.74, 39)}
+
+
+def top1(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """The top-1 class `predict` gives each image, in batches of 1,000."""
+    return np.concatenate(
+        [predict(images[i : i + 1000]).argmax(1) for i in range(0, len(images), 1000)]
+    )
+
+
+def error(predict: Callable[[np.ndarray], np.ndarray], images, labels) -> float:
+    """Top-1 error of `predict` in percent."""
+    return 100.0 * float(np.mean(top1(predict, images) != labels))
+
+
 def best_time(fn: Callable[[], object], repeat: int) -> float:
     """Best wall time of `repeat` calls after one warm-up call (seconds)."""
     fn()

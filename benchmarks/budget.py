@@ -14,16 +14,11 @@ import argparse
 import os
 import time
 
-import numpy as np
 import onnxruntime as ort
-from _common import SAMPLES, add_data_option, mnist, table
+from _common import SAMPLES, add_data_option, mnist, table, top1
 
 import dlcc
 from dlcc.budget import choose
-
-
-def top1(predict, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([predict(x[i : i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
 
 
 def main() -> None:

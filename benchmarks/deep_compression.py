@@ -21,22 +21,10 @@ import tempfile
 
 import numpy as np
 import onnxruntime as ort
-from _common import SAMPLES, add_data_option, mnist, table
+from _common import HAN_TABLE1, SAMPLES, add_data_option, mnist, table, top1
 
 import dlcc
 from dlcc.explain import describe
-
-# Han et al., ICLR 2016, Table 1: (top-1 error before, after, compression rate).
-PAPER = {"lenet_300_100": (1.64, 1.58, 40), "lenet5": (0.80, 0.74, 39)}
-
-
-def accuracy(predict, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy over `images`, in batches of 1,000."""
-    hits = sum(
-        int((predict(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum())
-        for i in range(0, len(images), 1000)
-    )
-    return hits / len(images)
 
 
 def main() -> None:
@@ -51,7 +39,7 @@ def main() -> None:
 
     sizes, streams, int8 = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (err_before, err_after, paper_rate) in PAPER.items():
+        for name, (err_before, err_after, paper_rate) in HAN_TABLE1.items():
             model = os.path.join(SAMPLES, f"{name}.onnx")
             fp32 = os.path.join(tmp, f"{name}-O0.bin")
             bundle = os.path.join(tmp, f"{name}.bin")
@@ -60,8 +48,10 @@ def main() -> None:
             size = os.path.getsize(bundle)
             session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
             loaded = dlcc.load(bundle)
-            before = accuracy(lambda x, s=session: s.run(None, {"image": x})[0], test_x, test_y)
-            after = accuracy(lambda x, b=loaded: b.run(x)["logits"], test_x, test_y)
+            before = (
+                top1(lambda x, s=session: s.run(None, {"image": x})[0], test_x) == test_y
+            ).mean()
+            after = (top1(lambda x, b=loaded: b.run(x)["logits"], test_x) == test_y).mean()
             sizes.append(
                 (
                     name,

@@ -18,9 +18,8 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
 import onnxruntime as ort
-from _common import SAMPLES, add_data_option, mnist, table
+from _common import SAMPLES, add_data_option, error, mnist, table
 
 import dlcc
 
@@ -37,15 +36,6 @@ STEPS = (
     ("equalize,S,refit,kmeans,refit,quantize,biascorrect,huffman", "+ biascorrect"),
 )
 HEADER = ("model / pipeline", "bundle B", "ratio", "top-1 error", "vs original", "step gain")
-
-
-def error(predict, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 error in percent over `images`, in batches of 1,000."""
-    wrong = sum(
-        int((predict(images[i : i + 1000]).argmax(1) != labels[i : i + 1000]).sum())
-        for i in range(0, len(images), 1000)
-    )
-    return 100.0 * wrong / len(images)
 
 
 def measure(model: str, steps, rates: str, data, tmp: str) -> tuple[list[tuple], list[dict]]:

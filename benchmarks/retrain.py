@@ -31,13 +31,11 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from _common import SAMPLES, add_data_option, mnist, table
+from _common import HAN_TABLE1, SAMPLES, add_data_option, error, mnist, table
 
 import dlcc
 from dlcc.passes.finetune import with_retraining
 
-# Han et al., ICLR 2016, Table 1: (top-1 error before, after, compression rate).
-PAPER = {"lenet_300_100": (1.64, 1.58, 40), "lenet5": (0.80, 0.74, 39)}
 TARGET = {"lenet_300_100": 40, "lenet5": 39}
 # The paper's per-layer pruning (sparsity = 1 - kept): Dense#N / Conv#N is the N-th such layer.
 PRUNE = {
@@ -61,16 +59,6 @@ def _progress():
     return show
 
 
-def error(predict, data: dict) -> float:
-    """Top-1 error in percent over the 10k test images, in batches of 1,000."""
-    images, labels = data["test_x"], data["test_y"]
-    hits = sum(
-        int((predict(images[i : i + 1000]).argmax(1) == labels[i : i + 1000]).sum())
-        for i in range(0, len(images), 1000)
-    )
-    return 100.0 * (1 - hits / len(images))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_option(parser)
@@ -91,7 +79,8 @@ def main() -> None:
                 t.nbytes for t in dlcc.compile(model, os.path.join(tmp, "O0.bin")).tensors
             )
             session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-            before = error(lambda x, s=session: s.run(None, {"image": x})[0], data)
+            test = data["test_x"], data["test_y"]
+            before = error(lambda x, s=session: s.run(None, {"image": x})[0], *test)
             runs = [
                 compile_run(name, model, os.path.join(tmp, f"{name}-{seed}.bin"), seed, args, data)
                 for seed in map(int, args.seeds.split(","))
@@ -137,11 +126,12 @@ def compile_run(name: str, model: str, bundle: str, seed: int, args, data: dict)
     )
     seconds = time.perf_counter() - start
     loaded = dlcc.load(bundle)
-    return seed, os.path.getsize(bundle), error(lambda x: loaded.run(x)["logits"], data), seconds
+    after = error(lambda x: loaded.run(x)["logits"], data["test_x"], data["test_y"])
+    return seed, os.path.getsize(bundle), after, seconds
 
 
 def _row(name, run, weights, before, size, after, seconds) -> tuple:
-    err_paper, err_paper_after, rate_paper = PAPER[name]
+    err_paper, err_paper_after, rate_paper = HAN_TABLE1[name]
     ok = weights / size >= TARGET[name] and after <= before + 0.1 + 1e-9
     return (
         name,
