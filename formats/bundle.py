@@ -33,6 +33,7 @@ from dlcc.formats.schema import (
 )
 
 Attr = int | float | str | tuple[int, ...] | tuple[float, ...]
+MAX_META_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,17 +104,15 @@ class BundleFile:
 
     # -- reading ------------------------------------------------------------------------
     @classmethod
-    def from_bytes(cls, blob: bytes, source: str = "bundle") -> BundleFile:
-        """Parse and validate a bundle; a BundleFormatError names the section at fault."""
+    def from_bytes(
+        cls, blob: bytes, source: str = "bundle", max_meta_bytes: int = MAX_META_BYTES
+    ) -> BundleFile:
+        """Parse and validate a bundle; a BundleFormatError names the section at fault.
+
+        META may decompress to at most `max_meta_bytes`.
+        """
         raw = unpack_sections(blob, source)
-        try:
-            meta = META.parse(raw["META"])
-        except (ConstructError, UnicodeDecodeError, zlib.error) as e:
-            raise BundleFormatError(f"{source}: section META: {_why(e)}") from None
-        try:
-            meta = json.loads(meta)
-        except ValueError as e:
-            raise BundleFormatError(f"{source}: section META: not JSON ({e})") from None
+        meta = _read_meta(raw["META"], max_meta_bytes, f"{source}: section META")
         data = raw["DATA"]
         tensors = [_tensor_record(c) for c in _parse(source, "TENSORS", TENSORS, raw["TENSORS"])]
         for t in tensors:
@@ -129,6 +128,10 @@ class BundleFile:
             for rec in _parse(source, "ATTRS", ATTRS, raw["ATTRS"])
         ]
         prog = _parse(source, "PROGRAM", PROGRAM_SECTION, raw["PROGRAM"])
+        try:
+            program = [isa.from_container(c) for c in prog.program.instructions]
+        except ValueError as e:
+            raise BundleFormatError(f"{source}: section PROGRAM: {e}") from None
         return cls(
             meta=meta,
             tensors=tensors,
@@ -137,8 +140,28 @@ class BundleFile:
             attrs=attrs,
             inputs=[(b.name, b.buffer) for b in prog.inputs],
             outputs=[(b.name, b.buffer) for b in prog.outputs],
-            program=[isa.from_container(c) for c in prog.program.instructions],
+            program=program,
         )
+
+
+def _read_meta(payload: bytes, limit: int, where: str) -> dict[str, Any]:
+    """META's JSON object, decompressed to at most `limit` bytes before anything else."""
+    inflate = zlib.decompressobj()
+    try:
+        text = inflate.decompress(payload, limit + 1)
+    except zlib.error as e:
+        raise BundleFormatError(f"{where}: {_why(e)}") from None
+    if len(text) > limit:
+        raise BundleFormatError(f"{where}: decompresses to more than {limit:,} bytes")
+    if not inflate.eof or inflate.unused_data:
+        raise BundleFormatError(f"{where}: truncated zlib stream or trailing bytes")
+    try:
+        meta = json.loads(text.decode("utf8"))
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise BundleFormatError(f"{where}: not JSON ({_why(e)})") from None
+    if not isinstance(meta, dict):
+        raise BundleFormatError(f"{where}: not a JSON object")
+    return meta
 
 
 def pack_sections(sections: dict[str, bytes]) -> bytes:

@@ -15,7 +15,8 @@ HUFFMAN_STREAM, a self-contained coded stream (sizes in bytes; VarInt is LEB128,
 
     count          Int64ul   8   number of symbols
     alphabet_size  Int32ul   4   symbols are < alphabet_size
-    block          VarInt        symbols per decoding block (1..2**24)
+    block          VarInt        symbols per decoding block (1..MAX_BLOCK: the decoder steps
+                                 `block` times, so this bounds its time)
     n_entries      VarInt        dense table: largest present symbol + 1; sparse: present count
     len_bits       Int8ul    1   width of a stored code length (dense: l; sparse: l - 1)
     gap_bits       Int8ul    1   0: dense table; else sparse, present symbols as gaps
@@ -36,6 +37,7 @@ from dlcc.errors import BundleFormatError
 from dlcc.formats.bitpack import pack_bits, packed_size, unpack_bits
 
 MAX_LEN = 16
+MAX_BLOCK = 4096
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_LEN) -> np.ndarray:
@@ -202,7 +204,7 @@ HUFFMAN_STREAM = cs.Struct(
     "count" / cs.Int64ul,
     "alphabet_size" / cs.Int32ul,
     "block" / cs.VarInt,
-    cs.Check((cs.this.block >= 1) & (cs.this.block <= 1 << 24)),
+    cs.Check((cs.this.block >= 1) & (cs.this.block <= MAX_BLOCK)),
     "n_entries" / cs.VarInt,
     "len_bits" / cs.Int8ul,
     "gap_bits" / cs.Int8ul,
@@ -216,12 +218,13 @@ HUFFMAN_STREAM = cs.Struct(
     "offsets" / cs.Bytes(lambda ctx: packed_size(_blocks(ctx), ctx.offset_bits)),
     "payload" / cs.Prefixed(cs.VarInt, cs.GreedyBytes),
     cs.Check(lambda ctx: ctx.count <= 8 * len(ctx.payload)),  # every code has a bit or more
+    cs.Check(lambda ctx: ctx.offset_base <= 8 * len(ctx.payload)),
 )
 
 
 def _auto_block(count: int) -> int:
     """Default block: the power of two >= sqrt(4 * count), within 64..4096 (see module doc)."""
-    return min(4096, max(64, 1 << _width(int(np.sqrt(4 * count)))))
+    return min(MAX_BLOCK, max(64, 1 << _width(int(np.sqrt(4 * count)))))
 
 
 def pack_stream(
@@ -271,6 +274,13 @@ def pack_stream(
             payload=payload,
         )
     )
+
+
+def stream_count(data: bytes) -> int:
+    """The symbol count a HUFFMAN_STREAM declares (its first field), without decoding it."""
+    if len(data) < 8:
+        raise BundleFormatError(f"Huffman stream: {len(data)} B, shorter than its header")
+    return int.from_bytes(data[:8], "little")
 
 
 def unpack_stream(data: bytes) -> np.ndarray:

@@ -214,8 +214,10 @@ def to_container(instr: Instruction) -> dict:
 
 
 def from_container(c) -> Instruction:
-    """The typed instruction of a parsed Construct container."""
-    cls = next(k for k in _CLASSES if k.opcode == str(c.opcode))
+    """The typed instruction of a parsed Construct container (ValueError: unknown opcode)."""
+    cls = next((k for k in _CLASSES if k.opcode == str(c.opcode)), None)
+    if cls is None:
+        raise ValueError(f"unknown opcode {int(c.opcode)}")
     fields = {}
     for f in dataclasses.fields(cls):
         v = c.body[f.name]

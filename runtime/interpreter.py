@@ -16,7 +16,8 @@ from dlcc.errors import ExecutionError
 from dlcc.formats import isa
 from dlcc.runtime.kernels import NoAttrs, get_kernel
 from dlcc.runtime.kernels.quant import lut, requantize
-from dlcc.runtime.loader import LoadedBundle, function_kernel
+from dlcc.runtime.loader import LoadedBundle
+from dlcc.runtime.verifier import function_kernel
 
 
 class MatrixEngine(Protocol):
@@ -107,7 +108,8 @@ def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -
 
 
 def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
-    """Host input arrays in program order, checked against the bundle's input buffers."""
+    """Host input arrays in program order, checked against the bundle's input buffers and
+    the program proved to run at their batch (`LoadedBundle.check_batch`)."""
     names = bundle.input_names
     if isinstance(inputs, np.ndarray):
         if len(names) != 1:
@@ -137,12 +139,15 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
                     f"from the other inputs' {batch}"
                 )
             batch = x.shape[record.batch_axis]
+            if batch < 1:
+                raise ExecutionError(f"input {name!r}: no samples (batch 0)")
         if list(x.shape) != expected:
             shown = "×".join(
                 "N" if i == record.batch_axis else str(d) for i, d in enumerate(record.shape)
             )
             raise ExecutionError(f"input {name!r}: expected shape {shown}, got {x.shape}")
         arrays.append(x)
+    bundle.check_batch(1 if batch is None else batch)
     return arrays
 
 

@@ -1,16 +1,22 @@
-"""Op semantics, written once: every target and every pass calls these kernels.
+"""Op semantics, written once: every target, every pass and the verifier call these records.
 
 A kernel is registered for one canonical IR op name with a frozen dataclass of typed
-attributes and a shape function:
+attributes, a shape function and a dtype rule:
 
-    @register_kernel("LeakyRelu", LeakyReluAttrs, shape=same_shape)
+    @register_kernel("LeakyRelu", LeakyReluAttrs, shape=same_shape, fusable=True)
     def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray: ...
 
 - `fn(attrs, *inputs)` takes numpy arrays (None for an absent optional input) and returns
   one array, or a tuple of arrays for a multi-output op (LSTM). Kernels are vectorized over
   every axis, the batch included; no Python loop runs per element.
 - `shape(attrs, *input_shapes)` returns the tuple of output shapes, from input shapes
-  (tuples of ints, None for an absent optional input), without touching data.
+  (tuples of ints, None for an absent optional input), without touching data. It raises
+  ValueError on any input the kernel cannot run correctly: the verifier relies on it, so
+  every precondition of `fn` on shapes and attributes is checked here.
+- `dtype(attrs, *input_dtypes)` returns the dtype of every output (ValueError otherwise).
+- `workspace(attrs, *input_shapes)` bounds the elements of the kernel's temporaries beyond
+  its inputs and outputs (padded copies, im2col patches), for the verifier's memory limit.
+- Attribute dataclasses check their own domain in `__post_init__` (strides >= 1, ...).
 
 Modules in this package register on import; `load_all()` imports them once.
 """
@@ -18,7 +24,10 @@ Modules in this package register on import; `load_all()` imports them once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import math
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +36,8 @@ import numpy as np
 from dlcc.errors import ExecutionError
 
 Shape = tuple[int, ...]
+F32, I8, I32 = "float32", "int8", "int32"
+INDEX_DTYPES = ("int32", "int64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,19 +45,104 @@ class NoAttrs:
     """Attributes of an op that has none."""
 
 
+def float_only(attrs: Any, *dtypes: str | None) -> str:
+    """Dtype rule of float ops: every present input float32, and so the output."""
+    if any(d not in (None, F32) for d in dtypes):
+        raise ValueError(f"takes float32 inputs, got {', '.join(map(str, dtypes))}")
+    return F32
+
+
+def float_or_int8(attrs: Any, x: str, *rest: str | None) -> str:
+    """Dtype rule of ops that run on int8 values unchanged (data movement, max, Relu)."""
+    if x not in (F32, I8) or any(d is not None for d in rest):
+        raise ValueError(f"takes one float32 or int8 input, got {', '.join(map(str, (x, *rest)))}")
+    return x
+
+
+def same_shape(attrs: Any, x: Shape, *rest: Shape | None) -> tuple[Shape, ...]:
+    """Shape function of ops whose single output has the shape of their first input."""
+    if rest:
+        raise ValueError(f"takes one input, got {1 + len(rest)}")
+    return (tuple(x),)
+
+
+def no_workspace(attrs: Any, *shapes: Shape | None) -> int:
+    """Workspace of kernels that allocate nothing beyond their outputs' size."""
+    return 0
+
+
+def axis_in(axis: int, rank: int, what: str = "axis") -> int:
+    """`axis` (negative counts from the end) as 0..rank-1; ValueError when out of range."""
+    if not -rank <= axis < rank:
+        raise ValueError(f"{what} {axis} outside a rank-{rank} tensor")
+    return axis % rank
+
+
+def elements(shape: Shape) -> int:
+    """Number of elements of a shape."""
+    return math.prod(shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-    """One op: its name, attribute type, implementation and shape function."""
+    """One op: its name, attribute type, implementation, shape and dtype rules, traits."""
 
     op: str
     attrs: type
     fn: Callable[..., Any]
     shape: Callable[..., tuple[Shape, ...]]
+    dtype: Callable[..., str]
+    workspace: Callable[..., int]
+    fusable: bool  # a pointwise activation the Activate unit applies after a matrix op
 
     def __call__(self, attrs: Any, *inputs: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Run the kernel; always returns a tuple of outputs."""
         out = self.fn(attrs, *inputs)
         return out if isinstance(out, tuple) else (out,)
+
+    def typed_attrs(self, values: tuple) -> Any:
+        """The attributes from a record's values in field order, type- and domain-checked.
+
+        Raises ValueError naming the field at fault.
+        """
+        fields = dataclasses.fields(self.attrs)
+        if len(values) > len(fields):
+            raise ValueError(f"{self.op}: {len(values)} attribute values for {len(fields)} fields")
+        hints = _hints(self.attrs)
+        args = [_coerce(f.name, hints[f.name], v) for f, v in zip(fields, values)]
+        missing = [f.name for f in fields[len(args) :] if f.default is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{self.op}: missing attribute(s) {', '.join(missing)}")
+        return self.attrs(*args)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """`value` as the annotated type `hint` (int, float, str, tuples of them) or ValueError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise ValueError(f"attribute {name}: expected a tuple, got {value!r}")
+        if args[-1] is not Ellipsis and len(args) != len(value):
+            raise ValueError(f"attribute {name}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(name, args[0], v) for v in value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and type(value) is int and -(1 << 63) <= value < 1 << 63:
+        return value
+    if hint is str and type(value) is str:
+        return value
+    raise ValueError(f"attribute {name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ValueError(message) unless `condition`: attribute-domain checks read as rules."""
+    if not condition:
+        raise ValueError(message)
 
 
 _REGISTRY: dict[str, Kernel] = {}
@@ -59,23 +155,26 @@ _MODULES = (
 )  # fmt: skip
 
 
-def same_shape(attrs: Any, x: Shape, *rest: Shape | None) -> tuple[Shape, ...]:
-    """Shape function of ops whose single output has the shape of their first input."""
-    return (tuple(x),)
-
-
-def register_kernel(op: str, attrs: type = NoAttrs, shape: Callable = same_shape):
+def register_kernel(
+    op: str,
+    attrs: type = NoAttrs,
+    shape: Callable = same_shape,
+    dtype: Callable = float_only,
+    workspace: Callable = no_workspace,
+    fusable: bool = False,
+):
     """Decorator registering `fn` as the kernel of IR op `op`."""
 
     def wrap(fn: Callable) -> Callable:
         if op in _REGISTRY:
             raise ValueError(f"kernel {op!r} registered twice")
-        _REGISTRY[op] = Kernel(op, attrs, fn, shape)
+        _REGISTRY[op] = Kernel(op, attrs, fn, shape, dtype, workspace, fusable)
         return fn
 
     return wrap
 
 
+@functools.cache
 def load_all() -> dict[str, Kernel]:
     """Import every kernel module (once) and return the registry, keyed by op name."""
     for name in _MODULES:

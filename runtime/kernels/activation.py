@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel
+from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel
 
 
-@register_kernel("Relu")
+@register_kernel("Relu", dtype=float_or_int8, fusable=True)
 def relu(attrs, x: np.ndarray) -> np.ndarray:
     """y = max(x, 0)"""
     return np.maximum(x, x.dtype.type(0))
@@ -21,6 +22,9 @@ class LeakyReluAttrs:
 
     alpha: float = 0.01
 
+    def __post_init__(self) -> None:
+        check(math.isfinite(self.alpha), f"alpha {self.alpha} is not finite")
+
 
 @dataclasses.dataclass(frozen=True)
 class ClipAttrs:
@@ -28,6 +32,9 @@ class ClipAttrs:
 
     min: float = float("-inf")
     max: float = float("inf")
+
+    def __post_init__(self) -> None:
+        check(not (math.isnan(self.min) or math.isnan(self.max)), "a Clip bound is NaN")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,26 +44,26 @@ class SoftmaxAttrs:
     axis: int = -1
 
 
-@register_kernel("Sigmoid")
+@register_kernel("Sigmoid", fusable=True)
 def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
     """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
 
 
-@register_kernel("Tanh")
+@register_kernel("Tanh", fusable=True)
 def tanh(attrs, x: np.ndarray) -> np.ndarray:
     """y = tanh(x)"""
     return np.tanh(x)
 
 
-@register_kernel("LeakyRelu", LeakyReluAttrs)
+@register_kernel("LeakyRelu", LeakyReluAttrs, fusable=True)
 def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
     """y = x if x >= 0 else alpha * x"""
     return np.where(x >= 0, x, x * x.dtype.type(attrs.alpha))
 
 
-@register_kernel("Clip", ClipAttrs)
+@register_kernel("Clip", ClipAttrs, fusable=True)
 def clip(attrs: ClipAttrs, x: np.ndarray) -> np.ndarray:
     """y = min(max(x, min), max); an infinite bound is skipped."""
     y = x.copy()
@@ -67,7 +74,12 @@ def clip(attrs: ClipAttrs, x: np.ndarray) -> np.ndarray:
     return y
 
 
-@register_kernel("Softmax", SoftmaxAttrs)
+def _softmax_shape(attrs: SoftmaxAttrs, x):
+    axis_in(attrs.axis, len(x))
+    return (tuple(x),)
+
+
+@register_kernel("Softmax", SoftmaxAttrs, shape=_softmax_shape)
 def softmax(attrs: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
     """y = exp(x - max(x)) / sum(exp(x - max(x))) along `axis`"""
     e = np.exp(x - x.max(axis=attrs.axis, keepdims=True))

@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel
+from dlcc.errors import ExecutionError
+from dlcc.runtime.kernels import INDEX_DTYPES, axis_in, check, float_or_int8, register_kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,24 +26,39 @@ class SliceAttrs:
     axes: tuple[int, ...]
     steps: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        lengths = {len(self.starts), len(self.ends), len(self.axes), len(self.steps)}
+        check(len(lengths) == 1, "Slice starts, ends, axes and steps differ in length")
+        check(0 not in self.steps, "a Slice step is 0")
+
 
 def _gather_shape(attrs: GatherAttrs, x, indices):
-    axis = attrs.axis % len(x)
+    axis = axis_in(attrs.axis, len(x))
     return (tuple(x[:axis]) + tuple(indices) + tuple(x[axis + 1 :]),)
 
 
-@register_kernel("Gather", GatherAttrs, shape=_gather_shape)
+def _gather_dtype(attrs: GatherAttrs, x, indices):
+    check(indices in INDEX_DTYPES, f"Gather indices must be int32 or int64, not {indices}")
+    return float_or_int8(attrs, x)
+
+
+@register_kernel("Gather", GatherAttrs, shape=_gather_shape, dtype=_gather_dtype)
 def gather(attrs: GatherAttrs, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """y = take(x, indices, axis)   (negative indices count from the end)"""
+    n = x.shape[attrs.axis]
+    if indices.size and not -n <= int(indices.min()) <= int(indices.max()) < n:
+        raise ExecutionError(f"Gather: an index lies outside -{n}..{n - 1}")
     return np.take(x, indices.astype(np.int64), axis=attrs.axis)
 
 
 def _slices(attrs: SliceAttrs, shape) -> tuple[slice, ...]:
     index = [slice(None)] * len(shape)
-    for start, end, axis, step in zip(attrs.starts, attrs.ends, attrs.axes, attrs.steps):
+    axes = [axis_in(a, len(shape)) for a in attrs.axes]
+    check(len(set(axes)) == len(axes), f"Slice axes {attrs.axes} repeat")
+    for start, end, axis, step in zip(attrs.starts, attrs.ends, axes, attrs.steps):
         first, stop, step = slice(start, end, step).indices(shape[axis])
         # indices() gives stop -1 for "before index 0"; as a slice bound -1 means the last.
-        index[axis % len(shape)] = slice(first, None if stop < 0 else stop, step)
+        index[axis] = slice(first, None if stop < 0 else stop, step)
     return tuple(index)
 
 
@@ -50,7 +66,7 @@ def _slice_shape(attrs: SliceAttrs, x):
     return (tuple(len(range(*s.indices(d))) for s, d in zip(_slices(attrs, x), x)),)
 
 
-@register_kernel("Slice", SliceAttrs, shape=_slice_shape)
+@register_kernel("Slice", SliceAttrs, shape=_slice_shape, dtype=float_or_int8)
 def slice_(attrs: SliceAttrs, x: np.ndarray) -> np.ndarray:
     """y = x[starts:ends:steps] along `axes`"""
     return x[_slices(attrs, x.shape)]

@@ -11,7 +11,10 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel
+from dlcc.errors import ExecutionError
+from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
+
+DIRECTIONS = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,12 @@ class LSTMAttrs:
     clip: float = 0.0
     input_forget: int = 0
     layout: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.hidden_size >= 1, f"hidden_size {self.hidden_size} < 1")
+        check(self.direction in DIRECTIONS, f"direction {self.direction!r} unknown")
+        check(0 <= self.clip < float("inf"), f"clip {self.clip} is not finite and >= 0")
+        check(self.input_forget in (0, 1) and self.layout in (0, 1), "input_forget, layout: 0 or 1")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -68,15 +77,29 @@ def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
     return y, h, c
 
 
-def _lstm_shape(attrs: LSTMAttrs, x, w, *rest):
+def _lstm_shape(attrs: LSTMAttrs, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
+    check(len(x) == 3, f"LSTM takes a 3-D X, got {x}")
     seq, batch = (x[1], x[0]) if attrs.layout else (x[0], x[1])
-    d, hs = w[0], attrs.hidden_size
+    d, hs = len(DIRECTIONS[attrs.direction]), attrs.hidden_size
+    state = (batch, d, hs) if attrs.layout else (d, batch, hs)
+    expected = [
+        (w, (d, 4 * hs, x[2])), (r, (d, 4 * hs, hs)), (b, (d, 8 * hs)), (lens, (batch,)),
+        (h0, state), (c0, state), (p, (d, 3 * hs)),
+    ]  # fmt: skip
+    for got, want in expected:
+        check(got is None or tuple(got) == want, f"LSTM operand {got}, expected {want}")
     if attrs.layout:
         return (batch, seq, d, hs), (batch, d, hs), (batch, d, hs)
     return (seq, d, batch, hs), (d, batch, hs), (d, batch, hs)
 
 
-@register_kernel("LSTM", LSTMAttrs, shape=_lstm_shape)
+def _lstm_dtype(attrs: LSTMAttrs, x, w, r, b=None, lens=None, *states):
+    check(lens is None or lens in INDEX_DTYPES, f"sequence_lens must be integers, not {lens}")
+    check({x, w, r, b, *states} - {None} == {F32}, "LSTM takes float32 tensors")
+    return F32
+
+
+@register_kernel("LSTM", LSTMAttrs, shape=_lstm_shape, dtype=_lstm_dtype)
 def lstm(
     attrs: LSTMAttrs,
     x: np.ndarray,
@@ -99,9 +122,10 @@ def lstm(
     lens = None
     if sequence_lens is not None and np.any(sequence_lens != t_len):
         lens = np.asarray(sequence_lens, dtype=np.int64)
-    reverse = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
+        if lens.min() < 0 or lens.max() > t_len:
+            raise ExecutionError(f"LSTM: a sequence length lies outside 0..{t_len}")
     outs = []
-    for d, rev in enumerate(reverse[attrs.direction]):
+    for d, rev in enumerate(DIRECTIONS[attrs.direction]):
         xw = x @ w[d].T.astype(dt)
         if b is not None:
             xw += (b[d, : 4 * hs] + b[d, 4 * hs :]).astype(dt)

@@ -16,7 +16,10 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.runtime.kernels import NoAttrs, register_kernel
+from dlcc.errors import ExecutionError
+from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, check, register_kernel
+
+MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +31,18 @@ class ConvAttrs:
     dilations: tuple[int, int] = (1, 1)
     group: int = 1
 
+    def __post_init__(self) -> None:
+        check_window(self.strides, self.pads, self.dilations)
+        check(self.group >= 1, f"group {self.group} < 1")
+
+
+def check_window(strides, pads, dilations) -> None:
+    """The domain of a window op's geometry: strides and dilations >= 1, pads >= 0."""
+    check(min(strides) >= 1, f"strides {strides}: each must be >= 1")
+    check(min(dilations) >= 1, f"dilations {dilations}: each must be >= 1")
+    check(min(pads) >= 0, f"pads {pads}: each must be >= 0")
+    check(max(*strides, *dilations, *pads) <= MAX_GEOMETRY, f"geometry above {MAX_GEOMETRY}")
+
 
 def conv_output_hw(h: int, w: int, kernel_hw: tuple[int, int], attrs) -> tuple[int, int]:
     """(OH, OW) of a window op: out = (in + pad_begin + pad_end - dil*(k-1) - 1) // stride + 1."""
@@ -35,6 +50,16 @@ def conv_output_hw(h: int, w: int, kernel_hw: tuple[int, int], attrs) -> tuple[i
     (kh, kw), (sh, sw), (dh, dw) = kernel_hw, attrs.strides, attrs.dilations
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    return oh, ow
+
+
+def conv_geometry(x: tuple, w: tuple, attrs: ConvAttrs) -> tuple[int, int]:
+    """(OH, OW) of Conv(x, w); ValueError unless x [N, C, H, W] and w [M, C/G, kh, kw] fit."""
+    check(len(x) == 4 and len(w) == 4, f"Conv takes 4-D x and w, got {x} and {w}")
+    check(x[1] == w[1] * attrs.group, f"x has {x[1]} channels, w {w[1]} x group {attrs.group}")
+    check(w[0] % attrs.group == 0, f"{w[0]} filters do not split into {attrs.group} groups")
+    oh, ow = conv_output_hw(x[2], x[3], (w[2], w[3]), attrs)
+    check(oh >= 1 and ow >= 1, f"Conv of {x} by {w} with {attrs} has no output pixel")
     return oh, ow
 
 
@@ -55,13 +80,27 @@ def im2col(x: np.ndarray, kernel_hw: tuple[int, int], attrs: ConvAttrs) -> np.nd
     xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
     xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
     s_n, s_h, s_w, s_c = xp.strides
-    windows = np.lib.stride_tricks.as_strided(
+    windows = strided_view(
         xp,
         shape=(g, n, oh, ow, kh, kw, cg),
         strides=(cg * s_c, s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c),
-        writeable=False,
     )
     return np.ascontiguousarray(windows).reshape(g, n * oh * ow, kh * kw * cg)
+
+
+def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
+    """A read-only as_strided view of contiguous `base`, proven to stay inside its buffer.
+
+    Every element of the view lies at byte offset sum(i_k * stride_k) with 0 <= i_k < shape_k;
+    with non-negative strides the largest is sum((shape_k - 1) * stride_k), which must leave
+    room for one item. Any violation is an ExecutionError, never a read outside `base`.
+    """
+    if not base.flags.c_contiguous or min(shape) < 1 or min(strides) < 0:
+        raise ExecutionError(f"strided view {shape} / {strides} of {base.shape} is not safe")
+    last = sum((n - 1) * s for n, s in zip(shape, strides))
+    if last + base.itemsize > base.nbytes:
+        raise ExecutionError(f"strided view {shape} / {strides} reads past its {base.nbytes} B")
+    return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides, writeable=False)
 
 
 def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
@@ -111,11 +150,22 @@ def conv_from_matmul(y: np.ndarray, n: int, oh: int, ow: int) -> np.ndarray:
     return np.ascontiguousarray(out).reshape(n, g * mg, oh, ow)
 
 
+def matrix_dtype(attrs, x: str, w: str, b: str | None = None) -> str:
+    """float32 operands give float32; int8 x int8 accumulates in int32 (bias added later)."""
+    if (x, w, b) in ((F32, F32, None), (F32, F32, F32)):
+        return F32
+    check((x, w, b) == (I8, I8, None), f"takes float32 or int8 operands, got {x}, {w}, {b}")
+    return I32
+
+
 def _dense_shape(attrs, x, w, b=None):
+    check(len(x) >= 1 and len(w) == 2, f"Dense takes x [..., K] and w [K, N], got {x}, {w}")
+    check(x[-1] == w[0], f"Dense of x {x} by w {w}: K differs")
+    check(b is None or tuple(b) in ((w[1],), (1, w[1])), f"bias {b} for {w[1]} outputs")
     return ((*x[:-1], w[1]),)
 
 
-@register_kernel("Dense", NoAttrs, shape=_dense_shape)
+@register_kernel("Dense", NoAttrs, shape=_dense_shape, dtype=matrix_dtype)
 def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """y = x @ w + b over the last axis of x (w is [K, N]); int8 operands accumulate in int32."""
     y = exact_matmul(x, w)
@@ -125,22 +175,38 @@ def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> n
 
 
 def _conv_shape(attrs: ConvAttrs, x, w, b=None):
-    oh, ow = conv_output_hw(x[2], x[3], (w[2], w[3]), attrs)
+    oh, ow = conv_geometry(x, w, attrs)
+    check(b is None or tuple(b) == (w[0],), f"bias {b} for {w[0]} filters")
     return ((x[0], w[0], oh, ow),)
 
 
-@register_kernel("Conv", ConvAttrs, shape=_conv_shape)
+def _conv_workspace(attrs: ConvAttrs, x, w, b=None) -> int:
+    """The zero-padded NHWC copy plus the im2col patches."""
+    n, c, h, wd = x
+    top, left, bottom, right = attrs.pads
+    oh, ow = conv_output_hw(h, wd, (w[2], w[3]), attrs)
+    return n * c * (h + top + bottom) * (wd + left + right) + n * oh * ow * w[2] * w[3] * c
+
+
+@register_kernel(
+    "Conv", ConvAttrs, shape=_conv_shape, dtype=matrix_dtype, workspace=_conv_workspace
+)
 def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     """y[n, m, oh, ow] = sum_{c,i,j} x_pad[n, c_g(m)+c, oh*s+i*d, ow*s+j*d] * w[m, c, i, j] + b[m]
 
     Lowered as grouped_matmul(im2col(x), conv_weight_matrix(w)); c_g(m) = first input channel
     of m's group.
     """
-    n, _, h, wd = x.shape
+    try:
+        oh, ow = conv_geometry(x.shape, w.shape, attrs)
+    except ValueError as e:
+        raise ExecutionError(str(e)) from None
     kernel_hw = (w.shape[2], w.shape[3])
-    oh, ow = conv_output_hw(h, wd, kernel_hw, attrs)
     y = conv_from_matmul(
-        grouped_matmul(im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)), n, oh, ow
+        grouped_matmul(im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)),
+        x.shape[0],
+        oh,
+        ow,
     )
     if b is not None:
         y += b.reshape(1, -1, 1, 1)

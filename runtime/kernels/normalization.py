@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel, same_shape
+from dlcc.runtime.kernels import check, register_kernel
+
+MAX_LRN_SIZE = 1 << 12  # the kernel adds one shifted slice per tap of the channel window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +21,11 @@ class LRNAttrs:
     beta: float = 0.75
     bias: float = 1.0
 
+    def __post_init__(self) -> None:
+        check(1 <= self.size <= MAX_LRN_SIZE, f"LRN size {self.size} outside 1..{MAX_LRN_SIZE}")
+        finite = all(math.isfinite(v) for v in (self.alpha, self.beta, self.bias))
+        check(finite, "LRN alpha, beta and bias must be finite")
+
 
 @dataclasses.dataclass(frozen=True)
 class BatchNormAttrs:
@@ -25,8 +33,20 @@ class BatchNormAttrs:
 
     epsilon: float = 1e-5
 
+    def __post_init__(self) -> None:
+        check(0 <= self.epsilon < math.inf, f"epsilon {self.epsilon} is not finite and >= 0")
 
-@register_kernel("LRN", LRNAttrs, shape=same_shape)
+
+def _lrn_shape(attrs: LRNAttrs, x):
+    check(len(x) >= 2, f"LRN takes [N, C, ...], got {x}")
+    return (tuple(x),)
+
+
+def _lrn_workspace(attrs: LRNAttrs, x) -> int:
+    return 2 * math.prod(x) // x[1] * (x[1] + attrs.size)
+
+
+@register_kernel("LRN", LRNAttrs, shape=_lrn_shape, workspace=_lrn_workspace)
 def lrn(attrs: LRNAttrs, x: np.ndarray) -> np.ndarray:
     """y = x / (bias + alpha / size * sum_{c' in [c - (size-1)//2, c + size//2]} x[c']^2) ** beta"""
     before, after = (attrs.size - 1) // 2, attrs.size // 2
@@ -40,7 +60,16 @@ def lrn(attrs: LRNAttrs, x: np.ndarray) -> np.ndarray:
     return x / (t(attrs.bias) + t(attrs.alpha / attrs.size) * square_sum) ** t(attrs.beta)
 
 
-@register_kernel("BatchNormalization", BatchNormAttrs, shape=same_shape)
+def _batchnorm_shape(attrs: BatchNormAttrs, x, *params):
+    check(len(x) >= 2 and len(params) == 4, "BatchNormalization takes x [N, C, ...] and 4 params")
+    check(
+        all(p is not None and math.prod(p) == x[1] for p in params),
+        f"params {params} for {x[1]} channels",
+    )
+    return (tuple(x),)
+
+
+@register_kernel("BatchNormalization", BatchNormAttrs, shape=_batchnorm_shape)
 def batch_normalization(
     attrs: BatchNormAttrs,
     x: np.ndarray,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 
 import numpy as np
 
-from dlcc.runtime.kernels import NoAttrs, register_kernel
+from dlcc.errors import ExecutionError
+from dlcc.runtime.kernels import NoAttrs, check, float_or_int8, register_kernel
+from dlcc.runtime.kernels.matrix import check_window
+
+MAX_TAPS = 1 << 16  # the kernels loop once per window tap: bound the loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +25,15 @@ class PoolAttrs:
     dilations: tuple[int, int] = (1, 1)
     ceil_mode: int = 0
     count_include_pad: int = 0
+
+    def __post_init__(self) -> None:
+        check_window(self.strides, self.pads, self.dilations)
+        check(min(self.kernel) >= 1, f"kernel {self.kernel}: each must be >= 1")
+        check(
+            self.kernel[0] * self.kernel[1] <= MAX_TAPS, f"kernel {self.kernel}: > {MAX_TAPS} taps"
+        )
+        check(self.ceil_mode in (0, 1), f"ceil_mode {self.ceil_mode} not 0 or 1")
+        check(self.count_include_pad in (0, 1), f"count_include_pad {self.count_include_pad}")
 
 
 def _out_len(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, ceil_mode: int) -> int:
@@ -41,17 +55,27 @@ def pool_output_hw(h: int, w: int, attrs: PoolAttrs) -> tuple[int, int]:
     )
 
 
+def pool_geometry(x: tuple, attrs: PoolAttrs) -> tuple[int, int]:
+    """(OH, OW); ValueError unless x is [N, C, H, W] with at least one output pixel."""
+    check(len(x) == 4, f"2-D pooling takes a 4-D input, got {x}")
+    oh, ow = pool_output_hw(x[2], x[3], attrs)
+    check(oh >= 1 and ow >= 1, f"pooling {x} with {attrs} has no output pixel")
+    return oh, ow
+
+
 def _window_slices(x: np.ndarray, attrs: PoolAttrs, fill) -> Iterator[np.ndarray]:
     """Yield, per kernel tap (i, j), the [N, C, OH, OW] input values under that tap.
 
     Positions in the padding or in the ceil_mode overhang read `fill`.
     """
     n, c, h, w = x.shape
-    oh, ow = pool_output_hw(h, w, attrs)
-    top, left, bottom, right = attrs.pads
+    try:
+        oh, ow = pool_geometry(x.shape, attrs)
+    except ValueError as e:
+        raise ExecutionError(str(e)) from None
+    top, left, _, _ = attrs.pads
     (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
-    hp = max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(w + left + right, (ow - 1) * sw + (kw - 1) * dw + 1)
+    hp, wp = _padded_hw(h, w, oh, ow, attrs)
     xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
     xp[:, :, top : top + h, left : left + w] = x
     for i in range(kh):
@@ -68,10 +92,27 @@ def _tap_counts(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, n_out: i
 
 
 def _pool_shape(attrs: PoolAttrs, x):
-    return ((x[0], x[1], *pool_output_hw(x[2], x[3], attrs)),)
+    return ((x[0], x[1], *pool_geometry(x, attrs)),)
 
 
-@register_kernel("MaxPool", PoolAttrs, shape=_pool_shape)
+def _padded_hw(h: int, w: int, oh: int, ow: int, attrs: PoolAttrs) -> tuple[int, int]:
+    """Height and width of the padded input, covering the ceil_mode overhang too."""
+    top, left, bottom, right = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
+    hp = max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w + left + right, (ow - 1) * sw + (kw - 1) * dw + 1)
+    return hp, wp
+
+
+def _pool_workspace(attrs: PoolAttrs, x) -> int:
+    """The padded copy of the input."""
+    hw = _padded_hw(x[2], x[3], *pool_output_hw(x[2], x[3], attrs), attrs)
+    return x[0] * x[1] * math.prod(hw)
+
+
+@register_kernel(
+    "MaxPool", PoolAttrs, shape=_pool_shape, dtype=float_or_int8, workspace=_pool_workspace
+)
 def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, oh, ow] = max over the window taps that fall inside x"""
     fill = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
@@ -82,7 +123,7 @@ def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     return y
 
 
-@register_kernel("AveragePool", PoolAttrs, shape=_pool_shape)
+@register_kernel("AveragePool", PoolAttrs, shape=_pool_shape, workspace=_pool_workspace)
 def average_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     """y = sum(window taps in x) / count, count including pad taps iff count_include_pad"""
     taps = _window_slices(x, attrs, 0)
@@ -101,6 +142,7 @@ def average_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
 
 
 def _global_shape(attrs, x):
+    check(len(x) >= 3, f"global pooling takes [N, C, spatial...], got {x}")
     return ((x[0], x[1], *([1] * (len(x) - 2))),)
 
 
@@ -110,7 +152,7 @@ def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
 
 
-@register_kernel("GlobalMaxPool", NoAttrs, shape=_global_shape)
+@register_kernel("GlobalMaxPool", NoAttrs, shape=_global_shape, dtype=float_or_int8)
 def global_max_pool(attrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, 1, 1] = max(x[n, c])"""
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)

@@ -13,11 +13,12 @@ multiplier's 31-bit precision. Symmetric int8: -128 is never produced.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel
+from dlcc.runtime.kernels import F32, I8, check, register_kernel
 
 QMAX = 127
 
@@ -27,6 +28,9 @@ class ScaleAttrs:
     """The scale of an int8 tensor: real value = q * scale."""
 
     scale: float
+
+    def __post_init__(self) -> None:
+        check(0 < self.scale < math.inf, f"scale {self.scale} is not finite and positive")
 
 
 def round_half_up(x: np.ndarray) -> np.ndarray:
@@ -54,19 +58,37 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarr
     return np.clip(np.right_shift(prod, shift), -QMAX, QMAX).astype(np.int8)
 
 
-@register_kernel("Quantize", ScaleAttrs)
+def _dtype_rule(source: str, result: str):
+    def rule(attrs, x: str) -> str:
+        check(x == source, f"takes {source}, got {x}")
+        return result
+
+    return rule
+
+
+@register_kernel("Quantize", ScaleAttrs, dtype=_dtype_rule(F32, I8))
 def quantize(attrs: ScaleAttrs, x: np.ndarray) -> np.ndarray:
     """q = clamp(floor(x / s + 1/2), -127, 127)"""
     return np.clip(round_half_up(x / np.float64(attrs.scale)), -QMAX, QMAX).astype(np.int8)
 
 
-@register_kernel("Dequantize", ScaleAttrs)
+@register_kernel("Dequantize", ScaleAttrs, dtype=_dtype_rule(I8, F32))
 def dequantize(attrs: ScaleAttrs, q: np.ndarray) -> np.ndarray:
     """x = q * s   (float32)"""
     return (q.astype(np.float64) * attrs.scale).astype(np.float32)
 
 
-@register_kernel("Lut")
+def _lut_shape(attrs, q, table):
+    check(tuple(table) == (256,), f"a lookup table has 256 entries, not {table}")
+    return (tuple(q),)
+
+
+def _lut_dtype(attrs, q, table):
+    check((q, table) == (I8, I8), f"Lut maps int8 through an int8 table, got {q}, {table}")
+    return I8
+
+
+@register_kernel("Lut", shape=_lut_shape, dtype=_lut_dtype)
 def lut(attrs, q: np.ndarray, table: np.ndarray) -> np.ndarray:
     """y = table[q + 128]: a 256-entry lookup, the TPU's Activate unit."""
     return table[q.astype(np.int16) + 128]

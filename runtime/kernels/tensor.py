@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import register_kernel
+from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,11 @@ class TransposeAttrs:
 
 def reshape_target(in_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
     """Resolve an ONNX Reshape `shape` against `in_shape`: 0 -> in_shape[i], -1 -> the rest."""
+    check(min(shape, default=0) >= -1, f"Reshape {shape}: a dimension below -1")
+    check(
+        all(i < len(in_shape) for i, d in enumerate(shape) if d == 0),
+        f"Reshape {shape}: 0 past the input's rank",
+    )
     out = [in_shape[i] if d == 0 else d for i, d in enumerate(shape)]
     if out.count(-1) > 1:
         raise ValueError(f"Reshape {shape}: more than one -1")
@@ -52,39 +57,65 @@ def reshape_target(in_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[i
 
 
 def flatten_shape_2d(in_shape: tuple[int, ...], axis: int) -> tuple[int, int]:
-    """ONNX Flatten output: (prod(in_shape[:axis]), prod(in_shape[axis:]))."""
+    """ONNX Flatten output: (prod(in_shape[:axis]), prod(in_shape[axis:])); axis in [-r, r]."""
+    check(
+        -len(in_shape) <= axis <= len(in_shape), f"Flatten axis {axis} outside rank {len(in_shape)}"
+    )
     axis = axis + len(in_shape) if axis < 0 else axis
     return math.prod(in_shape[:axis]), math.prod(in_shape[axis:])
 
 
 def _perm(attrs: TransposeAttrs, rank: int) -> tuple[int, ...]:
-    return tuple(p % rank for p in attrs.perm) if attrs.perm else tuple(range(rank))[::-1]
+    if not attrs.perm:
+        return tuple(range(rank))[::-1]
+    perm = tuple(axis_in(p, rank, "perm axis") for p in attrs.perm)
+    check(
+        sorted(perm) == list(range(rank)), f"perm {attrs.perm} is not a permutation of {rank} axes"
+    )
+    return perm
 
 
 def _concat_shape(attrs: ConcatAttrs, *shapes):
     shapes = [s for s in shapes if s is not None]
-    axis = attrs.axis % len(shapes[0])
+    check(len(shapes) >= 1, "Concat of no input")
+    axis = axis_in(attrs.axis, len(shapes[0]))
+    rest = [s[:axis] + s[axis + 1 :] for s in shapes]
+    check(
+        all(len(s) == len(shapes[0]) and r == rest[0] for s, r in zip(shapes, rest)),
+        f"Concat of {shapes} along {axis}",
+    )
     out = list(shapes[0])
     out[axis] = sum(s[axis] for s in shapes)
     return (tuple(out),)
 
 
-@register_kernel("Concat", ConcatAttrs, shape=_concat_shape)
+def _concat_dtype(attrs: ConcatAttrs, *dtypes):
+    check(set(dtypes) - {None} == {"float32"}, f"Concat takes float32 inputs, got {dtypes}")
+    return "float32"
+
+
+@register_kernel("Concat", ConcatAttrs, shape=_concat_shape, dtype=_concat_dtype)
 def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     """y = the inputs joined along `axis`"""
     return np.concatenate([x for x in xs if x is not None], axis=attrs.axis)
 
 
 @register_kernel(
-    "Reshape", ReshapeAttrs, shape=lambda attrs, x, *_: (reshape_target(tuple(x), attrs.shape),)
+    "Reshape",
+    ReshapeAttrs,
+    shape=lambda attrs, x: (reshape_target(tuple(x), attrs.shape),),
+    dtype=float_or_int8,
 )
-def reshape(attrs: ReshapeAttrs, x: np.ndarray, *_) -> np.ndarray:
+def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
     """y = x with shape reshape_target(x.shape, shape), row-major element order kept"""
     return x.reshape(reshape_target(x.shape, attrs.shape))
 
 
 @register_kernel(
-    "Flatten", FlattenAttrs, shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),)
+    "Flatten",
+    FlattenAttrs,
+    shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),),
+    dtype=float_or_int8,
 )
 def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
     """y[2-D] = x reshaped to (prod(shape[:axis]), prod(shape[axis:]))"""
@@ -95,6 +126,7 @@ def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
     "Transpose",
     TransposeAttrs,
     shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
+    dtype=float_or_int8,
 )
 def transpose(attrs: TransposeAttrs, x: np.ndarray) -> np.ndarray:
     """y = x with axes permuted: y.shape[i] = x.shape[perm[i]]"""

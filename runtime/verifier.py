@@ -1,0 +1,385 @@
+"""The bundle verifier: proves a parsed bundle well formed before anything is decoded or run.
+
+In the spirit of the WebAssembly validator and the eBPF verifier, one pass over the tables
+and one abstract run of the program, on shapes and dtypes only:
+
+    tables    every enum value known; tensor codings consistent; every declared count and
+              size bounded by the bytes that hold it and by `Limits`
+    program   operands defined before use (each buffer written once), weight FIFO pushes and
+              pops balanced, host input/output indices in range, each output written once,
+              HALT last; every attribute record typed and in its op's domain; every result
+              equal to its op record's shape and dtype rules and to its buffer's declaration
+    memory    the peak of live activations plus kernel workspace within `Limits`
+
+`plan()` is the abstract run itself; the runtime calls it again for the batch it is given
+(cached per batch), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
+kernel. A bundle that passes cannot crash the runtime: its kernels also defend their own
+preconditions (see `kernels.matrix.strided_view`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+
+import numpy as np
+
+from dlcc.errors import BundleFormatError, DlccError, ExecutionError
+from dlcc.formats import isa
+from dlcc.formats.bundle import MAX_META_BYTES, BufferRecord, BundleFile, TensorRecord
+from dlcc.formats.huffman import stream_count
+from dlcc.runtime.kernels import F32, I8, I32, INDEX_DTYPES, Kernel, NoAttrs, get_kernel, load_all
+
+DTYPES = ("float32", "int8", "int32", "uint8", "int64")
+VALUE_CODINGS = ("raw", "int8", "codebook", "zigzag")
+POSITION_CODINGS = ("dense", "csr", "bitmask")
+BLOB_ROLES = ("VALUES", "POSITIONS", "CODEBOOK", "SCALES")
+MAX_DIM = (1 << 31) - 1
+MAX_FIFO = 256  # weight tiles in flight
+WORKSPACE_ITEM_BYTES = 8  # kernel temporaries counted at the widest type they use (float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits a bundle must stay within (bytes unless said otherwise)."""
+
+    activation_bytes: int = 16 << 30  # peak live activations plus kernel workspace, per run
+    tensor_bytes: int = 16 << 30  # all decoded weight tensors
+    meta_bytes: int = MAX_META_BYTES  # the decompressed META JSON
+    huffman_symbols: int = 1 << 32  # symbols of one Huffman stream
+
+
+def verify(file: BundleFile, source: str = "bundle", limits: Limits = Limits()) -> list[object]:
+    """Prove `file` well formed (BundleFormatError otherwise); each instruction's attributes."""
+    for index, t in enumerate(file.tensors):
+        problem = _tensor_problem(t, file.data, limits)
+        _check(problem, source, "TENSORS", f"tensor #{index} {t.name!r}")
+    total = sum(_nbytes(t.shape, t.dtype) for t in file.tensors)
+    _check(
+        None if total <= limits.tensor_bytes else f"{total:,} B > limit {limits.tensor_bytes:,}",
+        source,
+        "TENSORS",
+        "decoded tensors",
+    )
+    for index, b in enumerate(file.buffers):
+        _check(_buffer_problem(b), source, "BUFFERS", f"buffer #{index}")
+    attrs = [_typed_attrs(file, k, instr, source) for k, instr in enumerate(file.program)]
+    for batch in (1, 2):
+        plan(file, attrs, batch, limits, BundleFormatError, source)
+    return attrs
+
+
+def plan(
+    file: BundleFile,
+    attrs: list[object],
+    batch: int,
+    limits: Limits = Limits(),
+    error: type[DlccError] = ExecutionError,
+    source: str = "bundle",
+) -> int:
+    """Run the program abstractly at `batch`; the peak bytes it needs, or `error`."""
+    try:
+        return _Abstract(file, attrs, batch).run(limits)
+    except _Violation as v:
+        where = f"{source}: section PROGRAM" if error is BundleFormatError else source
+        raise error(f"{where}: {v}") from None
+
+
+class _Violation(Exception):
+    """A broken rule of the program, with the instruction it broke at."""
+
+
+@dataclasses.dataclass
+class _Abstract:
+    """The abstract machine: shapes and dtypes in buffers, tensor ids in the weight FIFO."""
+
+    file: BundleFile
+    attrs: list[object]
+    batch: int
+
+    def run(self, limits: Limits) -> int:
+        f = self.file
+        self.defined: dict[int, tuple[tuple[int, ...], str]] = {}
+        self.fifo: deque[int] = deque()
+        self.written: set[int] = set()
+        last_read = {b: k for k, instr in enumerate(f.program) for b in isa.reads(instr)}
+        live = peak = 0
+        for k, instr in enumerate(f.program):
+            self.k = k
+            try:
+                workspace = self.step(instr, self.attrs[k])
+            except _Violation:
+                raise
+            except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
+                # An op record's shape or dtype rule refused its operands.
+                raise _Violation(f"instruction #{k} ({_name(instr)}): {e}") from None
+            for b in isa.writes(instr):
+                live += self.bytes(b)
+            peak = max(peak, live + workspace)
+            if peak > limits.activation_bytes:
+                self.fail(f"needs {peak:,} B of activations, limit {limits.activation_bytes:,}")
+            live -= sum(self.bytes(b) for b in set(isa.reads(instr)) if last_read[b] == k)
+            if isinstance(instr, isa.Halt):
+                if k != len(f.program) - 1:
+                    self.fail("HALT before the end of the program")
+                if self.fifo:
+                    self.fail(f"{len(self.fifo)} weight tile(s) left in the FIFO")
+                if len(self.written) != len(f.outputs):
+                    self.fail(f"{len(f.outputs) - len(self.written)} output(s) never written")
+                return peak
+        raise _Violation("the program does not end with HALT")
+
+    # -- rules ------------------------------------------------------------------------------
+    def step(self, instr: isa.Instruction, attrs) -> int:
+        """Check one instruction and define what it writes; its kernel workspace in bytes."""
+        f = self.file
+        if isinstance(instr, isa.ReadHost):
+            if instr.input >= len(f.inputs) or f.inputs[instr.input][1] != instr.dst:
+                self.fail(f"host input #{instr.input} is not bound to ub[{instr.dst}]")
+            self.define(instr.dst, self.declared(instr.dst), f.buffers[instr.dst].dtype)
+        elif isinstance(instr, isa.ReadWeights):
+            self.tensor(instr.tensor)
+            if len(self.fifo) == MAX_FIFO:
+                self.fail(f"more than {MAX_FIFO} weight tiles pushed")
+            self.fifo.append(instr.tensor)
+        elif isinstance(instr, isa.MatrixMultiply | isa.Convolve):
+            if not self.fifo:
+                self.fail("pops an empty weight FIFO")
+            if instr.accumulate or min(instr.folds_k, instr.folds_n) < 1:
+                self.fail("accumulate is not supported; folds must be >= 1")
+            w = self.tensor(self.fifo.popleft())
+            return self.apply(_matrix_kernel(instr), attrs, [self.use(instr.src), w], [instr.dst])
+        elif isinstance(instr, isa.Activate):
+            return self.activate(instr, attrs)
+        elif isinstance(instr, isa.Vector):
+            if instr.function not in isa.FUNCTIONS or instr.function == "NONE":
+                self.fail(f"unknown vector function {instr.function!r}")
+            ins = [self.operand(o) for o in instr.inputs]
+            return self.apply(get_kernel(instr.function), attrs, ins, list(instr.outputs))
+        elif isinstance(instr, isa.WriteHost):
+            if instr.output >= len(f.outputs) or f.outputs[instr.output][1] != instr.src:
+                self.fail(f"host output #{instr.output} is not bound to ub[{instr.src}]")
+            if instr.output in self.written:
+                self.fail(f"host output #{instr.output} written twice")
+            self.use(instr.src)
+            self.written.add(instr.output)
+        return 0
+
+    def activate(self, instr: isa.Activate, attrs) -> int:
+        """bias, then float scales (float out), or requantize and table (int8 out), then f."""
+        acc, acc_dtype = self.use(instr.src)
+        integer = acc_dtype == I32
+        if instr.bias != isa.NO_TENSOR:
+            bias, bias_dtype = self.tensor(instr.bias)
+            if bias_dtype != acc_dtype or _broadcast(acc, bias) != acc:
+                self.fail(f"bias {bias_dtype} {bias} does not fit accumulators {acc_dtype} {acc}")
+        out_dtype = acc_dtype
+        if instr.requant != isa.NO_TENSOR:
+            scales, dtype = self.tensor(instr.requant)
+            rows = scales[1:] if dtype in INDEX_DTYPES else scales  # [multipliers, shifts]
+            if not integer or dtype not in (F32, *INDEX_DTYPES) or _broadcast(acc, rows) != acc:
+                self.fail(f"requantization {dtype} {scales} does not fit {acc_dtype} {acc}")
+            if dtype in INDEX_DTYPES and scales[:1] != (2,):
+                self.fail(f"integer requantization {scales} is not [multipliers, shifts]")
+            out_dtype = F32 if dtype == F32 else I8
+        elif integer:
+            self.fail("int32 accumulators need a requantization tensor")
+        if instr.lut != isa.NO_TENSOR:
+            if out_dtype != I8 or self.tensor(instr.lut) != ((256,), I8):
+                self.fail("a lookup table needs integer requantization and 256 int8 entries")
+            return self.apply(None, attrs, [(acc, I8)], [instr.dst])
+        if instr.function == "NONE":
+            return self.apply(None, attrs, [(acc, out_dtype)], [instr.dst])
+        kernel = get_kernel(instr.function) if instr.function in isa.FUNCTIONS else None
+        if kernel is None or not kernel.fusable:
+            self.fail(f"{instr.function!r} is not an activation the Activate unit applies")
+        return self.apply(kernel, attrs, [(acc, out_dtype)], [instr.dst])
+
+    def apply(self, kernel: Kernel | None, attrs, ins: list, outs: list[int]) -> int:
+        """Define `outs` from `kernel`'s rules on `ins` ((shape, dtype) or None); workspace."""
+        shapes = [None if i is None else i[0] for i in ins]
+        dtypes = [None if i is None else i[1] for i in ins]
+        if kernel is None:  # the identity of an Activate with no function
+            results, dtype, work = (shapes[0],), dtypes[0], 0
+        else:
+            results = kernel.shape(attrs, *shapes)
+            dtype = kernel.dtype(attrs, *dtypes)
+            work = kernel.workspace(attrs, *shapes) * WORKSPACE_ITEM_BYTES
+        if len(results) != len(outs):
+            self.fail(f"{len(results)} results written to {len(outs)} buffers")
+        for b, shape in zip(outs, results):
+            self.define(b, tuple(shape), dtype)
+        return work
+
+    # -- state ------------------------------------------------------------------------------
+    def define(self, b: int, shape: tuple[int, ...], dtype: str) -> None:
+        if b in self.defined:
+            self.fail(f"ub[{b}] is written twice")
+        declared = self.declared(b)
+        if (shape, dtype) != (declared, self.file.buffers[b].dtype):
+            self.fail(
+                f"ub[{b}] gets {dtype} {shape}, declared {self.file.buffers[b].dtype} {declared}"
+                f" (batch {self.batch})"
+            )
+        self.defined[b] = (shape, dtype)
+
+    def declared(self, b: int) -> tuple[int, ...]:
+        if b >= len(self.file.buffers):
+            self.fail(f"buffer {b} is past the table of {len(self.file.buffers)}")
+        return _at_batch(self.file.buffers[b], self.batch)
+
+    def use(self, b: int) -> tuple[tuple[int, ...], str]:
+        if b not in self.defined:
+            self.fail(f"reads ub[{b}] before any instruction writes it")
+        return self.defined[b]
+
+    def tensor(self, t: int) -> tuple[tuple[int, ...], str]:
+        if t >= len(self.file.tensors):
+            self.fail(f"tensor {t} is past the table of {len(self.file.tensors)}")
+        return tuple(self.file.tensors[t].shape), self.file.tensors[t].dtype
+
+    def operand(self, o: isa.Operand):
+        if o.memory == "UB":
+            return self.use(o.index)
+        if o.memory == "WEIGHTS":
+            return self.tensor(o.index)
+        if o.memory == "NONE":
+            return None
+        self.fail(f"operand memory {o.memory!r} unknown")
+
+    def bytes(self, b: int) -> int:
+        return _nbytes(self.declared(b), self.file.buffers[b].dtype)
+
+    def fail(self, message: str):
+        instr = self.file.program[self.k]
+        raise _Violation(f"instruction #{self.k} ({_name(instr)}): {message}")
+
+
+# -- attributes -----------------------------------------------------------------------------
+def function_kernel(instr: isa.Instruction) -> Kernel | None:
+    """The kernel an instruction's function or matrix op runs (None for pure data moves)."""
+    if isinstance(instr, isa.MatrixMultiply | isa.Convolve):
+        return _matrix_kernel(instr)
+    if isinstance(instr, isa.Activate | isa.Vector) and instr.function != "NONE":
+        return load_all().get(instr.function)
+    return None
+
+
+def _matrix_kernel(instr: isa.Instruction) -> Kernel:
+    return get_kernel("Dense" if isinstance(instr, isa.MatrixMultiply) else "Conv")
+
+
+def _typed_attrs(file: BundleFile, k: int, instr: isa.Instruction, source: str) -> object:
+    where = f"{source}: section PROGRAM: instruction #{k} ({_name(instr)})"
+    index = getattr(instr, "attrs", 0)
+    if index >= len(file.attrs):
+        raise BundleFormatError(f"{where}: attribute record #{index} does not exist")
+    kernel = function_kernel(instr)
+    if kernel is None:
+        return NoAttrs()
+    try:
+        return kernel.typed_attrs(file.attrs[index])
+    except (ValueError, TypeError) as e:
+        raise BundleFormatError(f"{where}: attribute record #{index}: {e}") from None
+
+
+# -- tables ---------------------------------------------------------------------------------
+def _tensor_problem(t: TensorRecord, data: bytes, limits: Limits) -> str | None:
+    """What is wrong with a tensor record's declarations, or None."""
+    if t.dtype not in DTYPES or t.values not in VALUE_CODINGS:
+        return f"unknown dtype {t.dtype!r} or value coding {t.values!r}"
+    if t.positions not in POSITION_CODINGS:
+        return f"unknown position coding {t.positions!r}"
+    if problem := _dims_problem(t.shape):
+        return problem
+    size = math.prod(t.shape)
+    blobs = {}
+    for role, coding, offset, length in t.blobs:
+        if role not in BLOB_ROLES or coding not in ("raw", "huffman") or role in blobs:
+            return f"blob {role!r} ({coding!r}) unknown or repeated"
+        blobs[role] = (coding, data[offset : offset + length])
+    bits = {"raw": 8 * np.dtype(t.dtype).itemsize, "int8": 8}.get(t.values, t.value_bits)
+    widest = {"codebook": 16, "raw": 64}.get(t.values, 32)
+    if t.value_bits != bits or not 1 <= bits <= widest:
+        return f"{t.value_bits}-bit values cannot hold {t.values} {t.dtype}"
+    if t.values == "zigzag" and t.dtype not in (I8, I32, "int64"):
+        return "zigzag values decode to integers only"
+    if not 0 <= t.channel_axis < max(len(t.shape), 1):
+        return f"channel axis {t.channel_axis} outside rank {len(t.shape)}"
+    if (t.values == "codebook") != ("CODEBOOK" in blobs) or "VALUES" not in blobs:
+        return "VALUES (and CODEBOOK exactly for codebook values) must be present"
+    if (t.positions == "dense") == ("POSITIONS" in blobs):
+        return "POSITIONS must be present exactly for sparse positions"
+    if t.positions == "dense" and t.entries != size:
+        return f"{t.entries} dense entries for {size} elements"
+    if t.entries > size:
+        return f"{t.entries} entries for {size} elements"
+    problem = _stream_problem("VALUES", *blobs["VALUES"], t.value_bits, t.entries, limits)
+    if problem or t.positions == "dense":
+        return problem
+    if t.positions == "bitmask":
+        coding, payload = blobs["POSITIONS"]
+        if coding != "raw" or len(payload) != -(-size // 8):
+            return f"bitmask of {len(payload)} B ({coding}) for {size} positions"
+        return None
+    if not 3 <= t.index_bits <= 8:
+        return f"CSR index bits {t.index_bits} outside 3..8"
+    return _stream_problem("POSITIONS", *blobs["POSITIONS"], t.index_bits, t.entries, limits)
+
+
+def _stream_problem(role, coding, payload, bits, count, limits: Limits) -> str | None:
+    """A symbol stream must hold exactly `count` symbols of `bits` bits, within the limit."""
+    if coding == "raw":
+        need = count * bits // 8 if bits in (8, 16, 32, 64) else -(-count * bits // 8)
+        if len(payload) != need:
+            return f"{role}: {len(payload)} B for {count} {bits}-bit symbols"
+        return None
+    declared = stream_count(payload)
+    if declared != count or count > min(limits.huffman_symbols, 8 * len(payload)):
+        return f"{role}: a Huffman stream of {declared} symbols for {count} entries"
+    return None
+
+
+def _buffer_problem(b: BufferRecord) -> str | None:
+    if b.dtype not in DTYPES:
+        return f"unknown dtype {b.dtype!r}"
+    if b.batch_axis is not None and not 0 <= b.batch_axis < len(b.shape):
+        return f"batch axis {b.batch_axis} outside rank {len(b.shape)}"
+    if b.dtype == I8 and not (b.scale is not None and 0 < b.scale < math.inf):
+        return f"int8 scale {b.scale} is not finite and positive"
+    return _dims_problem(b.shape)
+
+
+def _dims_problem(shape: tuple[int, ...]) -> str | None:
+    if any(not 1 <= d <= MAX_DIM for d in shape) or len(shape) > 8:
+        return f"shape {shape}: rank above 8 or a dimension outside 1..{MAX_DIM}"
+    return None
+
+
+def _check(problem: str | None, source: str, section: str, what: str) -> None:
+    if problem:
+        raise BundleFormatError(f"{source}: section {section}: {what}: {problem}")
+
+
+def _at_batch(b: BufferRecord, batch: int) -> tuple[int, ...]:
+    shape = list(b.shape)
+    if b.batch_axis is not None:
+        shape[b.batch_axis] *= batch
+    return tuple(shape)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        return None
+
+
+def _name(instr: isa.Instruction) -> str:
+    function = getattr(instr, "function", None)
+    return f"{instr.opcode} {function}" if function else instr.opcode
