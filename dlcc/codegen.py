@@ -26,9 +26,9 @@ from dlcc.formats.bundle import BufferRecord, BundleFile
 from dlcc.formats.encodings import DENSE, Encoding, encode
 from dlcc.formats.schema import ALIGN
 from dlcc.ir import Graph, Node, Value
+from dlcc.runtime.kernels import load_all
 from dlcc.runtime.kernels.quant import ScaleAttrs
 
-FUSABLE = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip")
 TPU_ARRAY = (256, 256)
 F32, I8 = "float32", "int8"
 
@@ -155,7 +155,8 @@ def fusable_activation(graph: Graph, node: Node) -> Node | None:
     if len(out.uses) != 1 or out in graph.outputs:
         return None
     user, _ = out.uses[0]
-    return user if user.op in FUSABLE else None
+    kernel = load_all().get(user.op)
+    return user if kernel is not None and kernel.fusable else None
 
 
 def channel_view(node: Node, array: np.ndarray) -> np.ndarray:

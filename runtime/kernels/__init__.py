@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import math
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -76,11 +75,6 @@ def axis_in(axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < rank:
         raise ValueError(f"{what} {axis} outside a rank-{rank} tensor")
     return axis % rank
-
-
-def elements(shape: Shape) -> int:
-    """Number of elements of a shape."""
-    return math.prod(shape)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ The K axis is ordered (kh, kw, c) in both operands, so a systolic-array emulator
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -92,10 +93,11 @@ def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
     """A read-only as_strided view of contiguous `base`, proven to stay inside its buffer.
 
     Every element of the view lies at byte offset sum(i_k * stride_k) with 0 <= i_k < shape_k;
-    with non-negative strides the largest is sum((shape_k - 1) * stride_k), which must leave
-    room for one item. Any violation is an ExecutionError, never a read outside `base`.
+    with non-negative strides, multiples of the item size, the largest is
+    sum((shape_k - 1) * stride_k), which must leave room for one item. Any violation is an ExecutionError, never a read outside `base`.
     """
-    if not base.flags.c_contiguous or min(shape) < 1 or min(strides) < 0:
+    aligned = all(s % base.itemsize == 0 for s in strides)
+    if not (base.flags.c_contiguous and aligned) or min(shape) < 1 or min(strides) < 0:
         raise ExecutionError(f"strided view {shape} / {strides} of {base.shape} is not safe")
     last = sum((n - 1) * s for n, s in zip(shape, strides))
     if last + base.itemsize > base.nbytes:
@@ -165,7 +167,14 @@ def _dense_shape(attrs, x, w, b=None):
     return ((*x[:-1], w[1]),)
 
 
-@register_kernel("Dense", NoAttrs, shape=_dense_shape, dtype=matrix_dtype)
+def _dense_workspace(attrs, x, w, b=None) -> int:
+    """exact_matmul's wider copies of integer operands."""
+    return math.prod(x) + math.prod(w)
+
+
+@register_kernel(
+    "Dense", NoAttrs, shape=_dense_shape, dtype=matrix_dtype, workspace=_dense_workspace
+)
 def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """y = x @ w + b over the last axis of x (w is [K, N]); int8 operands accumulate in int32."""
     y = exact_matmul(x, w)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 from dlcc.errors import ExecutionError
 
@@ -58,9 +59,17 @@ class SystolicConfig:
         return dataclasses.asdict(self)
 
 
+# The largest array side --array takes: 16x the TPU's 256, past any array built, and small
+# enough that tiling arithmetic and the register-level mode stay cheap to set up.
+MAX_SIDE = 4096
+
+
 def parse_array(text: str) -> tuple[int, int]:
-    """`32x32` -> (32, 32)."""
-    rows, sep, cols = text.lower().partition("x")
-    if not sep or not rows.isdigit() or not cols.isdigit():
+    """`32x32` -> (32, 32); each side in 1..MAX_SIDE."""
+    match = re.fullmatch(r"([0-9]+)x([0-9]+)", text.lower())
+    if not match:
         raise ExecutionError(f"array {text!r}: expected ROWSxCOLS, e.g. 32x32")
-    return int(rows), int(cols)
+    rows, cols = int(match[1]), int(match[2])
+    if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
+        raise ExecutionError(f"array {text!r}: each side must be between 1 and {MAX_SIDE}")
+    return rows, cols
