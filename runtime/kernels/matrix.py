@@ -94,7 +94,8 @@ def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
 
     Every element of the view lies at byte offset sum(i_k * stride_k) with 0 <= i_k < shape_k;
     with non-negative strides, multiples of the item size, the largest is
-    sum((shape_k - 1) * stride_k), which must leave room for one item. Any violation is an ExecutionError, never a read outside `base`.
+    sum((shape_k - 1) * stride_k), which must leave room for one item. Any violation is an
+    ExecutionError, never a read outside `base`.
     """
     aligned = all(s % base.itemsize == 0 for s in strides)
     if not (base.flags.c_contiguous and aligned) or min(shape) < 1 or min(strides) < 0:

@@ -24,7 +24,7 @@ from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile, pack_sections, unpack_sections
 from dlcc.formats.huffman import pack_stream
 from dlcc.runtime.kernels.matrix import strided_view
-from dlcc.runtime.loader import bind_bundle
+from dlcc.runtime.loader import DEFAULT_LIMITS, bind_bundle
 from dlcc.runtime.verifier import Limits
 
 
@@ -46,12 +46,12 @@ def sparse_file(sample_images) -> BundleFile:
     )
 
 
-def reload(file: BundleFile, limits: Limits = Limits()):
+def reload(file: BundleFile, limits: Limits = DEFAULT_LIMITS):
     """Serialize (fresh CRCs) and load again."""
     return bind_bundle(BundleFile.from_bytes(file.to_bytes(), "m.bin"), "m.bin", limits)
 
 
-def refused(file: BundleFile, match: str, limits: Limits = Limits()) -> None:
+def refused(file: BundleFile, match: str, limits: Limits = DEFAULT_LIMITS) -> None:
     with pytest.raises(BundleFormatError, match=match):
         reload(file, limits)
 
