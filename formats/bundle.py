@@ -22,8 +22,10 @@ from dlcc.formats.schema import (
     ATTRS,
     BUFFERS,
     HEADER,
+    LAYER_COLUMNS,
     MAGIC,
     META,
+    META_FIELDS,
     PREFIX_BYTES,
     PROGRAM_SECTION,
     SECTION_ORDER,
@@ -159,9 +161,28 @@ def _read_meta(payload: bytes, limit: int, where: str) -> dict[str, Any]:
         meta = json.loads(text.decode("utf8"))
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
         raise BundleFormatError(f"{where}: not JSON ({_why(e)})") from None
-    if not isinstance(meta, dict):
-        raise BundleFormatError(f"{where}: not a JSON object")
+    if not _conforms(meta, META_FIELDS):
+        raise BundleFormatError(f"{where}: not a JSON object of the META schema (schema.py)")
+    for entry in meta.get("log", []):
+        columns = entry.get("layers", {})
+        lengths = {len(v) for v in columns.values()}
+        typed = all(_conforms(v, [LAYER_COLUMNS.get(k, object)]) for k, v in columns.items())
+        if "pass" not in entry or len(lengths) > 1 or not typed:
+            raise BundleFormatError(f"{where}: a pass-log entry is malformed")
     return meta
+
+
+def _conforms(value: Any, spec: Any) -> bool:
+    """Whether JSON `value` has the form `spec` (see schema.META_FIELDS)."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return False
+        if str in spec:
+            return all(_conforms(v, spec[str]) for v in value.values())
+        return all(_conforms(value[k], s) for k, s in spec.items() if k in value)
+    if isinstance(spec, list):
+        return isinstance(value, list) and all(_conforms(v, spec[0]) for v in value)
+    return isinstance(value, spec) and (spec is bool or not isinstance(value, bool))
 
 
 def pack_sections(sections: dict[str, bytes]) -> bytes:

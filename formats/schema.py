@@ -107,7 +107,30 @@ IoBinding = Struct(
 )
 
 # -- sections -----------------------------------------------------------------------------
-META = Compressed(GreedyString("utf8"), "zlib", level=9)  # JSON
+META = Compressed(GreedyString("utf8"), "zlib", level=9)  # JSON, of the form META_FIELDS
+
+# META's JSON: the keys readers use and their types (others are kept as they are). A dict
+# keyed by `str` maps any key; a one-element list is a list of that; `NUMBER` is int | float.
+NUMBER = (int, float)
+PASS_LOG_ENTRY = {
+    "pass": str,  # required: the pass and its options as text
+    "layers": {str: list},  # per-layer columns, each one value per layer
+    "metric": str,
+    "baseline": NUMBER,
+    "noise_band": NUMBER,
+    "samples": int,
+}
+META_FIELDS = {
+    "producer": str,
+    "model": str,
+    "source": str,
+    "pipeline": str,
+    "array": [int],
+    "notes": [str],
+    "log": [PASS_LOG_ENTRY],
+}
+# Columns of "layers" that are computed with, not only shown: their element types.
+LAYER_COLUMNS = {"layer": str, "pass": str, "setting": NUMBER, "delta": NUMBER, "safe": bool}
 TENSORS = PrefixedArray(VarInt, TensorEntry)
 BUFFERS = PrefixedArray(Int16ul, BufferEntry)
 ATTRS = PrefixedArray(Int16ul, PrefixedArray(Int8ul, AttrField))

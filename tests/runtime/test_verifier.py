@@ -293,9 +293,15 @@ def test_deeply_nested_meta_is_refused(int8_file):
     nested = zlib.compress(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(BundleFormatError, match="META"):
         dlcc.api.load_bytes(with_meta_bytes(int8_file, nested))
-    not_object = zlib.compress(json.dumps([1, 2]).encode())
-    with pytest.raises(BundleFormatError, match="object"):
-        dlcc.api.load_bytes(with_meta_bytes(int8_file, not_object))
+    for meta in (
+        [1, 2],
+        {"notes": 5},
+        {"log": [{"layers": {}}]},
+        {"log": [{"pass": "p", "layers": {"layer": [1]}}]},
+    ):
+        payload = zlib.compress(json.dumps(meta).encode())
+        with pytest.raises(BundleFormatError, match="META"):
+            dlcc.api.load_bytes(with_meta_bytes(int8_file, payload))
 
 
 # -- kernels defend themselves ---------------------------------------------------------------
