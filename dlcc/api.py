@@ -6,7 +6,7 @@ import os
 
 from dlcc.codegen import generate
 from dlcc.errors import DlccError
-from dlcc.fileio import write_atomic
+from dlcc.fileio import refuse_overwrite, write_atomic
 from dlcc.formats.bundle import BundleFile
 from dlcc.runtime.loader import LoadedBundle, load_bundle
 
@@ -29,19 +29,21 @@ def compile(  # noqa: A001
     `train` is labelled training data for finetune; `sensitivity` a table already measured
     (the sensitivity pass then stores it instead of measuring again). `array` is the R x C
     systolic array the matrix instructions are tiled for. `progress` is called as
-    progress(description, done, total) during long passes. Writes the bundle to `output`
+    progress(description, done, total) during long passes. The data is checked first
+    (dlcc.data); the new bundle is loaded once to prove it sound, then written to `output`
     atomically when given; returns its contents. Pass notes land in meta["notes"].
     """
+    from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline
 
+    refuse_overwrite(output, model)
     pipeline = parse_pipeline(passes)
     graph = import_onnx(model)
-    inputs = [v.name for v in graph.inputs]
     ctx = PassContext(
-        calibration=bind_data(calibration, inputs),
-        evaluation=bind_data(evaluation, inputs),
-        train=bind_data(train, inputs),
+        calibration=for_graph(calibration, graph, "calibration data", nonzero=True),
+        evaluation=for_graph(evaluation, graph, "evaluation data"),
+        train=for_graph(train, graph, "training data"),
         sensitivity=sensitivity,
         progress=progress,
     )
@@ -53,24 +55,16 @@ def compile(  # noqa: A001
         "notes": ctx.notes,
     }
     bundle = generate(graph, meta, array)
-    if output is not None:
-        write_atomic(output, bundle.to_bytes())
-    return bundle
-
-
-def bind_data(data: dict | None, inputs: list[str]) -> dict | None:
-    """Data keyed by input name; one unlabelled array under any key feeds a one-input model."""
-    if data is None:
-        return None
-    arrays = {k: v for k, v in data.items() if k != "labels"}
-    if len(inputs) == 1 and len(arrays) == 1 and inputs[0] not in arrays:
-        arrays = {inputs[0]: next(iter(arrays.values()))}
-    missing = [name for name in inputs if name not in arrays]
-    if missing:
+    blob = bundle.to_bytes()
+    try:  # never write a bundle that does not load
+        load_bytes(blob)
+    except DlccError as e:
         raise DlccError(
-            f"data has no array for input(s) {', '.join(missing)}; keys: {', '.join(data)}"
-        )
-    return arrays | ({"labels": data["labels"]} if "labels" in data else {})
+            f"{model}: the compiled bundle does not load, nothing written: {e}"
+        ) from None
+    if output is not None:
+        write_atomic(output, blob)
+    return bundle
 
 
 def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:

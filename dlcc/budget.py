@@ -30,14 +30,14 @@ def choose(
     progress=None,
 ) -> tuple[str, dict]:
     """(pipeline text, report) for the smallest bundle within the budget."""
-    from dlcc.api import bind_data
+    from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, targets
 
     if (max_drop is None) == (min_agreement is None):
         raise DlccError("give one budget: --max-drop (with labels) or --min-agreement")
     graph = import_onnx(model)
-    data = bind_data(data, [v.name for v in graph.inputs])
+    data = for_graph(data, graph, "evaluation data")  # labels become class ids here
     if max_drop is not None and "labels" not in data:
         raise DlccError("--max-drop needs labels in --data; use --min-agreement without them")
     if min_agreement is not None:

@@ -14,14 +14,7 @@ import click
 
 from dlcc import __version__
 from dlcc.cli_accuracy import fraction, verify
-from dlcc.cli_common import (
-    emit,
-    fail_cleanly,
-    input_option,
-    json_option,
-    read_data,
-    read_inputs,
-)
+from dlcc.cli_common import emit, fail_cleanly, input_option, json_option, read_inputs
 from dlcc.cli_hardware import profile, systolic_options, systolic_report, systolic_target
 from dlcc.errors import DlccError
 
@@ -112,13 +105,17 @@ def compile(
           --data samples/mnist_test_256.npz --max-drop 1%
     """
     import dlcc
+    from dlcc.data import read
     from dlcc.explain import describe, render_ledger
+    from dlcc.fileio import refuse_overwrite
     from dlcc.passes.manager import parse_pipeline
     from dlcc.runtime.systolic.config import parse_array
 
     start = time.perf_counter()
-    calibration = read_data(calib) if calib else None
-    data = read_data(data_path) if data_path else None
+    refuse_overwrite(output, model, calib, data_path, train_path)
+    rows_cols = parse_array(array)
+    calibration = read(calib) if calib else None
+    data = read(data_path) if data_path else None
     pipeline = passes or f"-O{opt_level}"
     chosen = {}
     if max_drop or min_agreement:
@@ -139,7 +136,7 @@ def compile(
             f"{chosen['floor']:.4f} on --data)",
             err=True,
         )
-    train = read_data(train_path) if train_path else None
+    train = read(train_path) if train_path else None
     if finetune:
         from dlcc.passes.finetune import with_retraining
 
@@ -159,7 +156,7 @@ def compile(
         evaluation=data,
         train=train,
         sensitivity=chosen.get("sensitivity"),
-        array=parse_array(array),
+        array=rows_cols,
         progress=_progress_line(),
     )
     for note in bundle.meta["notes"]:
@@ -255,15 +252,17 @@ def run(
       dlcc run lenet5.bin --input samples/mnist_test_256.npz --target systolic --array 32x32 --stats
     """
     import dlcc
-    from dlcc.fileio import write_arrays
+    from dlcc.fileio import refuse_overwrite, write_arrays
+    from dlcc.runtime.targets import get_target
 
-    loaded = dlcc.load(bundle)
-    arrays, labels = read_inputs(loaded, input_path)
+    refuse_overwrite(output_path, bundle, input_path, config_path)
     engine = (
         systolic_target(array, dataflow, config_path, exact_timing)
         if target == "systolic"
-        else target
+        else get_target(target)
     )
+    loaded = dlcc.load(bundle)
+    arrays, labels = read_inputs(loaded, input_path)
     start = time.perf_counter()
     outputs = loaded.run(arrays, target=engine)
     seconds = time.perf_counter() - start
@@ -278,8 +277,8 @@ def run(
             entry["argmax"] = y.argmax(axis=1).tolist()
             shown = " ".join(map(str, entry["argmax"][:16]))
             line += f"  argmax: {shown}{' …' if len(y) > 16 else ''}"
-            if labels is not None and len(labels) == len(y):
-                correct = int((y.argmax(axis=1) == labels.reshape(-1)).sum())
+            if labels is not None and name == loaded.output_names[0]:
+                correct = int((y.argmax(axis=1) == labels).sum())
                 info["accuracy"] = correct / len(y)
                 line += f"\n  accuracy: {correct}/{len(y)} = {100 * correct / len(y):.2f}%"
         info["outputs"][name] = entry

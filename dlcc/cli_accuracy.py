@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from dlcc.cli_common import emit, fail_cleanly, json_option, read_data
+from dlcc.cli_common import emit, fail_cleanly, json_option
 from dlcc.errors import DlccError
 
 
@@ -38,13 +38,14 @@ def verify(model, bundle, data_path, target, layers, max_drop, as_json) -> None:
     Example:
       dlcc verify samples/lenet5.onnx lenet5.bin --data samples/mnist_test_256.npz --layers
     """
+    from dlcc.data import read
     from dlcc.verify import render
     from dlcc.verify import verify as check
 
     report = check(
         model,
         bundle,
-        read_data(data_path),
+        read(data_path),
         target=target,
         layers=layers,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 
 import click
@@ -36,30 +37,24 @@ def fail_cleanly(fn):
 
 
 def emit(data: dict, as_json: bool, text: str) -> None:
-    """Results on stdout: JSON for scripts, or text for people."""
-    click.echo(json.dumps(data, indent=2, default=_jsonable) if as_json else text)
+    """Results on stdout: strict JSON for scripts (NaN and infinities become null), or text."""
+    click.echo(json.dumps(_strict(data), indent=2, allow_nan=False) if as_json else text)
 
 
-def _jsonable(value):
+def _strict(value):
+    """`value` with numpy scalars as Python ones and non-finite floats as None, recursively."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def read_data(path: str) -> dict:
-    """Arrays of a .npz (or the one array of a .npy, under "") by key, labels included."""
-    from dlcc.fileio import read_arrays
-
-    arrays = read_arrays(path)
-    return arrays if isinstance(arrays, dict) else {"": arrays}
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def read_inputs(loaded, path: str):
-    """(inputs for `loaded.run`, labels or None) from a .npy or .npz file."""
-    from dlcc.fileio import read_arrays
+    """(inputs by name for `loaded.run`, class ids or None) from a .npy or .npz file."""
+    from dlcc.data import for_bundle, read
 
-    arrays = read_arrays(path)
-    labels = arrays.pop("labels", None) if isinstance(arrays, dict) else None
-    if isinstance(arrays, dict) and len(arrays) == 1 and len(loaded.input_names) == 1:
-        arrays = next(iter(arrays.values()))
-    return arrays, labels
+    inputs = for_bundle(read(path), loaded)
+    return inputs, inputs.pop("labels", None)

@@ -98,7 +98,10 @@ def profile(
     """
     import dlcc
     from dlcc.cli_common import read_inputs
+    from dlcc.fileio import refuse_overwrite
     from dlcc.runtime.systolic.profile import compare, profile_vector, projection, render_profile
+
+    refuse_overwrite(plot, bundle, input_path, other, config_path)
 
     def run(path: str) -> dict:
         loaded = dlcc.load(path)

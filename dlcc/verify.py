@@ -61,15 +61,18 @@ def verify(
     layers: bool = False,
     batch: int = 256,
 ) -> dict:
-    """Compare the bundle with the ONNX `model` on `data` (inputs by name, optional labels)."""
+    """Compare the bundle with the ONNX `model` on `data` (inputs by name, optional labels).
+
+    `data` is checked by dlcc.data against the bundle's inputs; labels become class ids.
+    """
     import onnxruntime as ort
 
     import dlcc
-    from dlcc.api import bind_data
+    from dlcc.data import for_bundle
     from dlcc.passes.calibrate import batches
 
     bundle = dlcc.load(bundle_path)
-    data = bind_data(data, bundle.input_names)
+    data = for_bundle(data, bundle, "verification data")
     labels = data.pop("labels", None)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     graph, pairs = _layer_pairs(model, bundle) if layers else (None, [])
@@ -85,7 +88,7 @@ def verify(
             outputs[name].add(expected[name], got[0][name])
         rows = len(expected[bundle.output_names[0]])
         if labels is not None:
-            truth = labels[seen : seen + rows].reshape(-1)
+            truth = labels[seen : seen + rows]
             first = bundle.output_names[0]
             correct["original"] += int((expected[first].argmax(1) == truth).sum())
             correct["bundle"] += int((got[0][first].argmax(1) == truth).sum())

@@ -26,6 +26,7 @@ from dlcc.formats.schema import (
     MAGIC,
     META,
     META_FIELDS,
+    NUMBER,
     PREFIX_BYTES,
     PROGRAM_SECTION,
     SECTION_ORDER,
@@ -182,7 +183,8 @@ def _conforms(value: Any, spec: Any) -> bool:
         return all(_conforms(value[k], s) for k, s in spec.items() if k in value)
     if isinstance(spec, list):
         return isinstance(value, list) and all(_conforms(v, spec[0]) for v in value)
-    return isinstance(value, spec) and (spec is bool or not isinstance(value, bool))
+    numeric = spec is int or spec == NUMBER  # JSON true is no number, though Python says so
+    return isinstance(value, spec) and not (numeric and isinstance(value, bool))
 
 
 def pack_sections(sections: dict[str, bytes]) -> bytes:

@@ -238,8 +238,8 @@ def run_pipeline(graph: Graph, pipeline: Pipeline, ctx: PassContext) -> list[dic
 def _columns(stats: dict[str, Any]) -> dict[str, Any]:
     """Per-layer rows as columns (one list per field), floats to 5 significant digits."""
     rows = stats.get("layers")
-    if not rows:
-        return stats
+    if not rows:  # no per-layer rows: no columns (META's schema wants a dict of lists)
+        return {k: v for k, v in stats.items() if k != "layers"}
 
     def tidy(v):
         return float(f"{v:.5g}") if isinstance(v, float) else v

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import sample_path
 from onnx import TensorProto, helper
 
+import dlcc
 from dlcc.cli import main
 
 
@@ -232,3 +233,117 @@ def test_matrix_instructions_are_tiled_for_the_array_and_retiled_on_another(tmp_
     )
     assert "re-tiled for 8x8" in result.stderr
     assert json.loads(result.stdout)["systolic"]["tiling"]["retiled"] is True
+
+
+# -- outputs --------------------------------------------------------------------------------
+def test_an_output_never_replaces_an_input_of_the_same_command(tmp_path, sample_bundles):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(open(sample_path("lenet_300_100.onnx"), "rb").read())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.onnx").symlink_to(model)
+    os.link(model, tmp_path / "hard.onnx")
+    before = model.read_bytes()
+    for spelling in ("m.onnx", "sub/../m.onnx", "link.onnx", "hard.onnx"):
+        result = invoke("compile", str(model), "-o", str(tmp_path / spelling))
+        assert_clean_error(result, spelling, "is the input", "m.onnx")
+    np.savez(tmp_path / "calib.npz", image=np.ones((2, 1, 28, 28), np.float32))
+    result = invoke(
+        "compile",
+        str(model),
+        "-o",
+        str(tmp_path / "calib.npz"),
+        "--calib",
+        str(tmp_path / "calib.npz"),
+    )
+    assert_clean_error(result, "calib.npz: is the input")
+    assert model.read_bytes() == before
+
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.ones((2, 1, 28, 28), np.float32))
+    saved = inputs.read_bytes()
+    bundle = sample_bundles["lenet_300_100"]
+    result = invoke(
+        "run", bundle, "--input", str(inputs), "--output", str(tmp_path / "sub/../x.npy")
+    )
+    assert_clean_error(result, "is the input")
+    result = invoke("run", bundle, "--input", str(inputs), "--output", bundle)
+    assert_clean_error(result, "is the input")
+    result = invoke("profile", bundle, "--input", str(inputs), "--array", "8x8", "--plot", bundle)
+    assert_clean_error(result, "is the input")
+    assert inputs.read_bytes() == saved and dlcc.load(bundle)
+
+
+def test_outputs_go_through_links_and_only_onto_regular_files(tmp_path):
+    model = sample_path("lenet_300_100.onnx")
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "m.bin"
+    target.write_bytes(b"old")
+    (tmp_path / "m.bin").symlink_to(target)
+    assert invoke("compile", model, "-o", str(tmp_path / "m.bin")).exit_code == 0
+    assert (tmp_path / "m.bin").is_symlink() and dlcc.load(str(target))
+    (tmp_path / "dangling.bin").symlink_to(tmp_path / "nowhere.bin")
+    assert_clean_error(invoke("compile", model, "-o", str(tmp_path / "dangling.bin")), "dangling")
+    assert_clean_error(invoke("compile", model, "-o", str(tmp_path / "real")), "a directory")
+    assert not (tmp_path / "nowhere.bin").exists()
+
+
+@pytest.mark.parametrize("array", ["0x0", "0x8", "8x0", "100000x100000", "4097x1", "3x", "²x3"])
+def test_array_out_of_bounds(tmp_path, sample_bundles, out, array):
+    assert_clean_error(
+        invoke("compile", sample_path("lenet5.onnx"), "-o", out, "--array", array),
+        f"array '{array}'",
+    )
+    result = invoke(
+        "run",
+        sample_bundles["lenet5"],
+        "--input",
+        sample_path("mnist_test_256.npz"),
+        "--target",
+        "systolic",
+        "--array",
+        array,
+        "--output",
+        out,
+    )
+    assert_clean_error(result, f"array '{array}'")
+
+
+def test_json_output_is_strict():
+    import click
+
+    from dlcc.cli_common import emit
+
+    @click.command()
+    def probe():
+        emit(
+            {
+                "nan": float("nan"),
+                "inf": [np.float32("inf"), np.float64(-np.inf)],
+                "ok": np.int64(3),
+            },
+            True,
+            "",
+        )
+
+    result = CliRunner().invoke(probe)
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads(result.stdout, parse_constant=refuse) == {
+        "nan": None,
+        "inf": [None, None],
+        "ok": 3,
+    }
+
+
+def test_a_compiled_bundle_that_does_not_load_is_not_written(out, monkeypatch):
+    from dlcc.errors import BundleFormatError
+    from dlcc.runtime import loader
+
+    def broken(file, path="<memory>"):
+        raise BundleFormatError(f"{path}: section PROGRAM: instruction #3 refers past the tables")
+
+    monkeypatch.setattr(loader, "bind_bundle", broken)
+    result = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", out)
+    assert_clean_error(result, "lenet_300_100.onnx: the compiled bundle does not load", "PROGRAM")
