@@ -8,12 +8,17 @@ that op's frozen attribute dataclass, and output shapes come from the kernel's s
 Shapes are static except the batch dimension: `Value.shape` is the shape at batch 1 and
 `Value.batch_axis` says which axis (if any) scales with the batch. It is found by inferring
 every shape at batch 1 and at batch 2, so no op needs its own batch rule.
+
+Each op's attribute domain and shape preconditions are its kernel's (the attribute dataclass
+and the shape function raise ValueError); `Graph.add` reports them naming the node.
+`Graph.verify` adds what holds for every value: no dimension below 1, at most `MAX_ELEMENTS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +28,12 @@ from dlcc.formats.encodings import DENSE, Encoding
 from dlcc.runtime.kernels import get_kernel
 
 Shape = tuple[int, ...]
+
+# The most elements a tensor may hold at batch 1: 2**31 - 1, 8 GiB of float32. Flat indices
+# then fit int32 and any index times a stride (< 2**31, the kernels' MAX_GEOMETRY) fits int64;
+# the largest tensor of VGG-19 (fc6's weight, 103M elements) is 20x smaller. It bounds every
+# dimension too: a 2**40 dimension is an exporter's bug or a hostile file, not a model.
+MAX_ELEMENTS = 2**31 - 1
 
 
 @dataclasses.dataclass(eq=False)
@@ -200,19 +211,24 @@ class Graph:
         return list(seen.values())
 
     def verify(self) -> None:
-        """Check links and order: every input is defined before use, every use is recorded."""
+        """Check links and order (inputs defined before use, uses recorded) and every shape."""
+        for v in self.inputs:
+            check_shape(v, f"input {v.name!r}")
         defined = {id(v) for v in self.inputs}
         for node in self.nodes:
             for i, v in enumerate(node.inputs):
                 if v is None:
                     continue
-                if not v.is_constant and id(v) not in defined:
+                if v.is_constant:
+                    check_shape(v, f"node {node.name!r} ({node.op}): weight {v.name!r}")
+                elif id(v) not in defined:
                     raise DlccError(f"IR: node {node.name!r} uses {v.name!r} before definition")
                 if not any(n is node and j == i for n, j in v.uses):
                     raise DlccError(f"IR: use of {v.name!r} by {node.name!r} is not recorded")
             for v in node.outputs:
                 if v.producer is not node:
                     raise DlccError(f"IR: {v.name!r} does not know its producer {node.name!r}")
+                check_shape(v, f"node {node.name!r} ({node.op}): output {v.name!r}")
                 defined.add(id(v))
         for v in self.outputs:
             if id(v) not in defined:
@@ -223,6 +239,18 @@ class Graph:
         outs = ", ".join(f"%{v.name}" for v in self.outputs)
         body = "\n".join(f"  {n}" for n in self.nodes)
         return f"graph {self.name}({ins}) -> ({outs}) {{\n{body}\n}}"
+
+
+def check_shape(value: Value, what: str) -> None:
+    """Refuse a zero-size (or negative) dimension, or more than MAX_ELEMENTS elements."""
+    if any(d < 1 for d in value.shape):
+        kind = "zero-size" if 0 in value.shape else "negative"
+        raise DlccError(f"{what} has a {kind} dimension ({value.dims()})")
+    count = math.prod(value.shape)
+    if count > MAX_ELEMENTS:
+        raise DlccError(
+            f"{what} has {count} elements ({value.dims()}); dlcc allows {MAX_ELEMENTS} per tensor"
+        )
 
 
 def infer_shapes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dlcc.errors import DlccError, FrontendError
 from dlcc.frontend.batchnorm import fold_batchnorm
 from dlcc.frontend.loader import read_model
 from dlcc.frontend.lowering import lower_model
@@ -9,8 +10,13 @@ from dlcc.ir import Graph
 
 
 def import_onnx(path: str) -> Graph:
-    """Read the ONNX file at `path` and return its verified IR graph."""
-    graph = lower_model(read_model(path))
-    fold_batchnorm(graph)
-    graph.verify()
+    """Read the ONNX file at `path` and return its verified IR graph; errors name the file."""
+    model = read_model(path)  # its errors name the file already
+    try:
+        graph = lower_model(model)
+        fold_batchnorm(graph)
+        graph.verify()
+    except DlccError as e:
+        kind = type(e) if isinstance(e, FrontendError) else FrontendError
+        raise kind(f"{path}: {e}") from None
     return graph

@@ -1,7 +1,8 @@
 """One converter per ONNX op type: ONNX node (attributes parsed once) -> IR nodes.
 
 Converters receive IR values (constants carry `.data`) and return the values of the node's
-outputs in order. Attributes become the kernel's typed dataclass here and nowhere else.
+outputs in order. ONNX attributes are parsed here and nowhere else, into the fields of the
+kernel's typed dataclass, which `Builder.emit` builds (the dataclass checks its own domain).
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ import numpy as np
 from dlcc.frontend.lowering import BATCH, Builder, converter
 from dlcc.ir import Value
 from dlcc.runtime.kernels import get_kernel
-from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
-from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
-from dlcc.runtime.kernels.lstm import LSTMAttrs
-from dlcc.runtime.kernels.matrix import ConvAttrs
-from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
-from dlcc.runtime.kernels.pooling import PoolAttrs
-from dlcc.runtime.kernels.tensor import ConcatAttrs, FlattenAttrs, ReshapeAttrs, TransposeAttrs
+from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
 
 # -- matrix engine ------------------------------------------------------------------------
@@ -31,14 +26,20 @@ def conv(b: Builder, node, x, w, bias=None):
     strides = tuple(b.attrs.get("strides", (1, 1)))
     dilations = tuple(b.attrs.get("dilations", (1, 1)))
     pads = _pads(b, x.shape[2:], kernel, strides, dilations)
-    attrs = ConvAttrs(strides, pads, dilations, int(b.attrs.get("group", 1)))
-    return b.emit("Conv", [x, w, bias], attrs)
+    return b.emit(
+        "Conv",
+        [x, w, bias],
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=int(b.attrs.get("group", 1)),
+    )
 
 
 @converter("Gemm", params=(1, 2))
 def gemm(b: Builder, node, a, w, c=None):
     if b.attrs.get("transA", 0):
-        (a,) = b.emit("Transpose", [a], TransposeAttrs((1, 0)))
+        (a,) = b.emit("Transpose", [a], perm=(1, 0))
     weight = w.data.T if b.attrs.get("transB", 0) else w.data
     alpha, beta = b.attrs.get("alpha", 1.0), b.attrs.get("beta", 1.0)
     if alpha != 1.0 or b.attrs.get("transB", 0):
@@ -82,19 +83,19 @@ def sum_(b: Builder, node, *xs):
 
 @converter("LeakyRelu")
 def leaky_relu(b: Builder, node, x):
-    return b.emit("LeakyRelu", [x], LeakyReluAttrs(float(b.attrs.get("alpha", 0.01))))
+    return b.emit("LeakyRelu", [x], alpha=float(b.attrs.get("alpha", 0.01)))
 
 
 @converter("Clip", params=(1, 2))
 def clip(b: Builder, node, x, lo=None, hi=None):
     low = -math.inf if lo is None else float(lo.data)
     high = math.inf if hi is None else float(hi.data)
-    return b.emit("Clip", [x], ClipAttrs(low, high))
+    return b.emit("Clip", [x], min=low, max=high)
 
 
 @converter("Softmax")
 def softmax(b: Builder, node, x):
-    return b.emit("Softmax", [x], SoftmaxAttrs(int(b.attrs.get("axis", -1))))
+    return b.emit("Softmax", [x], axis=int(b.attrs.get("axis", -1)))
 
 
 @converter("MaxPool", "AveragePool")
@@ -105,30 +106,40 @@ def pool(b: Builder, node, x):
     strides = tuple(b.attrs.get("strides", (1, 1)))
     dilations = tuple(b.attrs.get("dilations", (1, 1)))
     pads = _pads(b, x.shape[2:], kernel, strides, dilations)
-    attrs = PoolAttrs(
-        kernel,
-        strides,
-        pads,
-        dilations,
-        int(b.attrs.get("ceil_mode", 0)),
-        int(b.attrs.get("count_include_pad", 0)),
+    return b.emit(
+        node.op_type,
+        [x],
+        kernel=kernel,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        ceil_mode=int(b.attrs.get("ceil_mode", 0)),
+        count_include_pad=int(b.attrs.get("count_include_pad", 0)),
     )
-    return b.emit(node.op_type, [x], attrs)
 
 
 @converter("LRN")
 def lrn(b: Builder, node, x):
     a = b.attrs
-    attrs = LRNAttrs(int(a["size"]), a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0))
-    return b.emit("LRN", [x], attrs)
+    return b.emit(
+        "LRN",
+        [x],
+        size=int(a["size"]),
+        alpha=a.get("alpha", 1e-4),
+        beta=a.get("beta", 0.75),
+        bias=a.get("bias", 1.0),
+    )
 
 
 @converter("BatchNormalization", params=(1, 2, 3, 4))
 def batchnorm(b: Builder, node, x, scale, bias, mean, var):
     if b.attrs.get("training_mode", 0):
         raise b.fail("training-mode BatchNormalization is not supported")
-    attrs = BatchNormAttrs(float(b.attrs.get("epsilon", 1e-5)))
-    return b.emit("BatchNormalization", [x, scale, bias, mean, var], attrs)[:1]
+    epsilon = float(b.attrs.get("epsilon", 1e-5))
+    low = int(np.count_nonzero(var.data + epsilon <= 0))
+    if low:  # the kernel (and the Conv it may fold into) would divide by sqrt(<= 0)
+        raise b.fail(f"variance {var.name!r} + epsilon is <= 0 in {low} channel(s)")
+    return b.emit("BatchNormalization", [x, scale, bias, mean, var], epsilon=epsilon)[:1]
 
 
 @converter("LSTM", params=(1, 2, 3, 4))
@@ -139,15 +150,16 @@ def lstm(b: Builder, node, x, w, r, bias=None, seq_lens=None, h0=None, c0=None, 
         ("sigmoid", "tanh", "tanh") * 2,
     ):
         raise b.fail(f"only the default activations are supported, not {acts}")
-    attrs = LSTMAttrs(
-        int(b.attrs.get("hidden_size", r.data.shape[-1])),
-        b.attrs.get("direction", "forward"),
-        float(b.attrs.get("clip", 0.0)),
-        int(b.attrs.get("input_forget", 0)),
-        int(b.attrs.get("layout", 0)),
-    )
     h0, c0 = (_zero_state(b, v) for v in (h0, c0))
-    return b.emit("LSTM", [x, w, r, bias, seq_lens, h0, c0, p], attrs)
+    return b.emit(
+        "LSTM",
+        [x, w, r, bias, seq_lens, h0, c0, p],
+        hidden_size=int(b.attrs.get("hidden_size", r.data.shape[-1])),
+        direction=b.attrs.get("direction", "forward"),
+        clip=float(b.attrs.get("clip", 0.0)),
+        input_forget=int(b.attrs.get("input_forget", 0)),
+        layout=int(b.attrs.get("layout", 0)),
+    )
 
 
 def _zero_state(b: Builder, state: Value | None) -> Value | None:
@@ -162,18 +174,18 @@ def _zero_state(b: Builder, state: Value | None) -> Value | None:
 # -- data movement ------------------------------------------------------------------------
 @converter("Concat")
 def concat(b: Builder, node, *xs):
-    return b.emit("Concat", list(xs), ConcatAttrs(int(b.attrs["axis"])))
+    return b.emit("Concat", list(xs), axis=int(b.attrs["axis"]))
 
 
 @converter("Transpose")
 def transpose(b: Builder, node, x):
     perm = tuple(b.attrs.get("perm", range(len(x.shape) - 1, -1, -1)))
-    return b.emit("Transpose", [x], TransposeAttrs(perm))
+    return b.emit("Transpose", [x], perm=perm)
 
 
 @converter("Flatten")
 def flatten(b: Builder, node, x):
-    return b.emit("Flatten", [x], FlattenAttrs(int(b.attrs.get("axis", 1))))
+    return b.emit("Flatten", [x], axis=int(b.attrs.get("axis", 1)))
 
 
 @converter("Reshape", params=(1,))
@@ -201,7 +213,7 @@ def squeeze(b: Builder, node, x, axes=None):
 @converter("Gather", params=(1,))
 def gather(b: Builder, node, x, indices):
     b.ints(indices)  # refuses an index computed from the batch size
-    return b.emit("Gather", [x, indices], GatherAttrs(int(b.attrs.get("axis", 0))))
+    return b.emit("Gather", [x, indices], axis=int(b.attrs.get("axis", 0)))
 
 
 @converter("Slice", params=(1, 2, 3, 4))
@@ -211,7 +223,7 @@ def slice_(b: Builder, node, x, starts, ends, axes=None, steps=None):
     steps = b.ints(steps) if steps is not None else (1,) * len(starts)
     if any(a % len(x.shape) == x.batch_axis for a in axes):
         raise b.fail("slicing the batch axis is not supported")
-    return b.emit("Slice", [x], SliceAttrs(starts, ends, axes, steps))
+    return b.emit("Slice", [x], starts=starts, ends=ends, axes=axes, steps=steps)
 
 
 def _clamped(ends: Value) -> tuple[int, ...]:
@@ -247,7 +259,7 @@ def _reshape_to(b: Builder, x: Value, out_shape) -> list[Value]:
     if len(diff) > 1 or (diff and (one[diff[0]], two[diff[0]]) != (1, 2)):
         raise b.fail(f"reshape merges the batch dimension into others ({one} vs {two})")
     target = tuple(-1 if i in diff else d for i, d in enumerate(one))
-    return b.emit("Reshape", [x], ReshapeAttrs(target))
+    return b.emit("Reshape", [x], shape=target)
 
 
 def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, int, int, int]:

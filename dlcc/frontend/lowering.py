@@ -5,7 +5,8 @@ own reference implementation and becomes a constant; so do `Shape` and `Size` of
 whose shape is static. The batch dimension is the one unknown: `Shape` reports it as the
 sentinel `BATCH`, and the converters of shape-taking ops (Reshape) turn that back into the
 IR's batch axis. Every other node goes to its converter (`converters.py`); ops without one
-are collected, so a model fails once with the complete list.
+are collected, so a model fails once with the complete list. The float constants a
+converter's IR nodes read are its weights: a NaN or Inf among them is refused there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from onnx.reference import ReferenceEvaluator
 
 from dlcc.errors import DlccError, FrontendError, UnsupportedOpError
 from dlcc.frontend.loader import opset_of
-from dlcc.ir import Graph, Value
+from dlcc.ir import Graph, Node, Value
+from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
 # Stands for the batch size in folded shape tensors: a prime no real dimension equals.
@@ -63,12 +65,20 @@ class Builder:
         self.name = node.name or f"{node.op_type}:{node.output[0]}"
         self.attrs = {a.name: _attribute(a) for a in node.attribute}
 
-    def emit(self, op: str, inputs: list[Value | None], attrs=None) -> list[Value]:
-        """Add an IR node for this ONNX node; returns its outputs."""
+    def emit(self, op: str, inputs: list[Value | None], **fields) -> list[Value]:
+        """Add an IR node `op(inputs)` with attributes `fields`; returns its outputs.
+
+        An attribute outside its domain (the kernel's dataclass raises ValueError) or inputs
+        the kernel's shape function refuses fail naming this node.
+        """
+        try:
+            attrs = get_kernel(op).attrs(**fields)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
         try:
             return self.graph.add(op, inputs, attrs, name=self.name).outputs
         except DlccError as e:
-            raise FrontendError(f"node {self.name!r} ({self.node.op_type}): {e}") from None
+            raise FrontendError(str(e)) from None  # names the IR node, named after this one
 
     def fail(self, why: str) -> FrontendError:
         """An error naming this node."""
@@ -135,6 +145,7 @@ def lower_model(model: onnx.ModelProto) -> Graph:
                 raise b.fail(f"input {i} ({node.input[i]!r}) must be a constant")
         first_new = len(graph.nodes)
         outs = conv.fn(b, node, *ins)
+        _check_weights(b, graph.nodes[first_new:])
         created = {id(v) for n in graph.nodes[first_new:] for v in n.outputs}
         for name, value in zip(node.output, outs):
             if name:
@@ -152,6 +163,25 @@ def lower_model(model: onnx.ModelProto) -> Graph:
             raise FrontendError(f"output {out.name!r} is a constant; nothing to compile")
         graph.outputs.append(_output_named(graph, value, out.name))
     return graph
+
+
+def _check_weights(b: Builder, nodes: list[Node]) -> None:
+    """Refuse NaN or infinite values in the float constants `nodes` read: their weights.
+
+    Only what reaches the IR is checked: constants folded into shapes, or into attributes
+    (Clip's bounds may well be infinite), are not read by any node.
+    """
+    for node in nodes:
+        for v in node.inputs:
+            if v is None or not v.is_constant or v.data.dtype.kind != "f":
+                continue
+            finite = np.isfinite(v.data)
+            if not finite.all():
+                first = np.unravel_index(int(np.argmin(finite)), v.data.shape)
+                raise b.fail(
+                    f"weight {v.name!r} holds {finite.size - np.count_nonzero(finite)} "
+                    f"NaN/Inf value(s), the first {v.data[first]} at index {tuple(map(int, first))}"
+                )
 
 
 def _output_named(graph: Graph, value: Value, name: str) -> Value:
