@@ -168,6 +168,8 @@ class _Abstract:
 
     def activate(self, instr: isa.Activate, attrs) -> int:
         """bias, then float scales (float out), or requantize and table (int8 out), then f."""
+        if instr.function not in isa.FUNCTIONS:
+            self.fail(f"unknown function {instr.function!r}")
         acc, acc_dtype = self.use(instr.src)
         integer = acc_dtype == I32
         if instr.bias != isa.NO_TENSOR:
@@ -191,8 +193,8 @@ class _Abstract:
             return self.apply(None, attrs, [(acc, I8)], [instr.dst])
         if instr.function == "NONE":
             return self.apply(None, attrs, [(acc, out_dtype)], [instr.dst])
-        kernel = get_kernel(instr.function) if instr.function in isa.FUNCTIONS else None
-        if kernel is None or not kernel.fusable:
+        kernel = get_kernel(instr.function)
+        if not kernel.fusable:
             self.fail(f"{instr.function!r} is not an activation the Activate unit applies")
         return self.apply(kernel, attrs, [(acc, out_dtype)], [instr.dst])
 

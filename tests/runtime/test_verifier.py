@@ -119,6 +119,13 @@ def test_halt_missing_or_early(int8_file):
     refused(with_program(int8_file, lambda p: p.insert(2, isa.Halt())), "HALT")
 
 
+def test_activate_of_an_unknown_function(int8_file):
+    """Found by benchmarks/fuzz_bundles.py: a table-driven Activate never read its function."""
+    k = index_of(int8_file, isa.Activate)
+    edit = lambda p: p.__setitem__(k, dataclasses.replace(p[k], function="222"))  # noqa: E731
+    refused(with_program(int8_file, edit), "unknown function")
+
+
 def test_activate_of_a_non_activation(int8_file):
     k = index_of(int8_file, isa.Activate)
     edit = lambda p: p.__setitem__(k, dataclasses.replace(p[k], function="Softmax"))  # noqa: E731
