@@ -20,6 +20,8 @@ preconditions (see `kernels.matrix.strided_view`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 from collections import deque
 
@@ -205,6 +207,8 @@ class _Abstract:
         if kernel is None:  # the identity of an Activate with no function
             results, dtype, work = (shapes[0],), dtypes[0], 0
         else:
+            if None in shapes[: _required_inputs(kernel)]:
+                self.fail(f"a required operand of {kernel.op} is absent")
             results = kernel.shape(attrs, *shapes)
             dtype = kernel.dtype(attrs, *dtypes)
             work = kernel.workspace(attrs, *shapes) * WORKSPACE_ITEM_BYTES
@@ -266,6 +270,14 @@ def function_kernel(instr: isa.Instruction) -> Kernel | None:
     if isinstance(instr, isa.Activate | isa.Vector) and instr.function != "NONE":
         return load_all().get(instr.function)
     return None
+
+
+@functools.cache
+def _required_inputs(kernel: Kernel) -> int:
+    """How many leading inputs `kernel.fn` requires (positional, without a default)."""
+    params = list(inspect.signature(kernel.fn).parameters.values())[1:]  # after attrs
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is p.empty for p in params)
 
 
 def _matrix_kernel(instr: isa.Instruction) -> Kernel:

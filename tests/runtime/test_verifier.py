@@ -114,6 +114,13 @@ def test_wrong_operand_count_and_function(int8_file):
     refused(with_program(int8_file, lambda p: p.__setitem__(k, softmax)), "float32")
 
 
+def test_a_required_operand_given_as_absent(int8_file):
+    """Found by the fuzzer: an LSTM whose W operand became NONE reached the kernel."""
+    k = next(k for k, i in enumerate(int8_file.program) if getattr(i, "function", "") == "MaxPool")
+    absent = dataclasses.replace(int8_file.program[k], inputs=(isa.Operand("NONE"),))
+    refused(with_program(int8_file, lambda p: p.__setitem__(k, absent)), "required operand")
+
+
 def test_halt_missing_or_early(int8_file):
     refused(with_program(int8_file, lambda p: p.pop()), "HALT")
     refused(with_program(int8_file, lambda p: p.insert(2, isa.Halt())), "HALT")
