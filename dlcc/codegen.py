@@ -156,7 +156,7 @@ def fusable_activation(graph: Graph, node: Node) -> Node | None:
         return None
     user, _ = out.uses[0]
     kernel = load_all().get(user.op)
-    return user if kernel is not None and kernel.fusable else None
+    return user if kernel is not None and kernel.pointwise else None
 
 
 def channel_view(node: Node, array: np.ndarray) -> np.ndarray:

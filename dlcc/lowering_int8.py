@@ -21,7 +21,6 @@ import numpy as np
 from dlcc.codegen import F32, I8, Emitter, channel_view, matrix_instruction
 from dlcc.formats import isa
 from dlcc.ir import Node
-from dlcc.passes.quantize import SCALE_PRESERVING, TABLE_OPS
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.quant import build_lut, quantize_multiplier, round_half_up
 
@@ -38,11 +37,12 @@ def emit(e: Emitter, node: Node, act: Node | None) -> bool:
     if x is None or x.is_constant or not e.has(x, I8):
         return False
     y = node.outputs[0]
-    if node.op in SCALE_PRESERVING and y.scale == x.scale:
+    kernel = get_kernel(node.op)
+    if kernel.int8 == "same" and y.scale == x.scale:
         ins = (isa.Operand("UB", e.read(x, I8)),) + tuple(e.operand(v) for v in node.inputs[1:])
         e.program.append(isa.Vector(node.op, ins, (e.write(y, I8),), e.attr(node.attrs)))
         return True
-    if node.op in TABLE_OPS and y.scale is not None:
+    if kernel.int8 == "table" and y.scale is not None:
         table = e.derived(f"{node.name}.lut", _table(node, x.scale, y.scale))
         ins = (isa.Operand("UB", e.read(x, I8)), isa.Operand("WEIGHTS", table))
         e.program.append(isa.Vector("Lut", ins, (e.write(y, I8),)))

@@ -19,8 +19,7 @@ import numpy as np
 
 from dlcc.ir import Graph, Node
 from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
-
-HOMOGENEOUS = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
+from dlcc.runtime.kernels import get_kernel
 
 
 def equalizable_pairs(graph: Graph) -> list[tuple[Node, Node, tuple[str, ...]]]:
@@ -36,7 +35,7 @@ def equalizable_pairs(graph: Graph) -> list[tuple[Node, Node, tuple[str, ...]]]:
                 if _compatible(first, user, path, value):
                     pairs.append((first, user, tuple(path)))
                 break
-            if user.op not in HOMOGENEOUS + ("Flatten",) or "Flatten" in path:
+            if not (user.op == "Flatten" or get_kernel(user.op).homogeneous) or "Flatten" in path:
                 break
             if user.op == "Flatten" and (user.attrs.axis != 1 or first.op != "Conv"):
                 break

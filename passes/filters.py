@@ -36,11 +36,8 @@ from dlcc.passes.manager import (
     register_pass,
     weight_layers,
 )
+from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.tensor import ReshapeAttrs
-
-UNARY = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip")  # elementwise: any layout
-POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")  # within a channel
-BINARY = ("Add", "Sub", "Mul", "Div")
 
 # An edit slices input `index` of `node` along `axis`; each kept channel c stands for the
 # `block` entries c*block .. c*block + block - 1 (a Flatten of [C, H, W] has block H*W).
@@ -135,7 +132,8 @@ def _step(
 ) -> tuple[Value, int | None] | None:
     """Record the edits `user` needs; the (value, block) to follow on, None at a weight layer."""
     op, out, where = user.op, user.outputs[0], f"{user.op} {user.name!r}"
-    if op in UNARY:
+    kernel = get_kernel(op)
+    if kernel.pointwise:
         return out, block
     if op in ("Conv", "Dense"):
         if index != 0 or not _const(user, 1):
@@ -148,14 +146,14 @@ def _step(
         return None
     if block is not None:
         raise _Skip(f"{where} after a Flatten/Reshape is not supported")
-    if op in POOLS:
+    if kernel.per_channel:
         return out, None
     if op == "BatchNormalization":
         if index != 0 or not all(_const(user, i) for i in range(1, 5)):
             raise _Skip(f"{where} has non-constant statistics")
         edits.extend((user, i, 0, 1) for i in range(1, 5))
         return out, None
-    if op in BINARY:
+    if kernel.broadcasting:
         if not _const(user, 1 - index):
             raise _Skip(f"{where} of two activations (a residual connection)")
         axis = _channel_axis(user.inputs[1 - index].shape, len(user.inputs[index].shape), channels)

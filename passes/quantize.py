@@ -3,7 +3,7 @@
     W[c] -> round(W[c] / s[c]) * s[c],  s[c] = max|W[c]| / 127   per output channel c
     codebook -> round(C / s) * s,       s = max|C| / 127          per layer (k-means shared)
     activation x -> scale s_x = bound(|x|) / 127 from calibration data (minmax or percentile),
-                    for the values an int8 op reads (INT8_READERS); the others, the graph's
+                    for the values an int8 op reads (int8_reader); the others, the graph's
                     outputs among them, stay float32: a matrix layer dequantizes its int32
                     accumulators into them (int8 logits would tie: 41 of 10k MNIST test
                     images on the retrained LeNet-300-100, +0.11 points of error)
@@ -30,24 +30,13 @@ from dlcc.passes.manager import (
     register_pass,
     weight_layers,
 )
+from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.quant import QMAX, round_half_up
 
-# Ops whose int8 output keeps the input's scale: they only move or select values (Relu
-# clips at zero, which the input's scale represents exactly).
-SCALE_PRESERVING = (
-    "MaxPool",
-    "GlobalMaxPool",
-    "Reshape",
-    "Flatten",
-    "Transpose",
-    "Relu",
-    "Slice",
-    "Gather",
-)
-# Activations computed by a 256-entry table from int8 to int8.
-TABLE_OPS = ("Sigmoid", "Tanh", "LeakyRelu", "Clip")
-# The ops that read int8 values on the integer path (dlcc/lowering_int8.py).
-INT8_READERS = frozenset(("Dense", "Conv", *SCALE_PRESERVING, *TABLE_OPS))
+
+def int8_reader(op: str) -> bool:
+    """Whether `op` reads int8 values on the integer path (dlcc/lowering_int8.py)."""
+    return op in ("Dense", "Conv") or get_kernel(op).int8 is not None
 
 
 @register_pass
@@ -97,11 +86,11 @@ class Quantize(Pass):
         for value in graph.inputs + [v for n in graph.nodes for v in n.outputs]:
             value.scale = max(bounds.get(id(value), 0.0), 1e-8) / QMAX
         for node in graph.nodes:
-            if node.op in SCALE_PRESERVING:
+            if get_kernel(node.op).int8 == "same":
                 node.outputs[0].scale = node.inputs[0].scale
         for node in graph.nodes:
             for value in node.outputs:
-                if value in graph.outputs or not any(u.op in INT8_READERS for u, _ in value.uses):
+                if value in graph.outputs or not any(int8_reader(u.op) for u, _ in value.uses):
                     value.scale = None
         ctx.notes.append(
             f"quantize: int8 activations, per-tensor {options.method} scales "

@@ -196,7 +196,7 @@ class _Abstract:
         if instr.function == "NONE":
             return self.apply(None, attrs, [(acc, out_dtype)], [instr.dst])
         kernel = get_kernel(instr.function)
-        if not kernel.fusable:
+        if not kernel.pointwise:
             self.fail(f"{instr.function!r} is not an activation the Activate unit applies")
         return self.apply(kernel, attrs, [(acc, out_dtype)], [instr.dst])
 

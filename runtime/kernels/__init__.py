@@ -3,7 +3,7 @@
 A kernel is registered for one canonical IR op name with a frozen dataclass of typed
 attributes, a shape function and a dtype rule:
 
-    @register_kernel("LeakyRelu", LeakyReluAttrs, shape=same_shape, fusable=True)
+    @register_kernel("LeakyRelu", LeakyReluAttrs, pointwise=True, homogeneous=True, int8="table")
     def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray: ...
 
 - `fn(attrs, *inputs)` takes numpy arrays (None for an absent optional input) and returns
@@ -17,6 +17,13 @@ attributes, a shape function and a dtype rule:
 - `workspace(attrs, *input_shapes)` bounds the elements of the kernel's temporaries beyond
   its inputs and outputs (padded copies, im2col patches), for the verifier's memory limit.
 - Attribute dataclasses check their own domain in `__post_init__` (strides >= 1, ...).
+- Traits the passes and codegen ask instead of keeping op-name lists of their own:
+  `pointwise` (a unary elementwise function: any layout; the Activate unit can apply it after
+  a matrix op), `broadcasting` (a binary elementwise op, multidirectional broadcasting),
+  `per_channel` (each output channel from the same input channel alone, e.g. pooling),
+  `homogeneous` (f(a x) = a f(x) for a > 0), and `int8`: "same" (runs on int8 values, the
+  output keeping the input's scale; the default dtype rule then admits int8) or "table"
+  (computed from int8 to int8 through a 256-entry lookup table).
 
 Modules in this package register on import; `load_all()` imports them once.
 """
@@ -87,7 +94,11 @@ class Kernel:
     shape: Callable[..., tuple[Shape, ...]]
     dtype: Callable[..., str]
     workspace: Callable[..., int]
-    fusable: bool  # a pointwise activation the Activate unit applies after a matrix op
+    pointwise: bool = False
+    broadcasting: bool = False
+    per_channel: bool = False
+    homogeneous: bool = False
+    int8: str | None = None  # "same" | "table" | None
 
     def __call__(self, attrs: Any, *inputs: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Run the kernel; always returns a tuple of outputs."""
@@ -153,16 +164,17 @@ def register_kernel(
     op: str,
     attrs: type = NoAttrs,
     shape: Callable = same_shape,
-    dtype: Callable = float_only,
+    dtype: Callable | None = None,
     workspace: Callable = no_workspace,
-    fusable: bool = False,
+    **traits,
 ):
-    """Decorator registering `fn` as the kernel of IR op `op`."""
+    """Decorator registering `fn` as the kernel of IR op `op` (traits: see the module doc)."""
 
     def wrap(fn: Callable) -> Callable:
         if op in _REGISTRY:
             raise ValueError(f"kernel {op!r} registered twice")
-        _REGISTRY[op] = Kernel(op, attrs, fn, shape, dtype, workspace, fusable)
+        rule = dtype or (float_or_int8 if traits.get("int8") == "same" else float_only)
+        _REGISTRY[op] = Kernel(op, attrs, fn, shape, rule, workspace, **traits)
         return fn
 
     return wrap

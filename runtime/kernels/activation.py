@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel
+from dlcc.runtime.kernels import axis_in, check, register_kernel
 
 
-@register_kernel("Relu", dtype=float_or_int8, fusable=True)
+@register_kernel("Relu", pointwise=True, homogeneous=True, int8="same")
 def relu(attrs, x: np.ndarray) -> np.ndarray:
     """y = max(x, 0)"""
     return np.maximum(x, x.dtype.type(0))
@@ -44,26 +44,26 @@ class SoftmaxAttrs:
     axis: int = -1
 
 
-@register_kernel("Sigmoid", fusable=True)
+@register_kernel("Sigmoid", pointwise=True, int8="table")
 def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
     """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
 
 
-@register_kernel("Tanh", fusable=True)
+@register_kernel("Tanh", pointwise=True, int8="table")
 def tanh(attrs, x: np.ndarray) -> np.ndarray:
     """y = tanh(x)"""
     return np.tanh(x)
 
 
-@register_kernel("LeakyRelu", LeakyReluAttrs, fusable=True)
+@register_kernel("LeakyRelu", LeakyReluAttrs, pointwise=True, homogeneous=True, int8="table")
 def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
     """y = x if x >= 0 else alpha * x"""
     return np.where(x >= 0, x, x * x.dtype.type(attrs.alpha))
 
 
-@register_kernel("Clip", ClipAttrs, fusable=True)
+@register_kernel("Clip", ClipAttrs, pointwise=True, int8="table")
 def clip(attrs: ClipAttrs, x: np.ndarray) -> np.ndarray:
     """y = min(max(x, min), max); an infinite bound is skipped."""
     y = x.copy()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import NoAttrs, check, float_or_int8, register_kernel
+from dlcc.runtime.kernels import NoAttrs, check, register_kernel
 from dlcc.runtime.kernels.matrix import check_window
 
 MAX_TAPS = 1 << 16  # the kernels loop once per window tap: bound the loop
@@ -111,7 +111,13 @@ def _pool_workspace(attrs: PoolAttrs, x) -> int:
 
 
 @register_kernel(
-    "MaxPool", PoolAttrs, shape=_pool_shape, dtype=float_or_int8, workspace=_pool_workspace
+    "MaxPool",
+    PoolAttrs,
+    shape=_pool_shape,
+    workspace=_pool_workspace,
+    per_channel=True,
+    homogeneous=True,
+    int8="same",
 )
 def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, oh, ow] = max over the window taps that fall inside x"""
@@ -123,7 +129,14 @@ def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     return y
 
 
-@register_kernel("AveragePool", PoolAttrs, shape=_pool_shape, workspace=_pool_workspace)
+@register_kernel(
+    "AveragePool",
+    PoolAttrs,
+    shape=_pool_shape,
+    workspace=_pool_workspace,
+    per_channel=True,
+    homogeneous=True,
+)
 def average_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     """y = sum(window taps in x) / count, count including pad taps iff count_include_pad"""
     taps = _window_slices(x, attrs, 0)
@@ -146,13 +159,22 @@ def _global_shape(attrs, x):
     return ((x[0], x[1], *([1] * (len(x) - 2))),)
 
 
-@register_kernel("GlobalAveragePool", NoAttrs, shape=_global_shape)
+@register_kernel(
+    "GlobalAveragePool", NoAttrs, shape=_global_shape, per_channel=True, homogeneous=True
+)
 def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, 1, 1] = mean(x[n, c])"""
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
 
 
-@register_kernel("GlobalMaxPool", NoAttrs, shape=_global_shape, dtype=float_or_int8)
+@register_kernel(
+    "GlobalMaxPool",
+    NoAttrs,
+    shape=_global_shape,
+    per_channel=True,
+    homogeneous=True,
+    int8="same",
+)
 def global_max_pool(attrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, 1, 1] = max(x[n, c])"""
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)

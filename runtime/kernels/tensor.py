@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel
+from dlcc.runtime.kernels import axis_in, check, register_kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,7 @@ def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     "Reshape",
     ReshapeAttrs,
     shape=lambda attrs, x: (reshape_target(tuple(x), attrs.shape),),
-    dtype=float_or_int8,
+    int8="same",
 )
 def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
     """y = x with shape reshape_target(x.shape, shape), row-major element order kept"""
@@ -115,7 +115,7 @@ def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
     "Flatten",
     FlattenAttrs,
     shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),),
-    dtype=float_or_int8,
+    int8="same",
 )
 def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
     """y[2-D] = x reshaped to (prod(shape[:axis]), prod(shape[axis:]))"""
@@ -126,7 +126,7 @@ def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
     "Transpose",
     TransposeAttrs,
     shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
-    dtype=float_or_int8,
+    int8="same",
 )
 def transpose(attrs: TransposeAttrs, x: np.ndarray) -> np.ndarray:
     """y = x with axes permuted: y.shape[i] = x.shape[perm[i]]"""
