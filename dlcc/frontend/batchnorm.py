@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlcc.ir import Graph, Node
+from dlcc.runtime.kernels.normalization import batchnorm_scale
 
 
 def fold_batchnorm(graph: Graph) -> int:
@@ -31,7 +32,7 @@ def fold_batchnorm(graph: Graph) -> int:
 
 def _fold(graph: Graph, bn: Node, producer: Node) -> None:
     gamma, beta, mean, var = (v.data.astype(np.float64) for v in bn.inputs[1:])
-    k = gamma / np.sqrt(var + bn.attrs.epsilon)
+    k = batchnorm_scale(gamma, var, bn.attrs.epsilon)
     w, b = producer.inputs[1], producer.inputs[2]
     weight = w.data.astype(np.float64)
     if producer.op == "Conv":

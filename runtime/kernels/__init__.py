@@ -14,6 +14,9 @@ attributes, a shape function and a dtype rule:
   ValueError on any input the kernel cannot run correctly: the verifier relies on it, so
   every precondition of `fn` on shapes and attributes is checked here.
 - `dtype(attrs, *input_dtypes)` returns the dtype of every output (ValueError otherwise).
+- `grad(attrs, inputs, y, dy, want)` is the gradient beside the forward: per input, dL/dinput
+  (None where `want` is False or the input is not differentiable), given the inputs, the
+  (first) output y and dL/dy; None for an op retraining cannot pass through.
 - `workspace(attrs, *input_shapes)` bounds the elements of the kernel's temporaries beyond
   its inputs and outputs (padded copies, im2col patches), for the verifier's memory limit.
 - Attribute dataclasses check their own domain in `__post_init__` (strides >= 1, ...).
@@ -65,6 +68,11 @@ def float_or_int8(attrs: Any, x: str, *rest: str | None) -> str:
     return x
 
 
+def unary_grad(dx: Callable) -> Callable:
+    """The gradient rule of a one-input op from dx(attrs, x, y, dy) -> dL/dx."""
+    return lambda attrs, args, y, dy, want: [dx(attrs, args[0], y, dy)]
+
+
 def same_shape(attrs: Any, x: Shape, *rest: Shape | None) -> tuple[Shape, ...]:
     """Shape function of ops whose single output has the shape of their first input."""
     if rest:
@@ -94,6 +102,7 @@ class Kernel:
     shape: Callable[..., tuple[Shape, ...]]
     dtype: Callable[..., str]
     workspace: Callable[..., int]
+    grad: Callable[..., list] | None = None
     pointwise: bool = False
     broadcasting: bool = False
     per_channel: bool = False
@@ -166,6 +175,7 @@ def register_kernel(
     shape: Callable = same_shape,
     dtype: Callable | None = None,
     workspace: Callable = no_workspace,
+    grad: Callable | None = None,
     **traits,
 ):
     """Decorator registering `fn` as the kernel of IR op `op` (traits: see the module doc)."""
@@ -174,7 +184,7 @@ def register_kernel(
         if op in _REGISTRY:
             raise ValueError(f"kernel {op!r} registered twice")
         rule = dtype or (float_or_int8 if traits.get("int8") == "same" else float_only)
-        _REGISTRY[op] = Kernel(op, attrs, fn, shape, rule, workspace, **traits)
+        _REGISTRY[op] = Kernel(op, attrs, fn, shape, rule, workspace, grad, **traits)
         return fn
 
     return wrap

@@ -7,10 +7,16 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, register_kernel
+from dlcc.runtime.kernels import axis_in, check, register_kernel, unary_grad
 
 
-@register_kernel("Relu", pointwise=True, homogeneous=True, int8="same")
+@register_kernel(
+    "Relu",
+    grad=unary_grad(lambda a, x, y, d: d * (x > 0)),
+    pointwise=True,
+    homogeneous=True,
+    int8="same",
+)
 def relu(attrs, x: np.ndarray) -> np.ndarray:
     """y = max(x, 0)"""
     return np.maximum(x, x.dtype.type(0))
@@ -44,26 +50,43 @@ class SoftmaxAttrs:
     axis: int = -1
 
 
-@register_kernel("Sigmoid", pointwise=True, int8="table")
+@register_kernel(
+    "Sigmoid", grad=unary_grad(lambda a, x, y, d: d * y * (1 - y)), pointwise=True, int8="table"
+)
 def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
     """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
 
 
-@register_kernel("Tanh", pointwise=True, int8="table")
+@register_kernel(
+    "Tanh", grad=unary_grad(lambda a, x, y, d: d * (1 - y * y)), pointwise=True, int8="table"
+)
 def tanh(attrs, x: np.ndarray) -> np.ndarray:
     """y = tanh(x)"""
     return np.tanh(x)
 
 
-@register_kernel("LeakyRelu", LeakyReluAttrs, pointwise=True, homogeneous=True, int8="table")
+@register_kernel(
+    "LeakyRelu",
+    LeakyReluAttrs,
+    grad=unary_grad(lambda a, x, y, d: np.where(x >= 0, d, d * d.dtype.type(a.alpha))),
+    pointwise=True,
+    homogeneous=True,
+    int8="table",
+)
 def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
     """y = x if x >= 0 else alpha * x"""
     return np.where(x >= 0, x, x * x.dtype.type(attrs.alpha))
 
 
-@register_kernel("Clip", ClipAttrs, pointwise=True, int8="table")
+@register_kernel(
+    "Clip",
+    ClipAttrs,
+    grad=unary_grad(lambda a, x, y, d: d * ((x >= a.min) & (x <= a.max))),
+    pointwise=True,
+    int8="table",
+)
 def clip(attrs: ClipAttrs, x: np.ndarray) -> np.ndarray:
     """y = min(max(x, min), max); an infinite bound is skipped."""
     y = x.copy()
@@ -79,7 +102,12 @@ def _softmax_shape(attrs: SoftmaxAttrs, x):
     return (tuple(x),)
 
 
-@register_kernel("Softmax", SoftmaxAttrs, shape=_softmax_shape)
+@register_kernel(
+    "Softmax",
+    SoftmaxAttrs,
+    shape=_softmax_shape,
+    grad=unary_grad(lambda a, x, y, d: y * (d - (d * y).sum(axis=a.axis, keepdims=True))),
+)
 def softmax(attrs: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
     """y = exp(x - max(x)) / sum(exp(x - max(x))) along `axis`"""
     e = np.exp(x - x.max(axis=attrs.axis, keepdims=True))

@@ -19,6 +19,7 @@ import numpy as np
 
 from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, check, register_kernel
+from dlcc.runtime.kernels.elementwise import unbroadcast
 
 MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
 
@@ -173,8 +174,21 @@ def _dense_workspace(attrs, x, w, b=None) -> int:
     return math.prod(x) + math.prod(w)
 
 
+def _dense_grad(attrs, args, y, dy, want):
+    x, w = args[0], args[1]
+    dx = dy @ np.swapaxes(w, -1, -2) if want[0] else None
+    dw = unbroadcast(np.swapaxes(x, -1, -2) @ dy, w.shape) if want[1] else None
+    db = unbroadcast(dy, args[2].shape) if len(args) > 2 and want[2] else None
+    return [dx, dw, db]
+
+
 @register_kernel(
-    "Dense", NoAttrs, shape=_dense_shape, dtype=matrix_dtype, workspace=_dense_workspace
+    "Dense",
+    NoAttrs,
+    shape=_dense_shape,
+    dtype=matrix_dtype,
+    workspace=_dense_workspace,
+    grad=_dense_grad,
 )
 def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """y = x @ w + b over the last axis of x (w is [K, N]); int8 operands accumulate in int32."""
@@ -198,8 +212,48 @@ def _conv_workspace(attrs: ConvAttrs, x, w, b=None) -> int:
     return n * c * (h + top + bottom) * (wd + left + right) + n * oh * ow * w[2] * w[3] * c
 
 
+def col2im(dpatches: np.ndarray, shape, attrs: ConvAttrs, kernel_hw) -> np.ndarray:
+    """The adjoint of im2col: patch gradients [G, N*OH*OW, K] summed back onto x[N, C, H, W]."""
+    n, c, h, wd = shape
+    g, (kh, kw) = attrs.group, kernel_hw
+    oh, ow = conv_output_hw(h, wd, (kh, kw), attrs)
+    top, left, bottom, right = attrs.pads
+    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    d = dpatches.reshape(g, n, oh, ow, kh, kw, c // g).transpose(1, 2, 3, 4, 5, 0, 6)
+    d = d.reshape(n, oh, ow, kh, kw, c)
+    dxp = np.zeros((n, h + top + bottom, wd + left + right, c), dpatches.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+            dxp[:, rows, slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)] += d[:, :, :, i, j]
+    return np.ascontiguousarray(dxp[:, top : top + h, left : left + wd].transpose(0, 3, 1, 2))
+
+
+def _conv_grad(attrs: ConvAttrs, args, y, dy, want):
+    x, w = args[0], args[1]
+    m, cg, kh, kw = w.shape
+    g, (n, _, oh, ow) = attrs.group, dy.shape
+    # dL/d(patches @ weights), in the [G, N*OH*OW, M/G] layout of the forward matmul.
+    dmat = dy.reshape(n, g, m // g, oh, ow).transpose(1, 0, 3, 4, 2).reshape(g, -1, m // g)
+    grads = [None] * len(args)
+    if want[1]:
+        dwm = im2col(x, (kh, kw), attrs).transpose(0, 2, 1) @ dmat  # [G, kh*kw*C/G, M/G]
+        grads[1] = dwm.reshape(g, kh, kw, cg, m // g).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+    if want[0]:
+        dpatches = dmat @ conv_weight_matrix(w, g).transpose(0, 2, 1)
+        grads[0] = col2im(dpatches, x.shape, attrs, (kh, kw))
+    if len(args) > 2 and want[2]:
+        grads[2] = dy.sum(axis=(0, 2, 3))
+    return grads
+
+
 @register_kernel(
-    "Conv", ConvAttrs, shape=_conv_shape, dtype=matrix_dtype, workspace=_conv_workspace
+    "Conv",
+    ConvAttrs,
+    shape=_conv_shape,
+    dtype=matrix_dtype,
+    workspace=_conv_workspace,
+    grad=_conv_grad,
 )
 def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     """y[n, m, oh, ow] = sum_{c,i,j} x_pad[n, c_g(m)+c, oh*s+i*d, ow*s+j*d] * w[m, c, i, j] + b[m]

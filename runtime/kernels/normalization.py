@@ -69,7 +69,19 @@ def _batchnorm_shape(attrs: BatchNormAttrs, x, *params):
     return (tuple(x),)
 
 
-@register_kernel("BatchNormalization", BatchNormAttrs, shape=_batchnorm_shape)
+def batchnorm_scale(scale: np.ndarray, var: np.ndarray, epsilon: float) -> np.ndarray:
+    """k = scale / sqrt(var + epsilon): BatchNormalization's per-channel multiplier."""
+    return scale / np.sqrt(var + var.dtype.type(epsilon))
+
+
+def _batchnorm_grad(attrs: BatchNormAttrs, args, y, dy, want):
+    """Inference form: the statistics and parameters are frozen, x gets dy * k."""
+    x, scale, _, _, var = args
+    k = batchnorm_scale(scale, var, attrs.epsilon).astype(dy.dtype)
+    return [dy * k.reshape((1, -1) + (1,) * (x.ndim - 2))]
+
+
+@register_kernel("BatchNormalization", BatchNormAttrs, shape=_batchnorm_shape, grad=_batchnorm_grad)
 def batch_normalization(
     attrs: BatchNormAttrs,
     x: np.ndarray,
@@ -80,7 +92,7 @@ def batch_normalization(
 ) -> np.ndarray:
     """y = (x - mean) / sqrt(var + epsilon) * scale + bias, per channel (axis 1)"""
     bshape = (1, -1) + (1,) * (x.ndim - 2)
-    k = (scale / np.sqrt(var + var.dtype.type(attrs.epsilon))).astype(x.dtype)
+    k = batchnorm_scale(scale, var, attrs.epsilon).astype(x.dtype)
     y = x - mean.astype(x.dtype).reshape(bshape)
     y *= k.reshape(bshape)
     y += bias.astype(x.dtype).reshape(bshape)

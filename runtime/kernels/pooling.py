@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import NoAttrs, check, register_kernel
+from dlcc.runtime.kernels import NoAttrs, check, register_kernel, unary_grad
 from dlcc.runtime.kernels.matrix import check_window
 
 MAX_TAPS = 1 << 16  # the kernels loop once per window tap: bound the loop
@@ -68,20 +68,15 @@ def _window_slices(x: np.ndarray, attrs: PoolAttrs, fill) -> Iterator[np.ndarray
 
     Positions in the padding or in the ceil_mode overhang read `fill`.
     """
-    n, c, h, w = x.shape
     try:
-        oh, ow = pool_geometry(x.shape, attrs)
+        pool_geometry(x.shape, attrs)
     except ValueError as e:
         raise ExecutionError(str(e)) from None
-    top, left, _, _ = attrs.pads
-    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
-    hp, wp = _padded_hw(h, w, oh, ow, attrs)
-    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
-    xp[:, :, top : top + h, left : left + w] = x
-    for i in range(kh):
-        for j in range(kw):
-            r, q = i * dh, j * dw
-            yield xp[:, :, r : r + (oh - 1) * sh + 1 : sh, q : q + (ow - 1) * sw + 1 : sw]
+    (hp, wp), inside, taps = pool_taps(x.shape, attrs)
+    xp = np.full((*x.shape[:2], hp, wp), fill, dtype=x.dtype)
+    xp[inside] = x
+    for tap in taps:
+        yield xp[tap]
 
 
 def _tap_counts(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, n_out: int, pad: int):
@@ -93,6 +88,18 @@ def _tap_counts(n: int, k: int, s: int, d: int, pad_b: int, pad_e: int, n_out: i
 
 def _pool_shape(attrs: PoolAttrs, x):
     return ((x[0], x[1], *pool_geometry(x, attrs)),)
+
+
+def pool_taps(shape: tuple, attrs: PoolAttrs):
+    """Padded (H, W), the input's place in the padded copy, and per tap the slices it reads."""
+    h, w = shape[2:]
+    oh, ow = pool_output_hw(h, w, attrs)
+    top, left, _, _ = attrs.pads
+    (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
+    rows = [slice(i * dh, i * dh + (oh - 1) * sh + 1, sh) for i in range(kh)]
+    cols = [slice(j * dw, j * dw + (ow - 1) * sw + 1, sw) for j in range(kw)]
+    inside = (..., slice(top, top + h), slice(left, left + w))
+    return _padded_hw(h, w, oh, ow, attrs), inside, [(..., r, c) for r in rows for c in cols]
 
 
 def _padded_hw(h: int, w: int, oh: int, ow: int, attrs: PoolAttrs) -> tuple[int, int]:
@@ -110,11 +117,46 @@ def _pool_workspace(attrs: PoolAttrs, x) -> int:
     return x[0] * x[1] * math.prod(hw)
 
 
+def _max_pool_grad(attrs: PoolAttrs, args, y, dy, want):
+    x = args[0]
+    (hp, wp), inside, taps = pool_taps(x.shape, attrs)
+    xp = np.full((*x.shape[:2], hp, wp), -np.inf, x.dtype)
+    xp[inside] = x
+    dxp, free = np.zeros_like(xp), np.ones(y.shape, bool)
+    for tap in taps:  # the first tap holding the maximum takes the gradient
+        hit = free & (xp[tap] == y)
+        dxp[tap] += np.where(hit, dy, 0)
+        free &= ~hit
+    return [dxp[inside]]
+
+
+def _average_pool_grad(attrs: PoolAttrs, args, y, dy, want):
+    x = args[0]
+    (hp, wp), inside, taps = pool_taps(x.shape, attrs)
+    top, left, bottom, right = attrs.pads
+    counted = np.zeros((hp, wp), x.dtype)  # the positions a window's divisor counts
+    if attrs.count_include_pad:
+        counted[: x.shape[2] + top + bottom, : x.shape[3] + left + right] = 1
+    else:
+        counted[inside[1:]] = 1
+    share = dy / sum(counted[tap[1:]] for tap in taps)
+    dxp = np.zeros((*x.shape[:2], hp, wp), dy.dtype)
+    for tap in taps:
+        dxp[tap] += share
+    return [dxp[inside]]
+
+
+def _spatial_max_grad(attrs, x, y, dy):
+    hit = x == y  # ties share the gradient
+    return hit * (dy / hit.sum(axis=tuple(range(2, x.ndim)), keepdims=True))
+
+
 @register_kernel(
     "MaxPool",
     PoolAttrs,
     shape=_pool_shape,
     workspace=_pool_workspace,
+    grad=_max_pool_grad,
     per_channel=True,
     homogeneous=True,
     int8="same",
@@ -134,6 +176,7 @@ def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     PoolAttrs,
     shape=_pool_shape,
     workspace=_pool_workspace,
+    grad=_average_pool_grad,
     per_channel=True,
     homogeneous=True,
 )
@@ -160,7 +203,12 @@ def _global_shape(attrs, x):
 
 
 @register_kernel(
-    "GlobalAveragePool", NoAttrs, shape=_global_shape, per_channel=True, homogeneous=True
+    "GlobalAveragePool",
+    NoAttrs,
+    shape=_global_shape,
+    grad=unary_grad(lambda a, x, y, d: np.broadcast_to(d * (y.size / x.size), x.shape)),
+    per_channel=True,
+    homogeneous=True,
 )
 def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, 1, 1] = mean(x[n, c])"""
@@ -171,6 +219,7 @@ def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
     "GlobalMaxPool",
     NoAttrs,
     shape=_global_shape,
+    grad=unary_grad(_spatial_max_grad),
     per_channel=True,
     homogeneous=True,
     int8="same",

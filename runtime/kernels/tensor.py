@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, register_kernel
+from dlcc.runtime.kernels import axis_in, check, register_kernel, unary_grad
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,16 @@ def _concat_dtype(attrs: ConcatAttrs, *dtypes):
     return "float32"
 
 
-@register_kernel("Concat", ConcatAttrs, shape=_concat_shape, dtype=_concat_dtype)
+def _concat_grad(attrs: ConcatAttrs, args, y, dy, want):
+    present = [a for a in args if a is not None]
+    parts = iter(np.split(dy, np.cumsum([a.shape[attrs.axis] for a in present])[:-1], attrs.axis))
+    return [None if a is None else next(parts) for a in args]
+
+
+_reshape_grad = unary_grad(lambda a, x, y, d: d.reshape(x.shape))
+
+
+@register_kernel("Concat", ConcatAttrs, shape=_concat_shape, dtype=_concat_dtype, grad=_concat_grad)
 def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     """y = the inputs joined along `axis`"""
     return np.concatenate([x for x in xs if x is not None], axis=attrs.axis)
@@ -104,6 +113,7 @@ def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     "Reshape",
     ReshapeAttrs,
     shape=lambda attrs, x: (reshape_target(tuple(x), attrs.shape),),
+    grad=_reshape_grad,
     int8="same",
 )
 def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
@@ -115,6 +125,7 @@ def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
     "Flatten",
     FlattenAttrs,
     shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),),
+    grad=_reshape_grad,
     int8="same",
 )
 def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
@@ -126,6 +137,7 @@ def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
     "Transpose",
     TransposeAttrs,
     shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
+    grad=unary_grad(lambda a, x, y, d: d.transpose(np.argsort(_perm(a, x.ndim)))),
     int8="same",
 )
 def transpose(attrs: TransposeAttrs, x: np.ndarray) -> np.ndarray:
