@@ -158,7 +158,7 @@ def _layer_pairs(model: str, bundle) -> tuple:
 
 
 def _add_layers(graph, feeds, pairs, watched, bundle, sums) -> None:
-    from dlcc.passes.calibrate import evaluate
+    from dlcc.passes.evaluate import evaluate
 
     wanted: dict[int, list] = {}
     for pair in pairs:  # one value can be a layer's output and the next layer's input

@@ -4,10 +4,10 @@
     loss, dlogits, correct = softmax_cross_entropy(logits, labels)
     grads = backward(tape, dlogits, params)          # {(node name, input index): dL/dparam}
 
-`forward` evaluates the graph with `get_kernel(op)(attrs, *inputs)`, so training sees exactly
-the inference semantics, and records every node's inputs and outputs on a tape. `backward`
-walks the tape in reverse with each op's gradient rule, kept beside its forward in the kernel
-record (`Kernel.grad`): Dense, Conv (any group, through im2col / col2im), the pools, the
+`forward` evaluates the graph with the one IR evaluator (`passes.evaluate.run_nodes`), so
+training sees exactly the inference semantics, and records every node's inputs and outputs on
+a tape. `backward` walks the tape in reverse with each op's gradient rule, kept beside its
+forward in the kernel record (`Kernel.grad`): Dense, Conv (any group, through im2col / col2im), the pools, the
 activations, broadcasting Add/Sub/Mul/Div (the gradient is summed over broadcast axes),
 Concat, Reshape, Flatten, Transpose, inference-form BatchNormalization (gradient through it,
 its parameters frozen) and Softmax. Parameters are
@@ -24,10 +24,9 @@ import dataclasses
 import numpy as np
 
 from dlcc.ir import Graph, Node, Value
+from dlcc.passes.evaluate import Params, run_nodes
 from dlcc.passes.manager import weight_layers
 from dlcc.runtime.kernels import get_kernel, load_all
-
-Params = dict[tuple[str, int], np.ndarray]
 
 
 @dataclasses.dataclass
@@ -83,16 +82,12 @@ def untrainable(graph: Graph) -> list[tuple[str, str]]:
 
 def forward(graph: Graph, feeds: dict[str, np.ndarray], params: Params) -> tuple[np.ndarray, Tape]:
     """The logits for `feeds` with `params` in place of the graph's weights, and the tape."""
-    env = {id(v): feeds[v.name] for v in graph.inputs}
-    entries = []
-    for node in program(graph):
-        args = [v if v is None else env[id(v)] if id(v) in env else v.data for v in node.inputs]
-        args = [params.get((node.name, i), a) for i, a in enumerate(args)]
-        outs = get_kernel(node.op)(node.attrs, *args)
-        entries.append((node, args, outs))
-        env.update(zip(map(id, node.outputs), outs))
+    entries = list(run_nodes(graph, feeds, params, program(graph)))
     logits = logits_value(graph)
-    return env[id(logits)], Tape(entries, list(graph.inputs), logits)
+    if logits.producer is None:
+        return feeds[logits.name], Tape(entries, list(graph.inputs), logits)
+    node, _, outs = next(e for e in entries if e[0] is logits.producer)
+    return outs[node.outputs.index(logits)], Tape(entries, list(graph.inputs), logits)
 
 
 def backward(tape: Tape, dlogits: np.ndarray, params: Params, wrt_inputs: bool = False) -> dict:

@@ -1,7 +1,7 @@
 """Calibration: run the float IR on sample data and stream per-tensor activation ranges.
 
-The graph is evaluated with the runtime's kernels (the same semantics every target runs),
-one batch at a time; each value is freed after its last use, and only a running maximum
+The graph is evaluated by `passes.evaluate` (the runtime's kernels), one batch at a time;
+each value is freed after its last use, and only a running maximum
 (and, for percentiles, a fixed-size histogram) is kept per tensor, so memory does not grow
 with the number of samples.
 """
@@ -13,27 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.errors import PassError
-from dlcc.ir import Graph, Value
-from dlcc.runtime.kernels import get_kernel
+from dlcc.ir import Graph
+from dlcc.passes.evaluate import evaluate
 
 BINS = 2048
-
-
-def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> Iterator[tuple[Value, np.ndarray]]:
-    """Every non-constant value of `graph` with its array for `feeds`, in program order."""
-    last = {id(v): i for i, n in enumerate(graph.nodes) for v in n.inputs if v is not None}
-    env: dict[int, np.ndarray] = {}
-    for value in graph.inputs:
-        env[id(value)] = feeds[value.name]
-        yield value, env[id(value)]
-    for i, node in enumerate(graph.nodes):
-        args = [None if v is None else v.data if v.is_constant else env[id(v)] for v in node.inputs]
-        for value, array in zip(node.outputs, get_kernel(node.op)(node.attrs, *args)):
-            env[id(value)] = array
-            yield value, array
-        for v in node.inputs:
-            if v is not None and last.get(id(v)) == i and v not in graph.outputs:
-                env.pop(id(v), None)
 
 
 def sample_count(graph: Graph, data: dict[str, np.ndarray]) -> int:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.ir import Graph, Node
-from dlcc.passes.calibrate import batches, evaluate
+from dlcc.passes.calibrate import batches
+from dlcc.passes.evaluate import evaluate
 from dlcc.passes.manager import (
     Pass,
     PassContext,

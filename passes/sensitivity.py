@@ -17,8 +17,9 @@ import numpy as np
 
 from dlcc.errors import PassError
 from dlcc.ir import Graph, Node
-from dlcc.passes.calibrate import batches, evaluate
+from dlcc.passes.calibrate import batches
 from dlcc.passes.cluster1d import kmeans_1d
+from dlcc.passes.evaluate import evaluate
 from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
 from dlcc.passes.prune import _keep_largest
 from dlcc.passes.quantize import _channel_axis, _quantize_channels

@@ -8,7 +8,7 @@ import pytest
 import dlcc
 from dlcc.codegen import generate
 from dlcc.ir import Graph
-from dlcc.passes.calibrate import evaluate
+from dlcc.passes.evaluate import evaluate
 from dlcc.passes.manager import PassContext, layer_rows, parse_pipeline, run_pipeline
 from dlcc.passes.refit import damped, refit_support
 from dlcc.runtime.kernels import get_kernel
