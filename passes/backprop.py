@@ -7,10 +7,10 @@
 `forward` evaluates the graph with the one IR evaluator (`passes.evaluate.run_nodes`), so
 training sees exactly the inference semantics, and records every node's inputs and outputs on
 a tape. `backward` walks the tape in reverse with each op's gradient rule, kept beside its
-forward in the kernel record (`Kernel.grad`): Dense, Conv (any group, through im2col / col2im), the pools, the
-activations, broadcasting Add/Sub/Mul/Div (the gradient is summed over broadcast axes),
-Concat, Reshape, Flatten, Transpose, inference-form BatchNormalization (gradient through it,
-its parameters frozen) and Softmax. Parameters are
+forward in the kernel record (`Kernel.grad`): Dense, Conv (any group, through im2col /
+col2im), the pools, the activations, broadcasting Add/Sub/Mul/Div (the gradient is summed
+over broadcast axes), Concat, Reshape, Flatten, Transpose, inference-form
+BatchNormalization (its parameters frozen) and Softmax. Parameters are
 the weights (input 1) and biases (input 2) of the Dense/Conv layers, keyed by (node name,
 input index); every other constant stays as it is. When the graph ends in Softmax, the loss
 is taken on the logits before it. Rules are vectorized; Conv's col2im and the pools loop over
