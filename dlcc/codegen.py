@@ -21,9 +21,10 @@ import dataclasses
 import numpy as np
 
 from dlcc import __version__
+from dlcc.encoding import DENSE, Encoding
 from dlcc.formats import isa
 from dlcc.formats.bundle import BufferRecord, BundleFile
-from dlcc.formats.encodings import DENSE, Encoding, encode
+from dlcc.formats.encodings import encode
 from dlcc.formats.schema import ALIGN
 from dlcc.ir import Graph, Node, Value
 from dlcc.runtime.kernels import load_all

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from dlcc.encoding import DENSE, Encoding
 from dlcc.errors import DlccError
-from dlcc.formats.encodings import DENSE, Encoding
 from dlcc.runtime.kernels import get_kernel
 
 Shape = tuple[int, ...]

@@ -18,6 +18,7 @@ returns exactly the array that was encoded.
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -26,26 +27,15 @@ from dlcc.formats import bitpack, huffman, sparse
 from dlcc.formats.bundle import TensorRecord
 
 
-@dataclasses.dataclass(frozen=True)
-class Encoding:
-    """How a weight tensor is to be stored; passes set it, codegen encodes by it."""
+class EncodingSpec(Protocol):
+    """How a tensor is to be stored: the fields `encode` reads (the IR's `dlcc.encoding`)."""
 
-    sparse: bool = False  # zeros are pruned weights: store the positions of the rest
-    codebook: tuple[float, ...] | None = None  # shared values, sorted; entries index into it
-    int8: bool = False  # values (or the codebook) are int8 times a scale
-    scales: tuple[float, ...] = ()  # int8: one per output channel, or one per tensor/codebook
-    channel_axis: int = 0  # int8 per-channel scales run along this axis
-    huffman: bool = False  # Huffman-code the symbol streams where that is smaller
-
-    def __str__(self) -> str:
-        parts = ["sparse"] * self.sparse
-        if self.codebook is not None:
-            parts.append(f"codebook{len(self.codebook)}")
-        parts += ["int8"] * self.int8 + ["huffman"] * self.huffman
-        return "+".join(parts) or "dense"
-
-
-DENSE = Encoding()
+    sparse: bool  # zeros are pruned weights: store the positions of the rest
+    codebook: tuple[float, ...] | None  # shared values, sorted; entries index into it
+    int8: bool  # values (or the codebook) are int8 times a scale
+    scales: tuple[float, ...]  # int8: one per output channel, or one per tensor/codebook
+    channel_axis: int  # int8 per-channel scales run along this axis
+    huffman: bool  # Huffman-code the symbol streams where that is smaller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +50,7 @@ class _Values:
 
 
 def encode(
-    name: str, array: np.ndarray, enc: Encoding = DENSE, integer: bool = False
+    name: str, array: np.ndarray, enc: EncodingSpec, integer: bool = False
 ) -> tuple[TensorRecord, list]:
     """The record (offsets to be filled) and the (role, coding, bytes) blobs of `array`.
 
@@ -152,7 +142,7 @@ def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
 
 
 # -- values -------------------------------------------------------------------------------
-def _value_symbols(name: str, array: np.ndarray, enc: Encoding, integer: bool) -> _Values:
+def _value_symbols(name: str, array: np.ndarray, enc: EncodingSpec, integer: bool) -> _Values:
     flat = array.reshape(-1)
     scales = [] if integer else [("SCALES", _f32(enc.scales))]  # integer use needs no scales
     if enc.codebook is not None:
@@ -207,7 +197,7 @@ def _symbol_values(
     raise ValueError(f"cannot decode values stored as {record.values!r}")
 
 
-def _channel_scales(enc: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+def _channel_scales(enc: EncodingSpec, shape: tuple[int, ...]) -> np.ndarray:
     if len(enc.scales) == 1:  # per tensor
         return np.float32(enc.scales[0])
     view = [1] * len(shape)

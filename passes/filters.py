@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from dlcc.formats.encodings import Encoding
+from dlcc.encoding import Encoding
 from dlcc.ir import Graph, Node, Value
 from dlcc.passes.manager import (
     Pass,

@@ -26,8 +26,8 @@ import dataclasses
 
 import numpy as np
 
+from dlcc.encoding import DENSE
 from dlcc.errors import PipelineError
-from dlcc.formats.encodings import DENSE
 from dlcc.ir import Graph, Node
 from dlcc.passes.manager import (
     Pass,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlcc.formats.encodings import DENSE, Encoding, decode, encode
+from dlcc.encoding import DENSE, Encoding
+from dlcc.formats.encodings import decode, encode
 
 SHAPES = st.lists(st.integers(0, 9), min_size=1, max_size=4).map(tuple)
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import sample_path
 
 from dlcc.codegen import generate
+from dlcc.encoding import DENSE
 from dlcc.errors import PipelineError
-from dlcc.formats.encodings import DENSE
 from dlcc.frontend import import_onnx
 from dlcc.ir import Graph
 from dlcc.passes.manager import (
