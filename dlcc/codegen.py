@@ -27,7 +27,7 @@ from dlcc.formats.bundle import BufferRecord, BundleFile
 from dlcc.formats.encodings import encode
 from dlcc.formats.schema import ALIGN
 from dlcc.ir import Graph, Node, Value
-from dlcc.runtime.kernels import load_all
+from dlcc.runtime.kernels import code_of, load_all
 from dlcc.runtime.kernels.quant import ScaleAttrs
 
 TPU_ARRAY = (256, 256)
@@ -67,7 +67,8 @@ class Emitter:
             function = "Dequantize" if domain == F32 else "Quantize"
             dst = self.write(value, domain)
             attrs = self.attr(ScaleAttrs(value.scale))
-            self.program.append(isa.Vector(function, (isa.Operand("UB", source),), (dst,), attrs))
+            operand = (isa.Operand("UB", source),)
+            self.program.append(isa.Vector(code_of(function), operand, (dst,), attrs))
         return self.where[(id(value), domain)]
 
     # -- tensors and attributes -----------------------------------------------------------
@@ -127,7 +128,7 @@ def generate(
         else:
             ins = tuple(e.operand(v) for v in node.inputs)
             outs = tuple(e.write(v, F32) for v in node.outputs)
-            e.program.append(isa.Vector(node.op, ins, outs, e.attr(node.attrs)))
+            e.program.append(isa.Vector(code_of(node.op), ins, outs, e.attr(node.attrs)))
     for i, value in enumerate(graph.outputs):
         e.program.append(isa.WriteHost(e.read(value, F32), i))
     e.program.append(isa.Halt())
@@ -172,7 +173,7 @@ def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     e.program.append(isa.ReadWeights(e.tensor(w)))
     e.program.append(matrix_instruction(e, node, e.read(x, F32), acc))
     bias = isa.NO_TENSOR if b is None else e.tensor(b, channel_view(node, b.data))
-    function = act.op if act is not None else "NONE"
+    function = code_of(act.op) if act is not None else isa.NONE
     attrs = e.attr(act.attrs) if act is not None else 0
     e.program.append(isa.Activate(acc, e.write(result, F32), bias, function, attrs))
 

@@ -10,6 +10,7 @@ from dlcc.formats.encodings import stream_stats
 from dlcc.formats.schema import header_bytes
 from dlcc.passes.manager import layer_rows
 from dlcc.runtime.loader import LoadedBundle
+from dlcc.runtime.verifier import function_name
 
 
 def describe(bundle: LoadedBundle, file_bytes: int, asm: bool = False) -> dict:
@@ -29,7 +30,7 @@ def describe(bundle: LoadedBundle, file_bytes: int, asm: bool = False) -> dict:
         "instructions": _histogram(f.program),
     }
     if asm:
-        report["program"] = [isa.disassemble(i) for i in f.program]
+        report["program"] = [isa.disassemble(i, function_name) for i in f.program]
     return report
 
 

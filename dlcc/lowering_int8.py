@@ -21,7 +21,7 @@ import numpy as np
 from dlcc.codegen import F32, I8, Emitter, channel_view, matrix_instruction
 from dlcc.formats import isa
 from dlcc.ir import Node
-from dlcc.runtime.kernels import get_kernel
+from dlcc.runtime.kernels import code_of, get_kernel
 from dlcc.runtime.kernels.quant import build_lut, quantize_multiplier, round_half_up
 
 
@@ -40,12 +40,12 @@ def emit(e: Emitter, node: Node, act: Node | None) -> bool:
     kernel = get_kernel(node.op)
     if kernel.int8 == "same" and y.scale == x.scale:
         ins = (isa.Operand("UB", e.read(x, I8)),) + tuple(e.operand(v) for v in node.inputs[1:])
-        e.program.append(isa.Vector(node.op, ins, (e.write(y, I8),), e.attr(node.attrs)))
+        e.program.append(isa.Vector(code_of(node.op), ins, (e.write(y, I8),), e.attr(node.attrs)))
         return True
     if kernel.int8 == "table" and y.scale is not None:
         table = e.derived(f"{node.name}.lut", _table(node, x.scale, y.scale))
         ins = (isa.Operand("UB", e.read(x, I8)), isa.Operand("WEIGHTS", table))
-        e.program.append(isa.Vector("Lut", ins, (e.write(y, I8),)))
+        e.program.append(isa.Vector(code_of("Lut"), ins, (e.write(y, I8),)))
         return True
     return False
 
@@ -63,7 +63,7 @@ def _matrix(e: Emitter, node: Node, act: Node | None) -> None:
     if b is not None:
         b_q = round_half_up(b.data.astype(np.float64) / s_acc).astype(np.int32)
         bias = e.derived(f"{b.name}.int32", channel_view(node, b_q))
-    function = act.op if act is not None else "NONE"
+    function = code_of(act.op) if act is not None else isa.NONE
     if out.scale is None or s_pre is None:  # float out: dequantize the accumulators
         scales = e.derived(f"{node.name}.dequant", channel_view(node, s_acc.astype(np.float32)))
         attrs = e.attr(act.attrs) if act is not None else 0

@@ -13,6 +13,7 @@ dataclass docstring is the instruction's semantics in pseudo-code.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 from construct import (
@@ -27,15 +28,9 @@ from construct import (
     this,
 )
 
-# The vector unit's functions, by the name of the kernel that defines them. `NONE` is the
-# identity (an Activate that only adds the bias).
-FUNCTIONS = (
-    "NONE", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose",
-    "LRN", "BatchNormalization", "LSTM", "Gather", "Slice", "Quantize", "Dequantize", "Lut",
-)  # fmt: skip
-Function = Enum(Int8ul, **{name: i for i, name in enumerate(FUNCTIONS)})
+# The vector unit's functions are numbered by the op records that define them (their stable
+# `code` in dlcc.runtime.kernels); 0 is NONE, the identity (an Activate that only adds the bias).
+NONE = 0
 Memory = Enum(Int8ul, NONE=0, UB=1, WEIGHTS=2)
 NO_TENSOR = 0xFFFF
 
@@ -110,7 +105,7 @@ class Activate:
     src: int
     dst: int
     bias: int = NO_TENSOR
-    function: str = "NONE"
+    function: int = NONE
     attrs: int = 0
     requant: int = NO_TENSOR
     lut: int = NO_TENSOR
@@ -121,7 +116,7 @@ class Vector:
     """ub[outputs...] <- function[attrs](inputs...)   (pooling, elementwise, data movement)."""
 
     opcode: ClassVar[str] = "VECTOR"
-    function: str
+    function: int
     inputs: tuple[Operand, ...]
     outputs: tuple[int, ...]
     attrs: int = 0
@@ -168,13 +163,13 @@ _BODIES = {
         "src" / Int16ul,
         "dst" / Int16ul,
         "bias" / Int16ul,  # weight tensor id, 0xFFFF for none
-        "function" / Function,
+        "function" / Int8ul,  # an op record's code, 0: NONE
         "attrs" / Int16ul,
         "requant" / Int16ul,  # int8: tensor of per-channel multipliers and shifts, or 0xFFFF
         "lut" / Int16ul,  # int8: 256-entry activation table, or 0xFFFF
     ),
     "VECTOR": Struct(
-        "function" / Function,
+        "function" / Int8ul,  # an op record's code
         "attrs" / Int16ul,
         "inputs" / PrefixedArray(Int8ul, _OPERAND),
         "outputs" / PrefixedArray(Int8ul, Int16ul),
@@ -225,14 +220,15 @@ def from_container(c) -> Instruction:
             v = tuple(Operand(str(o.memory), o.index) for o in v)
         elif f.name == "outputs":
             v = tuple(v)
-        elif f.name == "function":
-            v = str(v)
         fields[f.name] = v
     return cls(**fields)
 
 
-def disassemble(instr: Instruction) -> str:
-    """One line of assembly, e.g. `MATRIX_MULTIPLY acc[3] <- ub[2] @ fifo  attrs=#1`."""
+def disassemble(instr: Instruction, name: Callable[[int], str] = lambda code: f"f{code}") -> str:
+    """One line of assembly, e.g. `MATRIX_MULTIPLY acc[3] <- ub[2] @ fifo  attrs=#1`.
+
+    `name` spells a function code (the runtime's op records know the names).
+    """
     i = instr
     if isinstance(i, ReadHost):
         return f"READ_HOST        ub[{i.dst}] <- host.in[{i.input}]"
@@ -245,19 +241,20 @@ def disassemble(instr: Instruction) -> str:
         attrs = f"  attrs=#{i.attrs}" if i.attrs else ""
         return f"{i.opcode:<16} acc[{i.dst}] {acc} ub[{i.src}] {op} fifo{attrs}{folds}"
     if isinstance(i, Activate):
+        fn = "NONE" if i.function == NONE else name(i.function)
         bias = "" if i.bias == NO_TENSOR else f" + w[{i.bias}]"
         attrs = f"  attrs=#{i.attrs}" if i.attrs else ""
         inner = f"acc[{i.src}]{bias}"
         if i.requant != NO_TENSOR:
             inner = f"requantize({inner}, w[{i.requant}])"
         if i.lut != NO_TENSOR:
-            return f"ACTIVATE         ub[{i.dst}] <- w[{i.lut}][{inner}]  ({i.function}){attrs}"
-        return f"ACTIVATE         ub[{i.dst}] <- {i.function}({inner}){attrs}"
+            return f"ACTIVATE         ub[{i.dst}] <- w[{i.lut}][{inner}]  ({fn}){attrs}"
+        return f"ACTIVATE         ub[{i.dst}] <- {fn}({inner}){attrs}"
     if isinstance(i, Vector):
         outs = ", ".join(f"ub[{o}]" for o in i.outputs)
         ins = ", ".join(str(o) for o in i.inputs)
         attrs = f"  attrs=#{i.attrs}" if i.attrs else ""
-        return f"VECTOR           {outs} <- {i.function}({ins}){attrs}"
+        return f"VECTOR           {outs} <- {name(i.function)}({ins}){attrs}"
     if isinstance(i, WriteHost):
         return f"WRITE_HOST       host.out[{i.output}] <- ub[{i.src}]"
     return "HALT"

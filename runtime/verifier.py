@@ -31,7 +31,16 @@ from dlcc.errors import BundleFormatError, DlccError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import MAX_META_BYTES, BufferRecord, BundleFile, TensorRecord
 from dlcc.formats.huffman import stream_count
-from dlcc.runtime.kernels import F32, I8, I32, INDEX_DTYPES, Kernel, NoAttrs, get_kernel, load_all
+from dlcc.runtime.kernels import (
+    F32,
+    I8,
+    I32,
+    INDEX_DTYPES,
+    Kernel,
+    NoAttrs,
+    get_kernel,
+    kernel_at,
+)
 
 DTYPES = ("float32", "int8", "int32", "uint8", "int64")
 VALUE_CODINGS = ("raw", "int8", "codebook", "zigzag")
@@ -155,10 +164,11 @@ class _Abstract:
         elif isinstance(instr, isa.Activate):
             return self.activate(instr, attrs)
         elif isinstance(instr, isa.Vector):
-            if instr.function not in isa.FUNCTIONS or instr.function == "NONE":
-                self.fail(f"unknown vector function {instr.function!r}")
+            kernel = kernel_at(instr.function)
+            if kernel is None:
+                self.fail(f"unknown vector function code {instr.function}")
             ins = [self.operand(o) for o in instr.inputs]
-            return self.apply(get_kernel(instr.function), attrs, ins, list(instr.outputs))
+            return self.apply(kernel, attrs, ins, list(instr.outputs))
         elif isinstance(instr, isa.WriteHost):
             if instr.output >= len(f.outputs) or f.outputs[instr.output][1] != instr.src:
                 self.fail(f"host output #{instr.output} is not bound to ub[{instr.src}]")
@@ -170,8 +180,9 @@ class _Abstract:
 
     def activate(self, instr: isa.Activate, attrs) -> int:
         """bias, then float scales (float out), or requantize and table (int8 out), then f."""
-        if instr.function not in isa.FUNCTIONS:
-            self.fail(f"unknown function {instr.function!r}")
+        kernel = kernel_at(instr.function)
+        if kernel is None and instr.function != isa.NONE:
+            self.fail(f"unknown function code {instr.function}")
         acc, acc_dtype = self.use(instr.src)
         integer = acc_dtype == I32
         if instr.bias != isa.NO_TENSOR:
@@ -193,11 +204,10 @@ class _Abstract:
             if out_dtype != I8 or self.tensor(instr.lut) != ((256,), I8):
                 self.fail("a lookup table needs integer requantization and 256 int8 entries")
             return self.apply(None, attrs, [(acc, I8)], [instr.dst])
-        if instr.function == "NONE":
+        if kernel is None:
             return self.apply(None, attrs, [(acc, out_dtype)], [instr.dst])
-        kernel = get_kernel(instr.function)
         if not kernel.pointwise:
-            self.fail(f"{instr.function!r} is not an activation the Activate unit applies")
+            self.fail(f"{kernel.op} is not an activation the Activate unit applies")
         return self.apply(kernel, attrs, [(acc, out_dtype)], [instr.dst])
 
     def apply(self, kernel: Kernel | None, attrs, ins: list, outs: list[int]) -> int:
@@ -267,8 +277,8 @@ def function_kernel(instr: isa.Instruction) -> Kernel | None:
     """The kernel an instruction's function or matrix op runs (None for pure data moves)."""
     if isinstance(instr, isa.MatrixMultiply | isa.Convolve):
         return _matrix_kernel(instr)
-    if isinstance(instr, isa.Activate | isa.Vector) and instr.function != "NONE":
-        return load_all().get(instr.function)
+    if isinstance(instr, isa.Activate | isa.Vector):
+        return kernel_at(instr.function)
     return None
 
 
@@ -394,6 +404,12 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
         return None
 
 
+def function_name(code: int) -> str:
+    """The op name of a function code, for messages and disassembly."""
+    kernel = kernel_at(code)
+    return "NONE" if code == isa.NONE else kernel.op if kernel else f"<unknown function {code}>"
+
+
 def _name(instr: isa.Instruction) -> str:
-    function = getattr(instr, "function", None)
-    return f"{instr.opcode} {function}" if function else instr.opcode
+    code = getattr(instr, "function", None)
+    return instr.opcode if code is None else f"{instr.opcode} {function_name(code)}"

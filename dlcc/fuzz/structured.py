@@ -168,6 +168,14 @@ def attr_record(rng, m: Mutant) -> None:
 _WIDE = {"input": 8, "output": 8}  # the other integer operand fields are 16 bits
 
 
+def _function(rng: np.random.Generator) -> int:
+    """A valid function code (an op record's, or NONE) half the time, else any byte."""
+    from dlcc.runtime.kernels import load_all
+
+    codes = sorted(k.code for k in load_all().values() if k.code is not None)
+    return _choice(rng, [isa.NONE, *codes]) if rng.random() < 0.5 else int(rng.integers(256))
+
+
 @_kind(STRUCTURED)
 def instruction_operand(rng, m: Mutant) -> None:
     """An instruction field: a buffer, tensor, attrs or IO index at a boundary value, a
@@ -179,7 +187,7 @@ def instruction_operand(rng, m: Mutant) -> None:
     field = _choice(rng, [x.name for x in dataclasses.fields(instr)])
     old, near = getattr(instr, field), (len(f.buffers), len(f.tensors), len(f.attrs), 0xFFFF)
     if field == "function":
-        new = _enum(rng, isa.Function)
+        new = _function(rng)
     elif field == "accumulate":
         new = not old
     elif field == "inputs":
@@ -209,7 +217,7 @@ def _recast(rng: np.random.Generator, instr, cls):
     if cls is isa.Vector:
         fields["inputs"] = (isa.Operand("UB", fields.get("src", 0)),)
         fields["outputs"] = (fields.get("dst", 0),)
-    fields.setdefault("function", _choice(rng, isa.FUNCTIONS))
+    fields.setdefault("function", _function(rng))
     kept = {}
     for x in dataclasses.fields(cls):
         value = fields.get(x.name, 0 if x.default is dataclasses.MISSING else x.default)

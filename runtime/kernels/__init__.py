@@ -3,7 +3,7 @@
 A kernel is registered for one canonical IR op name with a frozen dataclass of typed
 attributes, a shape function and a dtype rule:
 
-    @register_kernel("LeakyRelu", LeakyReluAttrs, pointwise=True, homogeneous=True, int8="table")
+    @register_kernel("LeakyRelu", LeakyReluAttrs, code=4, pointwise=True, int8="table")
     def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray: ...
 
 - `fn(attrs, *inputs)` takes numpy arrays (None for an absent optional input) and returns
@@ -20,6 +20,8 @@ attributes, a shape function and a dtype rule:
 - `workspace(attrs, *input_shapes)` bounds the elements of the kernel's temporaries beyond
   its inputs and outputs (padded copies, im2col patches), for the verifier's memory limit.
 - Attribute dataclasses check their own domain in `__post_init__` (strides >= 1, ...).
+- `code`: the op's stable function code in the instruction stream (VECTOR / ACTIVATE); 0 is
+  NONE, the identity. Codes are never reused, so old bundles keep their meaning.
 - Traits the passes and codegen ask instead of keeping op-name lists of their own:
   `pointwise` (a unary elementwise function: any layout; the Activate unit can apply it after
   a matrix op), `broadcasting` (a binary elementwise op, multidirectional broadcasting),
@@ -103,6 +105,7 @@ class Kernel:
     dtype: Callable[..., str]
     workspace: Callable[..., int]
     grad: Callable[..., list] | None = None
+    code: int | None = None
     pointwise: bool = False
     broadcasting: bool = False
     per_channel: bool = False
@@ -176,15 +179,18 @@ def register_kernel(
     dtype: Callable | None = None,
     workspace: Callable = no_workspace,
     grad: Callable | None = None,
+    code: int | None = None,
     **traits,
 ):
     """Decorator registering `fn` as the kernel of IR op `op` (traits: see the module doc)."""
 
     def wrap(fn: Callable) -> Callable:
-        if op in _REGISTRY:
-            raise ValueError(f"kernel {op!r} registered twice")
+        if op in _REGISTRY or any(code is not None and k.code == code for k in _REGISTRY.values()):
+            raise ValueError(f"kernel {op!r} or code {code} registered twice")
+        if code is not None and not 1 <= code <= 255:
+            raise ValueError(f"kernel {op!r}: function code {code} outside 1..255")
         rule = dtype or (float_or_int8 if traits.get("int8") == "same" else float_only)
-        _REGISTRY[op] = Kernel(op, attrs, fn, shape, rule, workspace, grad, **traits)
+        _REGISTRY[op] = Kernel(op, attrs, fn, shape, rule, workspace, grad, code, **traits)
         return fn
 
     return wrap
@@ -196,6 +202,27 @@ def load_all() -> dict[str, Kernel]:
     for name in _MODULES:
         importlib.import_module(f"{__name__}.{name}")
     return _REGISTRY
+
+
+NONE = 0  # the function code of the identity (an ACTIVATE that only adds the bias)
+
+
+@functools.cache
+def _by_code() -> dict[int, Kernel]:
+    return {k.code: k for k in load_all().values() if k.code is not None}
+
+
+def kernel_at(code: int) -> Kernel | None:
+    """The kernel whose function code is `code` (None for NONE or an unknown code)."""
+    return _by_code().get(code)
+
+
+def code_of(op: str) -> int:
+    """The function code of `op` (ExecutionError for an unknown op or one without a code)."""
+    code = get_kernel(op).code
+    if code is None:
+        raise ExecutionError(f"op {op!r} has no function code: the matrix unit runs it")
+    return code
 
 
 def get_kernel(op: str) -> Kernel:

@@ -12,6 +12,7 @@ from dlcc.runtime.kernels import axis_in, check, register_kernel, unary_grad
 
 @register_kernel(
     "Relu",
+    code=1,
     grad=unary_grad(lambda a, x, y, d: d * (x > 0)),
     pointwise=True,
     homogeneous=True,
@@ -51,7 +52,11 @@ class SoftmaxAttrs:
 
 
 @register_kernel(
-    "Sigmoid", grad=unary_grad(lambda a, x, y, d: d * y * (1 - y)), pointwise=True, int8="table"
+    "Sigmoid",
+    code=2,
+    grad=unary_grad(lambda a, x, y, d: d * y * (1 - y)),
+    pointwise=True,
+    int8="table",
 )
 def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
     """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
@@ -60,7 +65,11 @@ def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
 
 
 @register_kernel(
-    "Tanh", grad=unary_grad(lambda a, x, y, d: d * (1 - y * y)), pointwise=True, int8="table"
+    "Tanh",
+    code=3,
+    grad=unary_grad(lambda a, x, y, d: d * (1 - y * y)),
+    pointwise=True,
+    int8="table",
 )
 def tanh(attrs, x: np.ndarray) -> np.ndarray:
     """y = tanh(x)"""
@@ -70,6 +79,7 @@ def tanh(attrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "LeakyRelu",
     LeakyReluAttrs,
+    code=4,
     grad=unary_grad(lambda a, x, y, d: np.where(x >= 0, d, d * d.dtype.type(a.alpha))),
     pointwise=True,
     homogeneous=True,
@@ -83,6 +93,7 @@ def leaky_relu(attrs: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Clip",
     ClipAttrs,
+    code=5,
     grad=unary_grad(lambda a, x, y, d: d * ((x >= a.min) & (x <= a.max))),
     pointwise=True,
     int8="table",
@@ -105,6 +116,7 @@ def _softmax_shape(attrs: SoftmaxAttrs, x):
 @register_kernel(
     "Softmax",
     SoftmaxAttrs,
+    code=6,
     shape=_softmax_shape,
     grad=unary_grad(lambda a, x, y, d: y * (d - (d * y).sum(axis=a.axis, keepdims=True))),
 )

@@ -36,6 +36,7 @@ def broadcast_shape(attrs, a, b):
 @register_kernel(
     "Add",
     NoAttrs,
+    code=11,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d, lambda a, b, d: d),
     broadcasting=True,
@@ -48,6 +49,7 @@ def add(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Sub",
     NoAttrs,
+    code=12,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d, lambda a, b, d: -d),
     broadcasting=True,
@@ -60,6 +62,7 @@ def sub(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Mul",
     NoAttrs,
+    code=13,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d * b, lambda a, b, d: d * a),
     broadcasting=True,
@@ -72,6 +75,7 @@ def mul(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Div",
     NoAttrs,
+    code=14,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d / b, lambda a, b, d: -d * a / (b * b)),
     broadcasting=True,

@@ -42,7 +42,9 @@ def _gather_dtype(attrs: GatherAttrs, x, indices):
     return float_or_int8(attrs, x)
 
 
-@register_kernel("Gather", GatherAttrs, shape=_gather_shape, dtype=_gather_dtype, int8="same")
+@register_kernel(
+    "Gather", GatherAttrs, code=22, shape=_gather_shape, dtype=_gather_dtype, int8="same"
+)
 def gather(attrs: GatherAttrs, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """y = take(x, indices, axis)   (negative indices count from the end)"""
     n = x.shape[attrs.axis]
@@ -66,7 +68,7 @@ def _slice_shape(attrs: SliceAttrs, x):
     return (tuple(len(range(*s.indices(d))) for s, d in zip(_slices(attrs, x), x)),)
 
 
-@register_kernel("Slice", SliceAttrs, shape=_slice_shape, int8="same")
+@register_kernel("Slice", SliceAttrs, code=23, shape=_slice_shape, int8="same")
 def slice_(attrs: SliceAttrs, x: np.ndarray) -> np.ndarray:
     """y = x[starts:ends:steps] along `axes`"""
     return x[_slices(attrs, x.shape)]

@@ -99,7 +99,7 @@ def _lstm_dtype(attrs: LSTMAttrs, x, w, r, b=None, lens=None, *states):
     return F32
 
 
-@register_kernel("LSTM", LSTMAttrs, shape=_lstm_shape, dtype=_lstm_dtype)
+@register_kernel("LSTM", LSTMAttrs, code=21, shape=_lstm_shape, dtype=_lstm_dtype)
 def lstm(
     attrs: LSTMAttrs,
     x: np.ndarray,

@@ -46,7 +46,7 @@ def _lrn_workspace(attrs: LRNAttrs, x) -> int:
     return 2 * math.prod(x) // x[1] * (x[1] + attrs.size)
 
 
-@register_kernel("LRN", LRNAttrs, shape=_lrn_shape, workspace=_lrn_workspace)
+@register_kernel("LRN", LRNAttrs, code=19, shape=_lrn_shape, workspace=_lrn_workspace)
 def lrn(attrs: LRNAttrs, x: np.ndarray) -> np.ndarray:
     """y = x / (bias + alpha / size * sum_{c' in [c - (size-1)//2, c + size//2]} x[c']^2) ** beta"""
     before, after = (attrs.size - 1) // 2, attrs.size // 2
@@ -81,7 +81,9 @@ def _batchnorm_grad(attrs: BatchNormAttrs, args, y, dy, want):
     return [dy * k.reshape((1, -1) + (1,) * (x.ndim - 2))]
 
 
-@register_kernel("BatchNormalization", BatchNormAttrs, shape=_batchnorm_shape, grad=_batchnorm_grad)
+@register_kernel(
+    "BatchNormalization", BatchNormAttrs, code=20, shape=_batchnorm_shape, grad=_batchnorm_grad
+)
 def batch_normalization(
     attrs: BatchNormAttrs,
     x: np.ndarray,

@@ -154,6 +154,7 @@ def _spatial_max_grad(attrs, x, y, dy):
 @register_kernel(
     "MaxPool",
     PoolAttrs,
+    code=7,
     shape=_pool_shape,
     workspace=_pool_workspace,
     grad=_max_pool_grad,
@@ -174,6 +175,7 @@ def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "AveragePool",
     PoolAttrs,
+    code=8,
     shape=_pool_shape,
     workspace=_pool_workspace,
     grad=_average_pool_grad,
@@ -205,6 +207,7 @@ def _global_shape(attrs, x):
 @register_kernel(
     "GlobalAveragePool",
     NoAttrs,
+    code=9,
     shape=_global_shape,
     grad=unary_grad(lambda a, x, y, d: np.broadcast_to(d * (y.size / x.size), x.shape)),
     per_channel=True,
@@ -218,6 +221,7 @@ def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "GlobalMaxPool",
     NoAttrs,
+    code=10,
     shape=_global_shape,
     grad=unary_grad(_spatial_max_grad),
     per_channel=True,

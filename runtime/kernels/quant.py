@@ -66,13 +66,13 @@ def _dtype_rule(source: str, result: str):
     return rule
 
 
-@register_kernel("Quantize", ScaleAttrs, dtype=_dtype_rule(F32, I8))
+@register_kernel("Quantize", ScaleAttrs, code=24, dtype=_dtype_rule(F32, I8))
 def quantize(attrs: ScaleAttrs, x: np.ndarray) -> np.ndarray:
     """q = clamp(floor(x / s + 1/2), -127, 127)"""
     return np.clip(round_half_up(x / np.float64(attrs.scale)), -QMAX, QMAX).astype(np.int8)
 
 
-@register_kernel("Dequantize", ScaleAttrs, dtype=_dtype_rule(I8, F32))
+@register_kernel("Dequantize", ScaleAttrs, code=25, dtype=_dtype_rule(I8, F32))
 def dequantize(attrs: ScaleAttrs, q: np.ndarray) -> np.ndarray:
     """x = q * s   (float32)"""
     return (q.astype(np.float64) * attrs.scale).astype(np.float32)
@@ -88,7 +88,7 @@ def _lut_dtype(attrs, q, table):
     return I8
 
 
-@register_kernel("Lut", shape=_lut_shape, dtype=_lut_dtype)
+@register_kernel("Lut", code=26, shape=_lut_shape, dtype=_lut_dtype)
 def lut(attrs, q: np.ndarray, table: np.ndarray) -> np.ndarray:
     """y = table[q + 128]: a 256-entry lookup, the TPU's Activate unit."""
     return table[q.astype(np.int16) + 128]

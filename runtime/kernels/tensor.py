@@ -103,7 +103,9 @@ def _concat_grad(attrs: ConcatAttrs, args, y, dy, want):
 _reshape_grad = unary_grad(lambda a, x, y, d: d.reshape(x.shape))
 
 
-@register_kernel("Concat", ConcatAttrs, shape=_concat_shape, dtype=_concat_dtype, grad=_concat_grad)
+@register_kernel(
+    "Concat", ConcatAttrs, code=15, shape=_concat_shape, dtype=_concat_dtype, grad=_concat_grad
+)
 def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     """y = the inputs joined along `axis`"""
     return np.concatenate([x for x in xs if x is not None], axis=attrs.axis)
@@ -112,6 +114,7 @@ def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Reshape",
     ReshapeAttrs,
+    code=16,
     shape=lambda attrs, x: (reshape_target(tuple(x), attrs.shape),),
     grad=_reshape_grad,
     int8="same",
@@ -124,6 +127,7 @@ def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Flatten",
     FlattenAttrs,
+    code=17,
     shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),),
     grad=_reshape_grad,
     int8="same",
@@ -136,6 +140,7 @@ def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Transpose",
     TransposeAttrs,
+    code=18,
     shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
     grad=unary_grad(lambda a, x, y, d: d.transpose(np.argsort(_perm(a, x.ndim)))),
     int8="same",

@@ -23,6 +23,7 @@ from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile, pack_sections, unpack_sections
 from dlcc.formats.huffman import pack_stream
+from dlcc.runtime.kernels import code_of
 from dlcc.runtime.kernels.matrix import strided_view
 from dlcc.runtime.loader import DEFAULT_LIMITS, bind_bundle
 from dlcc.runtime.verifier import Limits
@@ -66,6 +67,10 @@ def index_of(file: BundleFile, cls) -> int:
     return next(k for k, i in enumerate(file.program) if isinstance(i, cls))
 
 
+def index_of_function(file: BundleFile, op: str) -> int:
+    return next(k for k, i in enumerate(file.program) if getattr(i, "function", -1) == code_of(op))
+
+
 def test_valid_bundles_load_and_run(int8_file, sparse_file, sample_images):
     images, _ = sample_images
     for file in (int8_file, sparse_file):
@@ -106,17 +111,25 @@ def test_a_buffer_written_twice(int8_file):
 
 
 def test_wrong_operand_count_and_function(int8_file):
-    k = next(k for k, i in enumerate(int8_file.program) if getattr(i, "function", "") == "MaxPool")
+    k = next(
+        k
+        for k, i in enumerate(int8_file.program)
+        if getattr(i, "function", 0) == code_of("MaxPool")
+    )
     v = int8_file.program[k]
     extra = dataclasses.replace(v, inputs=v.inputs * 2)
     refused(with_program(int8_file, lambda p: p.__setitem__(k, extra)), "MaxPool")
-    softmax = dataclasses.replace(v, function="Softmax", attrs=0)
+    softmax = dataclasses.replace(v, function=code_of("Softmax"), attrs=0)
     refused(with_program(int8_file, lambda p: p.__setitem__(k, softmax)), "float32")
 
 
 def test_a_required_operand_given_as_absent(int8_file):
     """Found by the fuzzer: an LSTM whose W operand became NONE reached the kernel."""
-    k = next(k for k, i in enumerate(int8_file.program) if getattr(i, "function", "") == "MaxPool")
+    k = next(
+        k
+        for k, i in enumerate(int8_file.program)
+        if getattr(i, "function", 0) == code_of("MaxPool")
+    )
     absent = dataclasses.replace(int8_file.program[k], inputs=(isa.Operand("NONE"),))
     refused(with_program(int8_file, lambda p: p.__setitem__(k, absent)), "required operand")
 
@@ -137,7 +150,7 @@ def test_activate_of_an_unknown_function(int8_file):
 
 def test_activate_of_a_non_activation(int8_file):
     k = index_of(int8_file, isa.Activate)
-    edit = lambda p: p.__setitem__(k, dataclasses.replace(p[k], function="Softmax"))  # noqa: E731
+    edit = lambda p: p.__setitem__(k, dataclasses.replace(p[k], function=code_of("Softmax")))  # noqa: E731
     refused(with_program(int8_file, edit), "not an activation")
 
 
@@ -175,7 +188,7 @@ def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_i
     attrs = [*file.attrs, ((0,), (2,), (0,), (1,))]
     buffers = [*file.buffers, file.buffers[src]]
     new = len(buffers) - 1
-    slicer = isa.Vector("Slice", (isa.Operand("UB", src),), (new,), len(attrs) - 1)
+    slicer = isa.Vector(code_of("Slice"), (isa.Operand("UB", src),), (new,), len(attrs) - 1)
     outputs = [(file.outputs[0][0], new)]
     program = [*file.program[:k], slicer, isa.WriteHost(new, 0), isa.Halt()]
     bad = dataclasses.replace(file, attrs=attrs, buffers=buffers, outputs=outputs, program=program)
@@ -226,7 +239,7 @@ def test_unknown_opcode_function_and_dtype(int8_file, tmp_path):
     from dlcc.cli import main
 
     halt = isa.Opcode.build("HALT")
-    quantize = isa.Opcode.build("VECTOR") + isa.Function.build("Quantize")
+    quantize = isa.Opcode.build("VECTOR") + bytes([code_of("Quantize")])
     cases = [
         patched(int8_file, "PROGRAM", halt, b"\x63"),  # opcode 99, the last instruction
         patched(int8_file, "PROGRAM", quantize, b"\x06\xc8"),  # function 200
