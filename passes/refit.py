@@ -30,7 +30,7 @@ from dlcc.passes.manager import (
     register_pass,
     weight_layers,
 )
-from dlcc.runtime.kernels.matrix import conv_weight_matrix, im2col
+from dlcc.runtime.kernels.matrix import conv_weight_from_matrix, conv_weight_matrix, im2col
 
 CODEBOOK_FLOPS = 5e10  # centroid refits costlier than this (K² · N · k) are skipped
 CHUNK = 1 << 22  # one-hot elements per column chunk of the centroid normal equations
@@ -58,11 +58,7 @@ def weight_matrix(node: Node, w: np.ndarray) -> np.ndarray:
 
 def weight_from_matrix(node: Node, m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The inverse of `weight_matrix`: [G, K, columns] back to the weight's own shape."""
-    if node.op != "Conv":
-        return m[0].reshape(shape)
-    out, cg, kh, kw = shape
-    g = m.shape[0]
-    return m.reshape(g, kh, kw, cg, out // g).transpose(0, 4, 3, 1, 2).reshape(shape)
+    return conv_weight_from_matrix(m, shape) if node.op == "Conv" else m[0].reshape(shape)
 
 
 def gram(graph: Graph, node: Node, data: dict, batch: int) -> tuple[np.ndarray, int]:

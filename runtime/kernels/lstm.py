@@ -13,6 +13,7 @@ import numpy as np
 
 from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
+from dlcc.runtime.kernels.activation import sigmoid
 
 DIRECTIONS = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
 
@@ -32,11 +33,6 @@ class LSTMAttrs:
         check(self.direction in DIRECTIONS, f"direction {self.direction!r} unknown")
         check(0 <= self.clip < float("inf"), f"clip {self.clip} is not finite and >= 0")
         check(self.input_forget in (0, 1) and self.layout in (0, 1), "input_forget, layout: 0 or 1")
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    z = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
 
 
 def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
@@ -63,10 +59,10 @@ def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
             t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
             x_t = xw[t, rows]
         g_i, g_o, g_f, g_c = np.split(x_t + h @ r.T, 4, axis=-1)
-        i = _sigmoid(pre(g_i + p_i * c))
-        f = 1 - i if attrs.input_forget else _sigmoid(pre(g_f + p_f * c))
+        i = sigmoid(None, pre(g_i + p_i * c))
+        f = 1 - i if attrs.input_forget else sigmoid(None, pre(g_f + p_f * c))
         c_new = f * c + i * np.tanh(pre(g_c))
-        h_new = _sigmoid(pre(g_o + p_o * c_new)) * np.tanh(c_new)
+        h_new = sigmoid(None, pre(g_o + p_o * c_new)) * np.tanh(c_new)
         if valid is None:
             h, c = h_new, c_new
             y[t] = h

@@ -114,6 +114,13 @@ def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
     return np.ascontiguousarray(wg).reshape(group, kh * kw * cg, m // group)
 
 
+def conv_weight_from_matrix(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of conv_weight_matrix: [G, kh*kw*C/G, M/G] -> w[M, C/G, kh, kw]."""
+    out, cg, kh, kw = shape
+    g = m.shape[0]
+    return m.reshape(g, kh, kw, cg, out // g).transpose(0, 4, 3, 1, 2).reshape(shape)
+
+
 def grouped_matmul(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """y[g] = patches[g] @ weights[g]: [G, P, K] x [G, K, M] -> [G, P, M] (maybe a view).
 
@@ -238,7 +245,7 @@ def _conv_grad(attrs: ConvAttrs, args, y, dy, want):
     grads = [None] * len(args)
     if want[1]:
         dwm = im2col(x, (kh, kw), attrs).transpose(0, 2, 1) @ dmat  # [G, kh*kw*C/G, M/G]
-        grads[1] = dwm.reshape(g, kh, kw, cg, m // g).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+        grads[1] = conv_weight_from_matrix(dwm, w.shape)
     if want[0]:
         dpatches = dmat @ conv_weight_matrix(w, g).transpose(0, 2, 1)
         grads[0] = col2im(dpatches, x.shape, attrs, (kh, kw))
