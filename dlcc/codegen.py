@@ -94,7 +94,8 @@ class Emitter:
         return isa.Operand("UB", self.read(value, domain))
 
     def attr(self, attrs) -> int:
-        record = dataclasses.astuple(attrs) if dataclasses.is_dataclass(attrs) else ()
+        fields = dataclasses.fields(attrs) if dataclasses.is_dataclass(attrs) else ()
+        record = tuple((f.name, getattr(attrs, f.name)) for f in fields)
         if not record:
             return 0
         if record not in self.attrs:

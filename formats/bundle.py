@@ -78,7 +78,7 @@ class BundleFile:
     tensors: list[TensorRecord]
     data: bytes
     buffers: list[BufferRecord]
-    attrs: list[tuple[Attr, ...]]
+    attrs: list[tuple[tuple[str, Attr], ...]]  # per record: (field name, value) pairs
     inputs: list[tuple[str, int]]  # (name, buffer)
     outputs: list[tuple[str, int]]
     program: list[isa.Instruction]
@@ -91,7 +91,9 @@ class BundleFile:
             "TENSORS": TENSORS.build([_tensor_container(t) for t in self.tensors]),
             "DATA": bytes(self.data),
             "BUFFERS": BUFFERS.build([_buffer_container(b) for b in self.buffers]),
-            "ATTRS": ATTRS.build([[_attr_container(v) for v in rec] for rec in self.attrs]),
+            "ATTRS": ATTRS.build(
+                [[{"name": n, **_attr_container(v)} for n, v in rec] for rec in self.attrs]
+            ),
             "PROGRAM": PROGRAM_SECTION.build(
                 {
                     "inputs": [{"name": n, "buffer": b} for n, b in self.inputs],
@@ -127,7 +129,7 @@ class BundleFile:
                     )
         buffers = [_buffer_record(c) for c in _parse(source, "BUFFERS", BUFFERS, raw["BUFFERS"])]
         attrs = [
-            tuple(_attr_value(f) for f in rec)
+            tuple((f.name, _attr_value(f)) for f in rec)
             for rec in _parse(source, "ATTRS", ATTRS, raw["ATTRS"])
         ]
         prog = _parse(source, "PROGRAM", PROGRAM_SECTION, raw["PROGRAM"])

@@ -7,7 +7,7 @@ sections, each at a 16-byte aligned offset, with zero padding between them:
     TENSORS  table of weight tensors: name, dtype, shape, encoding, byte ranges in DATA
     DATA     the tensors' payloads, 16-byte aligned
     BUFFERS  the activation buffers of the program (UB/ACC addresses): dtype, shape, batch axis
-    ATTRS    attribute records referenced by instructions (strides, pads, axes, ...)
+    ATTRS    attribute records referenced by instructions: named, typed fields (strides, ...)
     PROGRAM  host input/output bindings and the instruction stream (see isa.py)
 
 Every section carries a CRC-32 in the table; every variable-length field is length-prefixed.
@@ -46,7 +46,7 @@ from construct import (
 from dlcc.formats.isa import PROGRAM
 
 MAGIC = b"DLCC"
-VERSION = 1
+VERSION = 2  # 2: attribute fields are named (version 1 stored them in field order)
 ALIGN = 16
 
 # -- leaves -------------------------------------------------------------------------------
@@ -87,6 +87,7 @@ BufferEntry = Struct(
 
 AttrKind = Enum(Int8ul, INT=0, INTS=1, FLOAT=2, FLOATS=3, STRING=4)
 AttrField = Struct(
+    "name" / PascalString(Int8ul, "utf8"),  # the op's attribute field it sets
     "kind" / AttrKind,
     "value"
     / Switch(

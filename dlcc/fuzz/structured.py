@@ -143,24 +143,33 @@ def _attr_value(rng: np.random.Generator):
 
 @_kind(STRUCTURED)
 def attr_record(rng, m: Mutant) -> None:
-    """An attribute record: a field (or one element) replaced by another kind or a boundary
-    value, a field dropped or added, or the table edited (indices shift)."""
+    """An attribute record: a field's value (or one element) replaced by another kind or a
+    boundary value, a field renamed, dropped or added, or the table edited (indices shift)."""
     attrs = m.file.attrs
+    names = ("axis", "strides", "pads", "kernel", "group", "size", "shape", "perm", "x", "")
+
+    def field():
+        return (_choice(rng, names), _attr_value(rng))
+
     if (k := _index(rng, attrs)) is None or rng.random() < 0.15:
-        m.note("attrs: " + _edit_list(rng, attrs, lambda: (_attr_value(rng),)))
+        m.note("attrs: " + _edit_list(rng, attrs, lambda: (field(),)))
         return
     fields = list(attrs[k])
     j = _index(rng, fields)
-    if j is not None and isinstance(fields[j], tuple) and fields[j] and rng.random() < 0.5:
-        items = list(fields[j])
+    name, value = fields[j] if j is not None else ("", None)
+    if j is not None and isinstance(value, tuple) and value and rng.random() < 0.5:
+        items = list(value)
         items[int(rng.integers(len(items)))] = _choice(rng, (0, -1, 2**31, 2**63, -(2**63)))
-        fields[j] = tuple(items)
-        what = f"field {j} element -> {fields[j]!r}"
+        fields[j] = (name, tuple(items))
+        what = f"field {name} element -> {fields[j][1]!r}"
     elif j is not None and rng.random() < 0.6:
-        fields[j] = _attr_value(rng)
-        what = f"field {j} -> {fields[j]!r}"
+        fields[j] = (name, _attr_value(rng))
+        what = f"field {name} -> {fields[j][1]!r}"
+    elif j is not None and rng.random() < 0.3:
+        fields[j] = (_choice(rng, names), value)
+        what = f"field {name} renamed {fields[j][0]!r}"
     else:
-        what = "fields: " + _edit_list(rng, fields, lambda: _attr_value(rng))
+        what = "fields: " + _edit_list(rng, fields, field)
     attrs[k] = tuple(fields)
     m.note(f"attrs {k} {what}"[:200])
 

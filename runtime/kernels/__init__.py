@@ -117,20 +117,27 @@ class Kernel:
         out = self.fn(attrs, *inputs)
         return out if isinstance(out, tuple) else (out,)
 
-    def typed_attrs(self, values: tuple) -> Any:
-        """The attributes from a record's values in field order, type- and domain-checked.
+    def typed_attrs(self, record: tuple[tuple[str, Any], ...]) -> Any:
+        """The attributes from a record's (name, value) pairs, type- and domain-checked.
 
-        Raises ValueError naming the field at fault.
+        A field the record leaves out takes its default; raises ValueError naming the field
+        at fault (unknown, repeated, mistyped, out of domain, or required and missing).
         """
-        fields = dataclasses.fields(self.attrs)
-        if len(values) > len(fields):
-            raise ValueError(f"{self.op}: {len(values)} attribute values for {len(fields)} fields")
+        names = [name for name, _ in record]
         hints = _hints(self.attrs)
-        args = [_coerce(f.name, hints[f.name], v) for f, v in zip(fields, values)]
-        missing = [f.name for f in fields[len(args) :] if f.default is dataclasses.MISSING]
+        unknown = sorted(set(names) - set(hints)) or sorted(
+            {n for n in names if names.count(n) > 1}
+        )
+        if unknown:
+            raise ValueError(f"{self.op}: unknown or repeated attribute(s) {', '.join(unknown)}")
+        args = {name: _coerce(name, hints[name], value) for name, value in record}
+        fields = dataclasses.fields(self.attrs)
+        missing = [
+            f.name for f in fields if f.name not in args and f.default is dataclasses.MISSING
+        ]
         if missing:
             raise ValueError(f"{self.op}: missing attribute(s) {', '.join(missing)}")
-        return self.attrs(*args)
+        return self.attrs(**args)
 
 
 @functools.cache

@@ -185,7 +185,7 @@ def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_i
     file = dlcc.compile(sample_path("lenet5.onnx"))
     k = len(file.program) - 2  # before WRITE_HOST: slice the logits to rows [0, 2)
     src = file.program[k].src
-    attrs = [*file.attrs, ((0,), (2,), (0,), (1,))]
+    attrs = [*file.attrs, (("starts", (0,)), ("ends", (2,)), ("axes", (0,)), ("steps", (1,)))]
     buffers = [*file.buffers, file.buffers[src]]
     new = len(buffers) - 1
     slicer = isa.Vector(code_of("Slice"), (isa.Operand("UB", src),), (new,), len(attrs) - 1)
@@ -200,23 +200,36 @@ def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_i
 
 # -- attributes ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "record, match",
+    "fields, match",
     [
-        (((-1, 1), (0, 0, 0, 0), (1, 1), 1), "strides"),
-        (((1, 1), (0, 0, 0, -3), (1, 1), 1), "pads"),
-        (((1, 1), (0, 0, 0, 0), (0, 1), 1), "dilations"),
-        (((1, 1), (0, 0, 0, 0), (1, 1 << 40), 1), "geometry"),
-        (((1, 1), (0, 0, 0, 0), (1, 1), 0), "group"),
-        (((1.5, 1), (0, 0, 0, 0), (1, 1), 1), "expected int"),
-        (((1, 1), (0, 0, 0), (1, 1), 1), "expected 4 values"),
-        (((1, 1), (0, 0, 0, 0), (1, 1), 1, 7), "attribute values"),
+        ({"strides": (-1, 1)}, "strides"),
+        ({"pads": (0, 0, 0, -3)}, "pads"),
+        ({"dilations": (0, 1)}, "dilations"),
+        ({"dilations": (1, 1 << 40)}, "geometry"),
+        ({"group": 0}, "group"),
+        ({"strides": (1.5, 1)}, "expected int"),
+        ({"pads": (0, 0, 0)}, "expected 4 values"),
+        ({"spin": 7}, "unknown or repeated attribute"),
     ],
 )
-def test_conv_attributes_out_of_domain(int8_file, record, match):
+def test_conv_attributes_out_of_domain(int8_file, fields, match):
     k = index_of(int8_file, isa.Convolve)
     attrs = list(int8_file.attrs)
-    attrs[int8_file.program[k].attrs] = record
+    index = int8_file.program[k].attrs
+    attrs[index] = tuple({**dict(attrs[index]), **fields}.items())
     refused(dataclasses.replace(int8_file, attrs=attrs), match)
+
+
+def test_attribute_fields_are_named(int8_file):
+    """A record names its fields: order does not matter, a required one cannot be left out."""
+    k = index_of(int8_file, isa.Convolve)
+    attrs = list(int8_file.attrs)
+    index = int8_file.program[k].attrs
+    attrs[index] = tuple(reversed(attrs[index]))
+    reload(dataclasses.replace(int8_file, attrs=attrs))
+    pool = int8_file.program[index_of_function(int8_file, "MaxPool")].attrs
+    attrs[pool] = tuple(f for f in attrs[pool] if f[0] != "kernel")
+    refused(dataclasses.replace(int8_file, attrs=attrs), "missing attribute")
 
 
 def test_attribute_record_past_the_table(int8_file):
