@@ -370,6 +370,8 @@ def _buffer_problem(b: BufferRecord) -> str | None:
         return f"unknown dtype {b.dtype!r}"
     if b.batch_axis is not None and not 0 <= b.batch_axis < len(b.shape):
         return f"batch axis {b.batch_axis} outside rank {len(b.shape)}"
+    if b.batch_axis is not None and b.shape[b.batch_axis] != 1:
+        return f"shape {b.shape} at batch 1 has {b.shape[b.batch_axis]} on its batch axis"
     if b.dtype == I8 and not (b.scale is not None and 0 < b.scale < math.inf):
         return f"int8 scale {b.scale} is not finite and positive"
     return _dims_problem(b.shape)
@@ -389,7 +391,7 @@ def _check(problem: str | None, source: str, section: str, what: str) -> None:
 def _at_batch(b: BufferRecord, batch: int) -> tuple[int, ...]:
     shape = list(b.shape)
     if b.batch_axis is not None:
-        shape[b.batch_axis] *= batch
+        shape[b.batch_axis] = batch
     return tuple(shape)
 
 

@@ -173,10 +173,13 @@ def test_weight_shape_disagrees_with_the_matrix_op(int8_file):
     refused(dataclasses.replace(int8_file, tensors=tensors), "tensor #0|channels")
 
 
-def test_batch_axis_past_the_rank(int8_file):
+def test_batch_axis_past_the_rank_or_not_one_at_batch_1(int8_file):
     buffers = list(int8_file.buffers)
     buffers[0] = dataclasses.replace(buffers[0], batch_axis=7)
     refused(dataclasses.replace(int8_file, buffers=buffers), "batch axis 7")
+    # Found by the fuzzer: an input declared (4, 1, 28, 28) at batch 1 took a batch of 1.
+    buffers[0] = dataclasses.replace(int8_file.buffers[0], shape=(4, 1, 28, 28))
+    refused(dataclasses.replace(int8_file, buffers=buffers), "on its batch axis")
 
 
 def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_images):
