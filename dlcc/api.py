@@ -31,15 +31,18 @@ def compile(  # noqa: A001
     systolic array the matrix instructions are tiled for. `progress` is called as
     progress(description, done, total) during long passes. The data is checked first
     (dlcc.data); the new bundle is loaded once to prove it sound, then written to `output`
-    atomically when given; returns its contents. Pass notes land in meta["notes"].
+    atomically when given; returns its contents. Pass notes land in meta["notes"], the
+    before/after report (sizes; fidelity on `evaluation`) in meta["report"] (dlcc/report.py).
     """
     from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline
+    from dlcc.report import fp32_weight_bytes, measure
 
     refuse_overwrite(output, model)
     pipeline = parse_pipeline(passes)
     graph = import_onnx(model)
+    weight_bytes = fp32_weight_bytes(graph)
     ctx = PassContext(
         calibration=for_graph(calibration, graph, "calibration data", nonzero=True),
         evaluation=for_graph(evaluation, graph, "evaluation data"),
@@ -55,13 +58,14 @@ def compile(  # noqa: A001
         "notes": ctx.notes,
     }
     bundle = generate(graph, meta, array)
-    blob = bundle.to_bytes()
     try:  # never write a bundle that does not load
-        load_bytes(blob)
+        loaded = load_bytes(bundle.to_bytes())
     except DlccError as e:
         raise DlccError(
             f"{model}: the compiled bundle does not load, nothing written: {e}"
         ) from None
+    bundle.meta["report"] = measure(model, weight_bytes, loaded, ctx.evaluation, "--data")
+    blob = bundle.to_bytes()
     if output is not None:
         write_atomic(output, blob)
     return bundle

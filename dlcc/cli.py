@@ -109,6 +109,8 @@ def compile(
     from dlcc.explain import describe, render_ledger
     from dlcc.fileio import refuse_overwrite
     from dlcc.passes.manager import parse_pipeline
+    from dlcc.report import UNCHECKED
+    from dlcc.report import render as render_report
     from dlcc.runtime.systolic.config import parse_array
 
     start = time.perf_counter()
@@ -169,10 +171,15 @@ def compile(
         "pipeline": bundle.meta["pipeline"],
         "seconds": round(time.perf_counter() - start, 3),
     }
-    text = f"{model} -> {output}: {size:,} bytes, {info['seconds']} s"
+    info["report"] = {**bundle.meta["report"], "bundle_bytes": size}
+    if "fidelity" not in bundle.meta["report"]:
+        click.echo(f"dlcc: warning: {UNCHECKED}", err=True)
+    text = f"{model} -> {output}: {size:,} bytes, {info['seconds']} s\n" + render_report(
+        bundle.meta["report"], size
+    )
     if report:
-        info["report"] = describe(dlcc.load(output), size)
-        text += "\n\n" + render_ledger(info["report"])
+        info["ledger"] = describe(dlcc.load(output), size)
+        text += "\n\n" + render_ledger(info["ledger"])
     emit(info, as_json, text)
 
 

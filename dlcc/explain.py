@@ -9,6 +9,7 @@ from dlcc.formats.bundle import BundleFile
 from dlcc.formats.encodings import stream_stats
 from dlcc.formats.schema import header_bytes
 from dlcc.passes.manager import layer_rows
+from dlcc.report import render as render_report
 from dlcc.runtime.loader import LoadedBundle
 from dlcc.runtime.verifier import function_name
 
@@ -108,6 +109,10 @@ def render(report: dict) -> str:
     lines += ["", f"tensors   {len(report['tensors'])}, {report['params']:,} parameters"]
     lines += render_tensors(report)
     lines += ["", "passes"] + _pass_log(meta.get("log", []))
+    if "report" in meta:
+        lines += ["", "compiled  before / after"] + render_report(
+            meta["report"], report["file_bytes"]
+        ).split("\n")
     lines += ["", "sections  " + ", ".join(f"{k} {v:,} B" for k, v in report["sections"].items())]
     counts = ", ".join(f"{k} {v}" for k, v in report["instructions"].items())
     lines.append(f"program   {sum(report['instructions'].values())} instructions: {counts}")

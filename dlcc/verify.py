@@ -55,13 +55,14 @@ class _Sums:
 
 def verify(
     model: str,
-    bundle_path: str,
+    bundle,
     data: dict,
     target="interp",
     layers: bool = False,
     batch: int = 256,
 ) -> dict:
-    """Compare the bundle with the ONNX `model` on `data` (inputs by name, optional labels).
+    """Compare `bundle` (a path or a loaded bundle) with the ONNX `model` on `data` (inputs
+    by name, optional labels).
 
     `data` is checked by dlcc.data against the bundle's inputs; labels become class ids.
     """
@@ -71,7 +72,7 @@ def verify(
     from dlcc.data import for_bundle
     from dlcc.passes.calibrate import batches
 
-    bundle = dlcc.load(bundle_path)
+    bundle = dlcc.load(bundle) if isinstance(bundle, str) else bundle
     data = for_bundle(data, bundle, "verification data")
     labels = data.pop("labels", None)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -97,7 +98,8 @@ def verify(
             _add_layers(graph, feeds, pairs, got[1], bundle, layer_sums)
     report = {
         "model": model,
-        "bundle": bundle_path,
+        "bundle": bundle.path,
+        "samples": seen,
         "target": getattr(target, "name", target),
         "outputs": {name: s.metrics() for name, s in outputs.items()},
     }

@@ -32,6 +32,7 @@ from dlcc.formats.schema import (
     SECTION_ORDER,
     TENSORS,
     VERSION,
+    Required,
     header_bytes,
 )
 
@@ -182,7 +183,10 @@ def _conforms(value: Any, spec: Any) -> bool:
             return False
         if str in spec:
             return all(_conforms(v, spec[str]) for v in value.values())
-        return all(_conforms(value[k], s) for k, s in spec.items() if k in value)
+        required = all(k in value for k, s in spec.items() if isinstance(s, Required))
+        return required and all(_conforms(value[k], s) for k, s in spec.items() if k in value)
+    if isinstance(spec, Required):
+        return _conforms(value, spec.spec)
     if isinstance(spec, list):
         return isinstance(value, list) and all(_conforms(v, spec[0]) for v in value)
     numeric = spec is int or spec == NUMBER  # JSON true is no number, though Python says so

@@ -16,6 +16,7 @@ Counts, dimensions, offsets and integer attributes are LEB128 varints (signed: z
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 from construct import (
@@ -111,8 +112,30 @@ IoBinding = Struct(
 META = Compressed(GreedyString("utf8"), "zlib", level=9)  # JSON, of the form META_FIELDS
 
 # META's JSON: the keys readers use and their types (others are kept as they are). A dict
-# keyed by `str` maps any key; a one-element list is a list of that; `NUMBER` is int | float.
+# keyed by `str` maps any key; a one-element list is a list of that; `NUMBER` is int | float;
+# `Required(spec)` marks a key that must be present.
 NUMBER = (int, float)
+
+
+@dataclasses.dataclass(frozen=True)
+class Required:
+    """A META key that must be present, of the form `spec`."""
+
+    spec: object
+
+
+REPORT = {  # the compile's before/after report (dlcc/report.py)
+    "fp32_weight_bytes": Required(int),
+    "onnx_bytes": Required(int),
+    "fidelity": {
+        "data": Required(str),
+        "samples": Required(int),
+        "outputs": Required(
+            {str: {"agreement": NUMBER, "sqnr_db": Required(NUMBER), "cosine": Required(NUMBER)}}
+        ),
+        "accuracy": {"original": Required(NUMBER), "bundle": Required(NUMBER)},
+    },
+}
 PASS_LOG_ENTRY = {
     "pass": str,  # required: the pass and its options as text
     "layers": {str: list},  # per-layer columns, each one value per layer
@@ -129,6 +152,7 @@ META_FIELDS = {
     "array": [int],
     "notes": [str],
     "log": [PASS_LOG_ENTRY],
+    "report": REPORT,
 }
 # Columns of "layers" that are computed with, not only shown: their element types.
 LAYER_COLUMNS = {"layer": str, "pass": str, "setting": NUMBER, "delta": NUMBER, "safe": bool}

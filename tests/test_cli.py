@@ -184,7 +184,7 @@ def test_compile_report_ledger_adds_up_to_the_file(tmp_path):
     result = invoke(
         "compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3", "--report", "--json"
     )
-    report = json.loads(result.stdout)["report"]
+    report = json.loads(result.stdout)["ledger"]
     assert sum(row["bytes"] for row in report["ledger"]) == os.path.getsize(bundle)
     streams = [
         s for t in report["tensors"] for s in t["streams"].values() if s["coding"] == "huffman"
@@ -192,6 +192,21 @@ def test_compile_report_ledger_adds_up_to_the_file(tmp_path):
     assert streams and all(s["bytes"] < s["raw_bytes"] for s in streams)
     text = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", bundle, "-O3", "--report")
     assert "total (= file size)" in text.stdout and "dlcc: note: quantize" in text.stderr
+
+
+def test_compile_reports_before_and_after(tmp_path):
+    """Every compile shows sizes and ratio; with --data the fidelity; explain shows it later."""
+    bundle, model = str(tmp_path / "m.bin"), sample_path("lenet5.onnx")
+    data = sample_path("mnist_test_256.npz")
+    plain = invoke("compile", model, "-o", bundle, "-O3", "--json")
+    report = json.loads(plain.stdout)["report"]
+    assert "fidelity" not in report and "fidelity not checked" in plain.stderr
+    assert report["fp32_weight_bytes"] / report["bundle_bytes"] > 30
+    result = invoke("compile", model, "-o", bundle, "-O1", "--calib", data, "--data", data)
+    assert "top-1 agreement" in result.stdout and "accuracy" in result.stdout
+    fidelity = json.loads(invoke("explain", bundle, "--json").stdout)["meta"]["report"]["fidelity"]
+    assert fidelity["samples"] == 256 and fidelity["outputs"]["logits"]["agreement"] > 0.98
+    assert "fidelity on --data" in invoke("explain", bundle).stdout
 
 
 def test_readme_documents_every_command_and_pass():

@@ -343,6 +343,8 @@ def test_deeply_nested_meta_is_refused(int8_file):
         {"notes": 5},
         {"log": [{"layers": {}}]},
         {"log": [{"pass": "p", "layers": {"layer": [1]}}]},
+        {"report": {"fp32_weight_bytes": 1}},  # onnx_bytes is required
+        {"report": {"fp32_weight_bytes": 1, "onnx_bytes": 2, "fidelity": {"data": "d"}}},
     ):
         payload = zlib.compress(json.dumps(meta).encode())
         with pytest.raises(BundleFormatError, match="META"):
