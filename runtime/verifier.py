@@ -48,7 +48,7 @@ POSITION_CODINGS = ("dense", "csr", "bitmask")
 BLOB_ROLES = ("VALUES", "POSITIONS", "CODEBOOK", "SCALES")
 MAX_DIM = (1 << 31) - 1
 MAX_FIFO = 256  # weight tiles in flight
-WORKSPACE_ITEM_BYTES = 8  # kernel temporaries counted at the widest type they use (float64)
+WORKSPACE_ITEM_BYTES = 8  # a bound per temporary element: a float32 copy beside its original
 
 
 @dataclasses.dataclass(frozen=True)

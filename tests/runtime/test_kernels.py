@@ -494,3 +494,18 @@ def test_slice(batch, starts, ends, axes, steps):
     params = [np.array(v, np.int64) for v in (starts, ends, axes, steps)]
     expected = run_onnx("Slice", [x, *params])
     check("Slice", SliceAttrs(starts, ends, axes, steps), [x], expected)
+
+
+@pytest.mark.parametrize("k", [1, 1000, 1024, 1025, 3000])
+def test_integer_matmul_is_exact_through_float32(k):
+    """Worst-case int8 operands (all -128 or 127): float32 blocks of EXACT_K stay exact."""
+    from dlcc.runtime.kernels.matrix import exact_matmul
+
+    rng = np.random.default_rng(k)
+    a = rng.choice(np.array([-128, 127, -127], np.int8), size=(3, k))
+    b = rng.choice(np.array([-128, 127], np.int8), size=(k, 5))
+    expected = a.astype(np.int64) @ b.astype(np.int64)
+    got = exact_matmul(a, b)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)
+    a[:] = b[:] = -128  # every product 2^14: the largest partial sums
+    assert np.array_equal(exact_matmul(a, b), a.astype(np.int64) @ b.astype(np.int64))

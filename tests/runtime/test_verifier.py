@@ -311,7 +311,7 @@ def test_huffman_block_bounds_the_decoder_loop():
 
 
 def test_activation_limit_is_enforced(int8_file, sample_images):
-    # Dense's float64 copy of fc1's weights (3.2 MB) plus a few images' activations
+    # Dense's workspace bound for fc1's weights (3.2 MB) plus a few images' activations
     loaded = reload(int8_file, Limits(activation_bytes=3_500_000))
     loaded.run(sample_images[0][:2])
     with pytest.raises(ExecutionError, match="limit"):
