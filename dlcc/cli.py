@@ -109,7 +109,6 @@ def compile(
     from dlcc.explain import describe, render_ledger
     from dlcc.fileio import refuse_overwrite
     from dlcc.passes.manager import parse_pipeline
-    from dlcc.report import UNCHECKED
     from dlcc.report import render as render_report
     from dlcc.runtime.systolic.config import parse_array
 
@@ -172,8 +171,7 @@ def compile(
         "seconds": round(time.perf_counter() - start, 3),
     }
     info["report"] = {**bundle.meta["report"], "bundle_bytes": size}
-    if "fidelity" not in bundle.meta["report"]:
-        click.echo(f"dlcc: warning: {UNCHECKED}", err=True)
+    _warn_about_fidelity(bundle.meta["report"])
     text = f"{model} -> {output}: {size:,} bytes, {info['seconds']} s\n" + render_report(
         bundle.meta["report"], size
     )
@@ -181,6 +179,27 @@ def compile(
         info["ledger"] = describe(dlcc.load(output), size)
         text += "\n\n" + render_ledger(info["ledger"])
     emit(info, as_json, text)
+
+
+AGREEMENT_FLOOR = 0.99  # below this top-1 agreement, a compile says how to do better
+
+
+def _warn_about_fidelity(report: dict) -> None:
+    """A warning when fidelity was not checked, or when the bundle moved far from the model."""
+    from dlcc.report import UNCHECKED
+
+    if "fidelity" not in report:
+        click.echo(f"dlcc: warning: {UNCHECKED}", err=True)
+        return
+    for name, m in report["fidelity"]["outputs"].items():
+        if m.get("agreement", 1.0) < AGREEMENT_FLOOR:
+            click.echo(
+                f"dlcc: warning: output {name!r} agrees with the original on only "
+                f"{100 * m['agreement']:.2f}% of --data; let dlcc choose per-layer rates "
+                f"with --min-agreement 99% (or --max-drop 0.5% with labels), or add recovery "
+                "passes (dlcc passes: equalize, refit, biascorrect)",
+                err=True,
+            )
 
 
 @main.command()

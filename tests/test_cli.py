@@ -204,9 +204,14 @@ def test_compile_reports_before_and_after(tmp_path):
     assert report["fp32_weight_bytes"] / report["bundle_bytes"] > 30
     result = invoke("compile", model, "-o", bundle, "-O1", "--calib", data, "--data", data)
     assert "top-1 agreement" in result.stdout and "accuracy" in result.stdout
+    assert "warning" not in result.stderr
     fidelity = json.loads(invoke("explain", bundle, "--json").stdout)["meta"]["report"]["fidelity"]
     assert fidelity["samples"] == 256 and fidelity["outputs"]["logits"]["agreement"] > 0.98
     assert "fidelity on --data" in invoke("explain", bundle).stdout
+    broken = invoke("compile", model, "-o", bundle, "-O3", "--calib", data, "--data", data)
+    assert (
+        "agrees with the original on only" in broken.stderr and "--min-agreement" in broken.stderr
+    )
 
 
 def test_readme_documents_every_command_and_pass():
