@@ -14,6 +14,24 @@ SAMPLES = os.path.join(ROOT, "samples")
 SAMPLE_MODELS = ("lenet_300_100", "lenet5")
 
 
+def invoke(*args: str):
+    """Run the real `dlcc` CLI in-process; exceptions other than its own exit propagate."""
+    from click.testing import CliRunner
+
+    from dlcc.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """Exit code 2 and exactly one stderr line `dlcc: error: ...` naming what is wrong."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlcc: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def sample_path(name: str) -> str:
     """Path of a file in samples/."""
     return os.path.join(SAMPLES, name)

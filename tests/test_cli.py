@@ -10,24 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from conftest import sample_path
+from conftest import assert_clean_error, invoke, sample_path
 from onnx import TensorProto, helper
 
 import dlcc
 from dlcc.cli import main
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    """Exit code 2 and exactly one stderr line `dlcc: error: ...` naming what is wrong."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dlcc: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_version_and_help():

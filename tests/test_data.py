@@ -8,28 +8,14 @@ import os
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import sample_path
+from conftest import assert_clean_error, invoke, sample_path
 from onnx import TensorProto, helper
 
 import dlcc
-from dlcc.cli import main
 from dlcc.errors import DlccError
 
 MODEL = sample_path("lenet_300_100.onnx")
 N = 32
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dlcc: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
