@@ -41,7 +41,8 @@ def compile(  # noqa: A001
 
     refuse_overwrite(output, model)
     pipeline = parse_pipeline(passes)
-    graph = import_onnx(model)
+    notes: list[str] = []
+    graph = import_onnx(model, notes)
     weight_bytes = fp32_weight_bytes(graph)
     ctx = PassContext(
         calibration=for_graph(calibration, graph, "calibration data", nonzero=True),
@@ -49,6 +50,7 @@ def compile(  # noqa: A001
         train=for_graph(train, graph, "training data"),
         sensitivity=sensitivity,
         progress=progress,
+        notes=notes,
     )
     log = run_pipeline(graph, pipeline, ctx)
     meta = {

@@ -9,9 +9,12 @@ from dlcc.frontend.lowering import lower_model
 from dlcc.ir import Graph
 
 
-def import_onnx(path: str) -> Graph:
-    """Read the ONNX file at `path` and return its verified IR graph; errors name the file."""
-    model = read_model(path)  # its errors name the file already
+def import_onnx(path: str, notes: list[str] | None = None) -> Graph:
+    """Read the ONNX file at `path` and return its verified IR graph; errors name the file.
+
+    What the frontend had to work around (see read_model) is appended to `notes`.
+    """
+    model = read_model(path, notes)  # its errors name the file already
     try:
         graph = lower_model(model)
         fold_batchnorm(graph)

@@ -22,8 +22,13 @@ def opset_of(model: onnx.ModelProto) -> int:
     raise FrontendError("model imports no version of the default ONNX domain")
 
 
-def read_model(path: str) -> onnx.ModelProto:
-    """Load, check, upgrade and shape-infer the model at `path`."""
+def read_model(path: str, notes: list[str] | None = None) -> onnx.ModelProto:
+    """Load, check, upgrade and shape-infer the model at `path`.
+
+    Where onnx's strict shape inference refuses a model onnxruntime runs (a declared output
+    shape that disagrees with the ops, say), inference is retried leniently and the reason
+    appended to `notes`: dlcc infers every shape from its own op records anyway.
+    """
     if not os.path.isfile(path):
         raise FrontendError(f"{path}: no such file")
     try:
@@ -36,11 +41,21 @@ def read_model(path: str) -> onnx.ModelProto:
         checker.check_model(model)
         if opset_of(model) < MIN_OPSET:
             model = version_converter.convert_version(model, MIN_OPSET)
-        return shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except FrontendError:
         raise
-    except Exception as e:  # ValidationError, InferenceError, converter RuntimeError
+    except Exception as e:  # ValidationError, converter RuntimeError
         raise FrontendError(f"{path}: invalid ONNX model: {_first_line(e)}") from None
+    try:
+        return shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as strict:  # InferenceError
+        reason = _first_line(strict)
+    try:
+        model = shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except Exception as e:
+        raise FrontendError(f"{path}: invalid ONNX model: {_first_line(e)}") from None
+    if notes is not None:
+        notes.append(f"frontend: strict shape inference failed ({reason}); inferred leniently")
+    return model
 
 
 def _first_line(e: BaseException) -> str:

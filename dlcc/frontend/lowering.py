@@ -108,37 +108,103 @@ def lower_model(model: onnx.ModelProto) -> Graph:
 
     onnx_graph = model.graph
     graph = Graph(onnx_graph.name or "model")
-    env: dict[str, Value] = {}
+    lowering = _Lowering(graph, _Folder(opset_of(model)))
     for init in onnx_graph.initializer:
-        env[init.name] = graph.constant(init.name, onnx.numpy_helper.to_array(init))
+        lowering.env[init.name] = graph.constant(init.name, onnx.numpy_helper.to_array(init))
     for inp in onnx_graph.input:
-        if inp.name not in env:
-            env[inp.name] = _graph_input(graph, inp)
-
-    evaluator = _Folder(opset_of(model))
-    unsupported: dict[str, str] = {}
+        if inp.name not in lowering.env:
+            lowering.env[inp.name] = _graph_input(graph, inp)
     for node in onnx_graph.node:
-        defined = all(not name or name in env for name in node.input)
-        ins = [env.get(name) if name else None for name in node.input]
+        lowering.lower(node)
+    if lowering.unsupported:
+        listed = ", ".join(
+            f"{op} (first node {name!r})" for op, name in lowering.unsupported.items()
+        )
+        raise UnsupportedOpError(f"unsupported ONNX ops: {listed}")
+    for out in onnx_graph.output:
+        if out.name not in lowering.env:
+            raise FrontendError(f"output {out.name!r} is not computed by any supported node")
+        value = lowering.env[out.name]
+        if value.is_constant:
+            raise FrontendError(f"output {out.name!r} is a constant; nothing to compile")
+        graph.outputs.append(_output_named(graph, value, out.name))
+    return graph
+
+
+class _Lowering:
+    """One walk over the ONNX nodes: fold what is constant, convert the rest.
+
+    After the first unsupported op nothing more is built, but the walk goes on to list every
+    op that blocks the model. Values downstream of a blocker are "pending": a node reading only
+    pending shapes (Shape, Size) or constants would fold once the blocker exists, so it is not
+    listed; a node reading pending data is listed only when it has no converter either.
+    """
+
+    def __init__(self, graph: Graph, folder: _Folder) -> None:
+        self.graph, self.folder = graph, folder
+        self.env: dict[str, Value] = {}
+        self.pending: dict[str, str] = {}  # name -> "data" | "constant": what it will be
+        self.unsupported: dict[str, str] = {}
+
+    def lower(self, node: onnx.NodeProto) -> None:
+        """Fold, convert or (once something is unsupported) classify one node."""
+        label = node.name or node.output[0]
         if node.domain not in ("", "ai.onnx"):
-            unsupported.setdefault(f"{node.domain}.{node.op_type}", node.name or node.output[0])
-            continue
+            return self._block(node, f"{node.domain}.{node.op_type}", label)
+        kinds = [self.pending.get(name) for name in node.input if name]
+        if any(kinds):
+            reads_data = "data" in kinds and node.op_type not in ("Shape", "Size")
+            if reads_data and node.op_type not in CONVERTERS:
+                self.unsupported.setdefault(node.op_type, label)
+            for name in node.output:
+                self.pending[name] = "data" if reads_data else "constant"
+            return None
+        ins = [self.env.get(name) if name else None for name in node.input]
+        defined = all(not name or name in self.env for name in node.input)
+        if node.op_type == "If" and defined and ins[0].is_constant:
+            return self._inline_if(node, ins[0])
         if defined and _foldable(node, ins):
-            for name, data in zip(node.output, evaluator.run(node, ins)):
-                env[name] = graph.constant(name, data)
-            continue
+            for name, data in zip(node.output, self.folder.run(node, ins)):
+                self.env[name] = self.graph.constant(name, data)
+            return None
         conv = CONVERTERS.get(node.op_type)
         if conv is None:
-            unsupported.setdefault(node.op_type, node.name or node.output[0])
-            continue
-        if unsupported:  # keep scanning for the complete list, build nothing more
-            continue
+            return self._block(node, node.op_type, label)
+        if self.unsupported:  # keep scanning for the complete list, build nothing more
+            for name in node.output:
+                self.pending[name] = "data"
+            return None
         if not defined:
-            missing = next(name for name in node.input if name and name not in env)
+            missing = next(name for name in node.input if name and name not in self.env)
             raise FrontendError(
-                f"node {node.name or node.output[0]!r} ({node.op_type}) reads {missing!r}, "
-                "which no node computes"
+                f"node {label!r} ({node.op_type}) reads {missing!r}, which no node computes"
             )
+        self._convert(node, conv, ins)
+        return None
+
+    def _block(self, node: onnx.NodeProto, op: str, label: str) -> None:
+        self.unsupported.setdefault(op, label)
+        for name in node.output:
+            self.pending[name] = "data"
+
+    def _inline_if(self, node: onnx.NodeProto, cond: Value) -> None:
+        """An If on a constant condition is its taken branch, lowered in place."""
+        if cond.data.size != 1:
+            raise Builder(self.graph, node).fail("the condition is not a single value")
+        taken = "then_branch" if bool(cond.data.reshape(-1)[0]) else "else_branch"
+        branch = next(helper.get_attribute_value(a) for a in node.attribute if a.name == taken)
+        for init in branch.initializer:
+            self.env[init.name] = self.graph.constant(init.name, onnx.numpy_helper.to_array(init))
+        for inner in branch.node:
+            self.lower(inner)
+        for name, out in zip(node.output, branch.output):
+            if out.name in self.pending:
+                self.pending[name] = self.pending[out.name]
+            elif out.name in self.env:
+                self.env[name] = self.env[out.name]
+
+    def _convert(self, node: onnx.NodeProto, conv: Converter, ins: list[Value | None]) -> None:
+        graph = self.graph
         b = Builder(graph, node)
         for i in conv.params:
             if i < len(ins) and ins[i] is not None and not ins[i].is_constant:
@@ -151,18 +217,7 @@ def lower_model(model: onnx.ModelProto) -> Graph:
             if name:
                 if id(value) in created:
                     graph.rename(value, name)
-                env[name] = value
-    if unsupported:
-        listed = ", ".join(f"{op} (first node {name!r})" for op, name in unsupported.items())
-        raise UnsupportedOpError(f"unsupported ONNX ops: {listed}")
-    for out in onnx_graph.output:
-        if out.name not in env:
-            raise FrontendError(f"output {out.name!r} is not computed by any supported node")
-        value = env[out.name]
-        if value.is_constant:
-            raise FrontendError(f"output {out.name!r} is a constant; nothing to compile")
-        graph.outputs.append(_output_named(graph, value, out.name))
-    return graph
+                self.env[name] = value
 
 
 def _check_weights(b: Builder, nodes: list[Node]) -> None:

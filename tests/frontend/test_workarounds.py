@@ -1,0 +1,82 @@
+"""Accept what onnxruntime accepts: lenient shape inference, constant If, honest op lists.
+
+Each model is built with onnx.helper, run by onnxruntime as the reference, and compiled by
+dlcc (or refused with the list of ops that really block it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import dlcc
+from dlcc.api import load_bytes
+from dlcc.errors import UnsupportedOpError
+
+
+def tensor(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def save(tmp_path, nodes, outputs, initializers=()) -> str:
+    graph = helper.make_graph(nodes, "m", [tensor("x", ["N", 4])], outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def matches_onnxruntime(path: str) -> None:
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    (expected,) = ort.InferenceSession(path).run(None, {"x": x})
+    (got,) = load_bytes(dlcc.compile(path).to_bytes()).run(x).values()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_wrong_declared_output_shape_compiles_with_a_note(tmp_path):
+    """Strict shape inference refuses a declared rank-3 output of a rank-2 Relu; ort runs it."""
+    path = save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [tensor("y", ["N", 4, 7])])
+    matches_onnxruntime(path)
+    notes = dlcc.compile(path).meta["notes"]
+    assert any("strict shape inference failed" in note for note in notes)
+
+
+@pytest.mark.parametrize("condition", [True, False])
+def test_if_on_a_constant_condition_is_its_branch(tmp_path, condition):
+    """The condition is folded from the input's static width (Shape -> Gather -> Equal)."""
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"])], "then", [], [tensor("t", None)]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["e"])], "else", [], [tensor("e", None)]
+    )
+    width = numpy_helper.from_array(np.array(4 if condition else 5, np.int64), "width")
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["w"]),
+        helper.make_node("Equal", ["w", "width"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other),
+    ]
+    matches_onnxruntime(save(tmp_path, nodes, [tensor("y", ["N", 4])], [width, one]))
+
+
+def test_unsupported_ops_list_only_the_real_blockers(tmp_path):
+    """Shape/ConstantOfShape behind the blocker would fold once it existed: not listed. An op
+    reading the blocker's data with no converter of its own is listed."""
+    nodes = [
+        helper.make_node("Hardmax", ["x"], ["h"]),
+        helper.make_node("Shape", ["h"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["zeros"]),
+        helper.make_node("Add", ["h", "zeros"], ["a"]),
+        helper.make_node("Erf", ["a"], ["y"]),
+    ]
+    path = save(tmp_path, nodes, [tensor("y", ["N", 4])])
+    with pytest.raises(UnsupportedOpError) as info:
+        dlcc.compile(path)
+    message = str(info.value)
+    assert "Hardmax" in message and "Erf" in message
+    assert "Shape" not in message and "ConstantOfShape" not in message
