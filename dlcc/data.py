@@ -22,6 +22,7 @@ import numpy as np
 
 from dlcc.errors import DlccError
 from dlcc.fileio import read_arrays
+from dlcc.ir import sample_axis
 
 # Data values beyond this are refused. Real inputs (pixels, normalized features, embeddings)
 # sit many orders of magnitude below; float32 tops out at 3.4e38 and squares overflow above
@@ -84,8 +85,9 @@ def bind(data: dict | None, inputs: dict, output, source: str, nonzero: bool = F
         if x.size == 0:
             raise DlccError(f"{where}: no samples (shape {_dims(x.shape)})")
         _check_values(x, where, nonzero)
-        if spec.batch_axis is not None:
-            counts.add(x.shape[spec.batch_axis])
+        axis = sample_axis(spec.shape, spec.batch_axis)
+        if axis is not None:
+            counts.add(x.shape[axis])
         bound[name] = x
     if len(counts) > 1:
         raise DlccError(f"{source}: the inputs hold different sample counts {sorted(counts)}")
@@ -138,8 +140,9 @@ def _check_dtype(x: np.ndarray, where: str) -> None:
 
 def _check_shape(x: np.ndarray, spec, where: str) -> None:
     expected = list(spec.shape)
-    if spec.batch_axis is not None and x.ndim == len(expected):
-        expected[spec.batch_axis] = x.shape[spec.batch_axis]
+    axis = sample_axis(spec.shape, spec.batch_axis)
+    if axis is not None and x.ndim == len(expected):
+        expected[axis] = x.shape[axis]
     if list(x.shape) != expected:
         raise DlccError(
             f"{where}: shape {_dims(x.shape)}; the model takes {_dims(spec.shape, spec.batch_axis)}"

@@ -241,6 +241,14 @@ class Graph:
         return f"graph {self.name}({ins}) -> ({outs}) {{\n{body}\n}}"
 
 
+def sample_axis(shape: Shape, batch_axis: int | None) -> int | None:
+    """The axis data samples stack along: the batch axis, or axis 0 of a static shape that
+    holds one sample there (a model exported at batch 1, fed one sample at a time)."""
+    if batch_axis is not None:
+        return batch_axis
+    return 0 if shape and shape[0] == 1 else None
+
+
 def check_shape(value: Value, what: str) -> None:
     """Refuse a zero-size (or negative) dimension, or more than MAX_ELEMENTS elements."""
     if any(d < 1 for d in value.shape):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.errors import PassError
-from dlcc.ir import Graph
+from dlcc.ir import Graph, sample_axis
 from dlcc.passes.evaluate import evaluate
 
 BINS = 2048
@@ -25,29 +25,35 @@ def sample_count(graph: Graph, data: dict[str, np.ndarray]) -> int:
     for value in graph.inputs:
         if value.name not in data:
             raise PassError(f"calibration data has no array for input {value.name!r}")
-        if value.batch_axis is None:
-            raise PassError(f"input {value.name!r} has no batch axis to calibrate over")
+        axis = sample_axis(value.shape, value.batch_axis)
+        if axis is None:
+            raise PassError(f"input {value.name!r} has no axis to take samples along")
         shape = data[value.name].shape
-        expected = value.shape_at(shape[value.batch_axis] if len(shape) > value.batch_axis else 0)
-        if tuple(shape) != expected:
+        expected = list(value.shape)
+        expected[axis] = shape[axis] if len(shape) > axis else 0
+        if tuple(shape) != tuple(expected):
             raise PassError(
                 f"data for input {value.name!r} has shape {tuple(shape)}; the model "
                 f"takes {value.dims()}"
             )
-        counts.add(shape[value.batch_axis])
+        counts.add(shape[axis])
     if len(counts) != 1:
         raise PassError(f"calibration inputs hold different sample counts: {sorted(counts)}")
     return counts.pop()
 
 
 def batches(graph: Graph, data: dict[str, np.ndarray], size: int) -> Iterator[dict]:
-    """`data` cut into batches of `size` along each input's batch axis."""
+    """`data` cut into batches of `size` along each input's sample axis (one sample at a
+    time for a model with a fixed batch of 1)."""
     total = sample_count(graph, data)
+    if any(v.batch_axis is None for v in graph.inputs):
+        size = 1
+    axes = {v.name: sample_axis(v.shape, v.batch_axis) for v in graph.inputs}
     for start in range(0, total, size):
         rows = np.arange(start, min(start + size, total))
         yield {
-            v.name: np.take(data[v.name], rows, axis=v.batch_axis).astype(np.float32)
-            for v in graph.inputs
+            name: np.take(data[name], rows, axis=axis).astype(np.float32)
+            for name, axis in axes.items()
         }
 
 
