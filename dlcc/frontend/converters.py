@@ -63,22 +63,41 @@ def matmul(b: Builder, node, a, w):
 
 
 # -- vector unit ----------------------------------------------------------------------------
-@converter("Relu", "Sigmoid", "Tanh", "GlobalAveragePool", "GlobalMaxPool")
+@converter(
+    "Relu", "Sigmoid", "Tanh", "GlobalAveragePool", "GlobalMaxPool", "Sqrt", "Exp", "Log",
+    "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Erf", "Sin", "Cos", "HardSwish", "Softplus",
+    "Mish",
+)  # fmt: skip
 def unary(b: Builder, node, x):
     return b.emit(node.op_type, [x])
 
 
-@converter("Add", "Sub", "Mul", "Div")
+@converter("Add", "Sub", "Mul", "Div", "Pow", "PRelu")
 def binary(b: Builder, node, x, y):
     return b.emit(node.op_type, [x, y])
 
 
-@converter("Sum")
-def sum_(b: Builder, node, *xs):
+@converter("Sum", "Max", "Min")
+def variadic(b: Builder, node, *xs):
+    """Sum, Max, Min of any number of inputs: a chain of the binary op."""
+    op = {"Sum": "Add"}.get(node.op_type, node.op_type)
     acc = xs[0]
     for x in xs[1:]:
-        (acc,) = b.emit("Add", [acc, x])
+        (acc,) = b.emit(op, [acc, x])
     return [acc]
+
+
+@converter("HardSigmoid")
+def hard_sigmoid(b: Builder, node, x):
+    alpha, beta = float(b.attrs.get("alpha", 0.2)), float(b.attrs.get("beta", 0.5))
+    return b.emit("HardSigmoid", [x], alpha=alpha, beta=beta)
+
+
+@converter("Elu", "Selu", "Gelu")
+def parametric(b: Builder, node, x):
+    """Activations whose ONNX attributes are their dataclass fields, defaults included."""
+    fields = {k: v for k, v in b.attrs.items() if k in ("alpha", "gamma", "approximate")}
+    return b.emit(node.op_type, [x], **fields)
 
 
 @converter("LeakyRelu")

@@ -509,3 +509,58 @@ def test_integer_matmul_is_exact_through_float32(k):
     assert got.dtype == np.int32 and np.array_equal(got, expected)
     a[:] = b[:] = -128  # every product 2^14: the largest partial sums
     assert np.array_equal(exact_matmul(a, b), a.astype(np.int64) @ b.astype(np.int64))
+
+
+def test_erf_matches_the_standard_library():
+    import math
+
+    from dlcc.runtime.kernels.pointwise import erf
+
+    x = np.linspace(-6, 6, 2001).astype(np.float32)
+    expected = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert np.abs(erf(x) - expected).max() < 3e-7
+
+
+@pytest.mark.parametrize("act", ["HardSwish", "Gelu", "Mish", "Elu", "HardSigmoid", "Softplus"])
+def test_new_activations_fuse_and_run_on_the_integer_path(tmp_path, act):
+    """Dense -> activation -> Dense: fused into ACTIVATE (float), a 256-entry table (int8)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    import dlcc
+    from dlcc.api import load_bytes
+    from dlcc.formats import isa
+    from dlcc.runtime.kernels import code_of
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal(s).astype(np.float32) / 3 for s in ((8, 16), (16, 4)))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node(act, ["h"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["y"]),
+    ]
+    io = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", d])
+        for n, d in (("x", 8), ("y", 4))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        io[:1],
+        io[1:],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    (expected,) = ort.InferenceSession(path).run(None, {"x": x})
+    float_bundle = dlcc.compile(path)
+    assert any(
+        isinstance(i, isa.Activate) and i.function == code_of(act) for i in float_bundle.program
+    )
+    (got,) = load_bytes(float_bundle.to_bytes()).run(x).values()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    int8 = load_bytes(dlcc.compile(path, passes="-O1", calibration={"x": x}).to_bytes())
+    (q,) = int8.run(x).values()
+    assert np.corrcoef(q.ravel(), expected.ravel())[0, 1] > 0.99
