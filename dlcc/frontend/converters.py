@@ -87,6 +87,22 @@ def variadic(b: Builder, node, *xs):
     return [acc]
 
 
+@converter(
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceProd", params=(1,)
+)
+def reduce(b: Builder, node, x, axes=None):
+    """Axes from the attribute (opset < 18) or the constant second input (opset 18)."""
+    listed = b.ints(axes) if axes is not None else tuple(b.attrs.get("axes", ()))
+    if not listed and b.attrs.get("noop_with_empty_axes", 0):
+        return [x]
+    return b.emit(node.op_type, [x], axes=listed, keepdims=int(b.attrs.get("keepdims", 1)))
+
+
+@converter("LogSoftmax")
+def log_softmax(b: Builder, node, x):
+    return b.emit("LogSoftmax", [x], axis=int(b.attrs.get("axis", -1)))
+
+
 @converter("HardSigmoid")
 def hard_sigmoid(b: Builder, node, x):
     alpha, beta = float(b.attrs.get("alpha", 0.2)), float(b.attrs.get("beta", 0.5))
