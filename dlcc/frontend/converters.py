@@ -98,6 +98,18 @@ def reduce(b: Builder, node, x, axes=None):
     return b.emit(node.op_type, [x], axes=listed, keepdims=int(b.attrs.get("keepdims", 1)))
 
 
+@converter("LayerNormalization")
+def layer_normalization(b: Builder, node, x, scale, bias=None):
+    axis, epsilon = int(b.attrs.get("axis", -1)), float(b.attrs.get("epsilon", 1e-5))
+    return b.emit("LayerNormalization", [x, scale, bias], axis=axis, epsilon=epsilon)
+
+
+@converter("InstanceNormalization")
+def instance_normalization(b: Builder, node, x, scale, bias):
+    epsilon = float(b.attrs.get("epsilon", 1e-5))
+    return b.emit("InstanceNormalization", [x, scale, bias], epsilon=epsilon)
+
+
 @converter("LogSoftmax")
 def log_softmax(b: Builder, node, x):
     return b.emit("LogSoftmax", [x], axis=int(b.attrs.get("axis", -1)))

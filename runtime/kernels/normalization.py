@@ -1,4 +1,5 @@
-"""Normalization ops: LRN (across channels) and BatchNormalization (inference mode)."""
+"""Normalization ops: LRN (across channels), BatchNormalization (inference mode),
+LayerNormalization (over the trailing axes) and InstanceNormalization (per sample and channel)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import check, register_kernel
+from dlcc.runtime.kernels import axis_in, check, register_kernel
 
 MAX_LRN_SIZE = 1 << 12  # the kernel adds one shifted slice per tap of the channel window
 
@@ -99,3 +100,54 @@ def batch_normalization(
     y *= k.reshape(bshape)
     y += bias.astype(x.dtype).reshape(bshape)
     return y
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNormAttrs:
+    """Normalize over axes [axis, rank); epsilon added to the variance."""
+
+    axis: int = -1
+    epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        check(0 <= self.epsilon < math.inf, f"epsilon {self.epsilon} is not finite and >= 0")
+
+
+def _layer_norm_shape(attrs: LayerNormAttrs, x, scale, bias=None):
+    axis = axis_in(attrs.axis, len(x))
+    for name, p in (("scale", scale), ("bias", bias)):
+        check(p is None or np.broadcast_shapes(tuple(p), x[axis:]) == x[axis:], f"{name} {p}")
+    stats = tuple(x[:axis]) + (1,) * (len(x) - axis)
+    return tuple(x), stats, stats
+
+
+def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float):
+    """((x - mean) * inv_std, mean, inv_std) over `axes`, inv_std = 1 / sqrt(var + epsilon),
+    computed in float64."""
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(np.square(x64 - mean).mean(axis=axes, keepdims=True) + epsilon)
+    return (x64 - mean) * inv_std, mean, inv_std
+
+
+@register_kernel("LayerNormalization", LayerNormAttrs, code=56, shape=_layer_norm_shape)
+def layer_normalization(attrs: LayerNormAttrs, x, scale, bias=None):
+    """(y, mean, inv_std): y = (x - mean) * inv_std * scale + bias over axes [axis, rank)"""
+    axes = tuple(range(attrs.axis % x.ndim, x.ndim))
+    normalized, mean, inv_std = _normalize(x, axes, attrs.epsilon)
+    y = normalized * scale if bias is None else normalized * scale + bias
+    return y.astype(x.dtype), mean.astype(x.dtype), inv_std.astype(x.dtype)
+
+
+def _instance_norm_shape(attrs: BatchNormAttrs, x, scale, bias):
+    check(len(x) >= 3, f"InstanceNormalization takes [N, C, spatial...], got {x}")
+    check(tuple(scale) == tuple(bias) == (x[1],), f"scale {scale}, bias {bias} for {x[1]}")
+    return (tuple(x),)
+
+
+@register_kernel("InstanceNormalization", BatchNormAttrs, code=57, shape=_instance_norm_shape)
+def instance_normalization(attrs: BatchNormAttrs, x, scale, bias) -> np.ndarray:
+    """y = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c], per sample and channel"""
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    y = _normalize(x, tuple(range(2, x.ndim)), attrs.epsilon)[0]
+    return (y * scale.reshape(view) + bias.reshape(view)).astype(x.dtype)
