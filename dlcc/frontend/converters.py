@@ -98,6 +98,56 @@ def reduce(b: Builder, node, x, axes=None):
     return b.emit(node.op_type, [x], axes=listed, keepdims=int(b.attrs.get("keepdims", 1)))
 
 
+@converter("Pad", params=(1, 2, 3))
+def pad(b: Builder, node, x, pads, value=None, axes=None):
+    rank = len(x.shape)
+    given = b.ints(pads)
+    listed = b.ints(axes) if axes is not None else tuple(range(rank))
+    if len(given) != 2 * len(listed):
+        raise b.fail(f"{len(given)} pads for {len(listed)} axes")
+    full = [0] * (2 * rank)
+    for k, axis in enumerate(listed):
+        if not -rank <= axis < rank:
+            raise b.fail(f"axis {axis} outside rank {rank}")
+        full[axis % rank], full[rank + axis % rank] = given[k], given[len(listed) + k]
+    fill = 0.0 if value is None or value.data.size == 0 else float(value.data.reshape(-1)[0])
+    mode = b.attrs.get("mode", "constant")
+    return b.emit("Pad", [x], pads=tuple(full), mode=mode, value=fill)
+
+
+@converter("Split", params=(1,))
+def split(b: Builder, node, x, sizes=None):
+    axis = int(b.attrs.get("axis", 0))
+    if not -len(x.shape) <= axis < len(x.shape):
+        raise b.fail(f"axis {axis} outside rank {len(x.shape)}")
+    extent = x.shape[axis]
+    if sizes is not None:
+        pieces = b.ints(sizes)
+    else:  # num_outputs (opset 18) or one per output: equal pieces, the last one smaller
+        count = int(b.attrs.get("num_outputs", len(node.output)))
+        step = -(-extent // count)
+        pieces = tuple(min(step, extent - k * step) for k in range(count))
+    return b.emit("Split", [x], axis=axis, sizes=pieces)
+
+
+@converter("Expand", params=(1,))
+def expand(b: Builder, node, x, shape):
+    # A dimension taken from the input's own shape holds the batch sentinel: 1 keeps it.
+    target = np.where(shape.data == BATCH, 1, shape.data)
+    return b.emit("Expand", [x], shape=b.ints(target))
+
+
+@converter("Tile", params=(1,))
+def tile(b: Builder, node, x, repeats):
+    return b.emit("Tile", [x], repeats=b.ints(repeats))
+
+
+@converter("DepthToSpace")
+def depth_to_space(b: Builder, node, x):
+    blocksize, mode = int(b.attrs["blocksize"]), b.attrs.get("mode", "DCR")
+    return b.emit("DepthToSpace", [x], blocksize=blocksize, mode=mode)
+
+
 @converter("LayerNormalization")
 def layer_normalization(b: Builder, node, x, scale, bias=None):
     axis, epsilon = int(b.attrs.get("axis", -1)), float(b.attrs.get("epsilon", 1e-5))
