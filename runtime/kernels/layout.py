@@ -78,7 +78,7 @@ def _split_shape(attrs: SplitAttrs, x):
     return tuple(tuple(s if i == axis else d for i, d in enumerate(x)) for s in attrs.sizes)
 
 
-@register_kernel("Split", SplitAttrs, code=59, shape=_split_shape, int8="same")
+@register_kernel("Split", SplitAttrs, code=59, shape=_split_shape)
 def split(attrs: SplitAttrs, x: np.ndarray) -> tuple[np.ndarray, ...]:
     """(y_0, y_1, ...) = consecutive pieces of x of `sizes` along `axis`"""
     cuts = np.cumsum(attrs.sizes)[:-1]
