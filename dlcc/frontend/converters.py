@@ -20,20 +20,13 @@ from dlcc.runtime.kernels.tensor import ReshapeAttrs
 # -- matrix engine ------------------------------------------------------------------------
 @converter("Conv", params=(1, 2))
 def conv(b: Builder, node, x, w, bias=None):
-    if w.data.ndim != 4:
-        raise b.fail(f"only 2-D convolution is supported (weight rank {w.data.ndim})")
-    kernel = w.data.shape[2:]
-    strides = tuple(b.attrs.get("strides", (1, 1)))
-    dilations = tuple(b.attrs.get("dilations", (1, 1)))
-    pads = _pads(b, x.shape[2:], kernel, strides, dilations)
-    return b.emit(
-        "Conv",
-        [x, w, bias],
-        strides=strides,
-        pads=pads,
-        dilations=dilations,
-        group=int(b.attrs.get("group", 1)),
-    )
+    if w.data.ndim not in (3, 4):
+        raise b.fail(f"only 1-D and 2-D convolution are supported (weight rank {w.data.ndim})")
+    geometry = _window(b, x, w.data.shape[2:])
+    if w.data.ndim == 3:  # 1-D: the same conv on [N, C, 1, L] with a [M, C/G, 1, k] kernel
+        w = b.graph.constant(w.name, w.data[:, :, None, :])
+    (y,) = b.emit("Conv", [_lift(b, x), w, bias], **geometry, group=int(b.attrs.get("group", 1)))
+    return _drop(b, y, len(x.shape))
 
 
 @converter("Gemm", params=(1, 2))
@@ -198,21 +191,43 @@ def softmax(b: Builder, node, x):
 @converter("MaxPool", "AveragePool")
 def pool(b: Builder, node, x):
     kernel = tuple(b.attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise b.fail(f"only 2-D pooling is supported (kernel {kernel})")
-    strides = tuple(b.attrs.get("strides", (1, 1)))
-    dilations = tuple(b.attrs.get("dilations", (1, 1)))
-    pads = _pads(b, x.shape[2:], kernel, strides, dilations)
-    return b.emit(
+    if len(kernel) not in (1, 2):
+        raise b.fail(f"only 1-D and 2-D pooling are supported (kernel {kernel})")
+    (y,) = b.emit(
         node.op_type,
-        [x],
-        kernel=kernel,
-        strides=strides,
-        pads=pads,
-        dilations=dilations,
+        [_lift(b, x)],
+        kernel=(1, *kernel) if len(kernel) == 1 else kernel,
+        **_window(b, x, kernel),
         ceil_mode=int(b.attrs.get("ceil_mode", 0)),
         count_include_pad=int(b.attrs.get("count_include_pad", 0)),
     )
+    return _drop(b, y, len(x.shape))
+
+
+def _window(b: Builder, x: Value, kernel: tuple[int, ...]) -> dict:
+    """strides, pads, dilations of a 1-D or 2-D window op, as the 2-D kernels take them
+    (a 1-D op runs on [N, C, 1, L]: height 1, no stride, no padding)."""
+    ones = (1,) * len(kernel)
+    strides = tuple(b.attrs.get("strides", ones))
+    dilations = tuple(b.attrs.get("dilations", ones))
+    pads = _pads(b, x.shape[2:], kernel, strides, dilations)
+    if len(kernel) == 1:
+        return {
+            "strides": (1, *strides),
+            "pads": (0, pads[0], 0, pads[1]),
+            "dilations": (1, *dilations),
+        }
+    return {"strides": strides, "pads": pads, "dilations": dilations}
+
+
+def _lift(b: Builder, x: Value) -> Value:
+    """[N, C, L] -> [N, C, 1, L]; 4-D values pass."""
+    return x if len(x.shape) != 3 else b.emit("Reshape", [x], shape=(0, 0, 1, -1))[0]
+
+
+def _drop(b: Builder, y: Value, rank: int) -> list[Value]:
+    """Back from [N, C, 1, L] to [N, C, L] when the op was 1-D."""
+    return [y] if rank != 3 else b.emit("Reshape", [y], shape=(0, 0, -1))
 
 
 @converter("LRN")
@@ -359,13 +374,13 @@ def _reshape_to(b: Builder, x: Value, out_shape) -> list[Value]:
     return b.emit("Reshape", [x], shape=target)
 
 
-def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, int, int, int]:
-    """Explicit (top, left, bottom, right) pads, resolving ONNX's auto_pad."""
+def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, ...]:
+    """Explicit pads (all begins, then all ends), resolving ONNX's auto_pad."""
     auto = b.attrs.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
-        return tuple(b.attrs.get("pads", (0, 0, 0, 0)))
+        return tuple(b.attrs.get("pads", (0,) * (2 * len(kernel))))
     if auto == "VALID":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * len(kernel))
     begins, ends = [], []
     for n, k, s, d in zip(spatial, kernel, strides, dilations):
         total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
