@@ -48,11 +48,13 @@ def gemm(b: Builder, node, a, w, c=None):
     return b.emit("Dense", [a, w, bias])
 
 
-@converter("MatMul", params=(1,))
+@converter("MatMul")
 def matmul(b: Builder, node, a, w):
-    if w.data.ndim != 2:
-        raise b.fail(f"only a 2-D constant second operand is supported ({w.data.shape})")
-    return b.emit("Dense", [a, w, None])
+    """A 2-D constant right operand is a weight (Dense, on the matrix unit); anything else,
+    two activations above all (attention), is a batched MatMul on the vector unit."""
+    if w.is_constant and w.data.ndim == 2 and len(a.shape) >= 2:
+        return b.emit("Dense", [a, w, None])
+    return b.emit("MatMul", [a, w])
 
 
 # -- vector unit ----------------------------------------------------------------------------

@@ -295,3 +295,19 @@ def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return y
+
+
+def _matmul_shape(attrs, a, b):
+    """numpy / ONNX MatMul: 1-D operands are promoted and the added axis dropped again."""
+    check(len(a) >= 1 and len(b) >= 1, f"MatMul of scalars {a}, {b}")
+    a2, b2 = (1, *a) if len(a) == 1 else tuple(a), (*b, 1) if len(b) == 1 else tuple(b)
+    check(a2[-1] == b2[-2], f"MatMul of {tuple(a)} by {tuple(b)}: K differs")
+    batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+    out = batch + (a2[-2],) * (len(a) > 1) + (b2[-1],) * (len(b) > 1)
+    return (out,)
+
+
+@register_kernel("MatMul", code=63, shape=_matmul_shape)
+def matmul(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y = a @ b, batched over the leading axes with broadcasting (attention's QK^T and PV)"""
+    return np.matmul(a, b)

@@ -110,3 +110,33 @@ def test_1d_convolution_and_pooling_run_as_2d(tmp_path):
     for target in ("interp", "systolic"):
         (got,) = bundle.run(x, target=target).values()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_matmuls_of_two_activations(tmp_path):
+    """softmax(Q K^T / sqrt d) V with LayerNormalization and Gelu: a transformer block's ops."""
+    rng = np.random.default_rng(2)
+    d = 8
+    weights = {n: rng.standard_normal((d, d)).astype(np.float32) / 3 for n in ("wq", "wk", "wv")}
+    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    inits += [
+        numpy_helper.from_array(np.array(1 / np.sqrt(d), np.float32), "scale"),
+        numpy_helper.from_array(np.ones(d, np.float32), "gamma"),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma"], ["n"]),
+        *(helper.make_node("MatMul", ["n", w], [w[1]]) for w in ("wq", "wk", "wv")),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["ss"]),
+        helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+        helper.make_node("Gelu", ["o"], ["y"]),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, d])
+    graph = helper.make_graph(nodes, "attn", [x_info], [tensor("y", ["N", 5, d])], inits)
+    path = str(tmp_path / "attn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    x = rng.standard_normal((3, 5, d)).astype(np.float32)
+    (expected,) = ort.InferenceSession(path).run(None, {"x": x})
+    (got,) = load_bytes(dlcc.compile(path).to_bytes()).run(x).values()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
