@@ -29,6 +29,52 @@ def conv(b: Builder, node, x, w, bias=None):
     return _drop(b, y, len(x.shape))
 
 
+@converter("ConvTranspose", params=(1, 2))
+def conv_transpose(b: Builder, node, x, w, bias=None):
+    if w.data.ndim not in (3, 4):
+        raise b.fail(f"only 1-D and 2-D ConvTranspose is supported (weight rank {w.data.ndim})")
+    one_d = w.data.ndim == 3
+    kernel = w.data.shape[2:]
+    ones = (1,) * len(kernel)
+    strides = tuple(b.attrs.get("strides", ones))
+    dilations = tuple(b.attrs.get("dilations", ones))
+    extra = tuple(b.attrs.get("output_padding", (0,) * len(kernel)))
+    pads = tuple(b.attrs.get("pads", (0,) * (2 * len(kernel))))
+    shape = b.attrs.get("output_shape")
+    auto = b.attrs.get("auto_pad", "NOTSET")
+    if shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        # ONNX: the total padding that gives the wanted size; a negative one is output padding.
+        sizes = zip(x.shape[2:], kernel, strides, dilations, extra)
+        full = [s * (n - 1) + p + d * (k - 1) + 1 for n, k, s, d, p in sizes]
+        wanted = (
+            shape[-len(kernel) :]
+            if shape is not None
+            else [n * s for n, s in zip(x.shape[2:], strides)]
+        )
+        total = [max(f - o, 0) for f, o in zip(full, wanted)]
+        extra = tuple(p + max(o - f, 0) for p, f, o in zip(extra, full, wanted))
+        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = (*first, *(t - f for t, f in zip(total, first)))
+    if one_d:
+        w = b.graph.constant(w.name, w.data[:, :, None, :])
+        strides, dilations, extra, pads = (
+            (1, *strides),
+            (1, *dilations),
+            (0, *extra),
+            (0, pads[0], 0, pads[1]),
+        )
+    (y,) = b.emit(
+        "ConvTranspose",
+        [_lift(b, x), w, bias],
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=int(b.attrs.get("group", 1)),
+        output_padding=extra,
+    )
+    return _drop(b, y, len(x.shape))
+
+
 @converter("Gemm", params=(1, 2))
 def gemm(b: Builder, node, a, w, c=None):
     if b.attrs.get("transA", 0):

@@ -311,3 +311,66 @@ def _matmul_shape(attrs, a, b):
 def matmul(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """y = a @ b, batched over the leading axes with broadcasting (attention's QK^T and PV)"""
     return np.matmul(a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTransposeAttrs:
+    """2-D transposed convolution; pads (top, left, bottom, right) crop the full output."""
+
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+    output_padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        check_window(self.strides, self.pads, self.dilations)
+        check(self.group >= 1, f"group {self.group} < 1")
+        fits = all(0 <= p < s for p, s in zip(self.output_padding, self.strides))
+        check(fits, f"output_padding {self.output_padding} not below the strides")
+
+
+def conv_transpose_hw(h: int, w: int, kernel_hw, attrs: ConvTransposeAttrs) -> tuple[int, int]:
+    """(OH, OW) = s * (in - 1) + output_padding + d * (k - 1) + 1 - pad_begin - pad_end."""
+    top, left, bottom, right = attrs.pads
+    sizes = zip((h, w), kernel_hw, attrs.strides, attrs.dilations, attrs.output_padding)
+    full = [s * (n - 1) + p + d * (k - 1) + 1 for n, k, s, d, p in sizes]
+    return full[0] - top - bottom, full[1] - left - right
+
+
+def _conv_transpose_shape(attrs: ConvTransposeAttrs, x, w, b=None):
+    check(len(x) == 4 and len(w) == 4, f"ConvTranspose takes 4-D x and w, got {x} and {w}")
+    check(x[1] == w[0] and x[1] % attrs.group == 0, f"x {x} for weights {w}, group {attrs.group}")
+    oh, ow = conv_transpose_hw(x[2], x[3], (w[2], w[3]), attrs)
+    check(oh >= 1 and ow >= 1, f"ConvTranspose of {x} by {w} with {attrs} has no output pixel")
+    check(b is None or tuple(b) == (w[1] * attrs.group,), f"bias {b}")
+    return ((x[0], w[1] * attrs.group, oh, ow),)
+
+
+def _conv_transpose_workspace(attrs: ConvTransposeAttrs, x, w, b=None) -> int:
+    """The product before the scatter, and the uncropped output."""
+    oh, ow = conv_transpose_hw(x[2], x[3], (w[2], w[3]), attrs)
+    top, left, bottom, right = attrs.pads
+    return x[0] * x[2] * x[3] * math.prod(w[1:]) + x[0] * w[1] * attrs.group * (
+        oh + top + bottom
+    ) * (ow + left + right)
+
+
+@register_kernel(
+    "ConvTranspose",
+    ConvTransposeAttrs,
+    code=64,
+    shape=_conv_transpose_shape,
+    workspace=_conv_transpose_workspace,
+)
+def conv_transpose(attrs: ConvTransposeAttrs, x: np.ndarray, w: np.ndarray, b=None):
+    """y = the adjoint of Conv(y) -> x: each input pixel scatters x[n, c] * w[c, m] onto the
+    output window it would have been computed from (col2im of x @ w), then + b[m]."""
+    n, cin, h, wd = x.shape
+    g, (mg, kh, kw) = attrs.group, w.shape[1:]
+    oh, ow = conv_transpose_hw(h, wd, (kh, kw), attrs)
+    xg = x.reshape(n, g, cin // g, h, wd).transpose(1, 0, 3, 4, 2).reshape(g, n * h * wd, -1)
+    wg = w.reshape(g, cin // g, mg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(g, cin // g, -1)
+    window = ConvAttrs(attrs.strides, attrs.pads, attrs.dilations, g)
+    y = col2im(np.matmul(xg, wg), (n, g * mg, oh, ow), window, (kh, kw))
+    return y if b is None else y + b.reshape(1, -1, 1, 1).astype(y.dtype)
