@@ -189,6 +189,34 @@ def depth_to_space(b: Builder, node, x):
     return b.emit("DepthToSpace", [x], blocksize=blocksize, mode=mode)
 
 
+@converter("Resize", params=(1, 2, 3))
+def resize(b: Builder, node, x, roi=None, scales=None, sizes=None):
+    """Scales or sizes (constant; over `axes` when given) become the output shape."""
+    for name, unsupported in (("antialias", 0), ("keep_aspect_ratio_policy", "stretch")):
+        if b.attrs.get(name, unsupported) != unsupported:
+            raise b.fail(f"{name}={b.attrs[name]!r} is not supported")
+    rank = len(x.shape)
+    axes = [a % rank for a in b.attrs.get("axes", range(rank))]
+    full_scales, full_sizes = [1.0] * rank, list(x.shape)
+    if sizes is not None and sizes.data.size:
+        for axis, n in zip(axes, b.ints(sizes)):
+            full_sizes[axis], full_scales[axis] = n, n / x.shape[axis]
+    elif scales is not None and scales.data.size:
+        for axis, s in zip(axes, scales.data.reshape(-1).astype(float)):
+            full_scales[axis], full_sizes[axis] = float(s), int(math.floor(x.shape[axis] * s))
+    else:
+        raise b.fail("neither scales nor sizes is given")
+    return b.emit(
+        "Resize",
+        [x],
+        sizes=tuple(full_sizes),
+        scales=tuple(full_scales),
+        mode=b.attrs.get("mode", "nearest"),
+        coordinate_transformation_mode=b.attrs.get("coordinate_transformation_mode", "half_pixel"),
+        nearest_mode=b.attrs.get("nearest_mode", "round_prefer_floor"),
+    )
+
+
 @converter("LayerNormalization")
 def layer_normalization(b: Builder, node, x, scale, bias=None):
     axis, epsilon = int(b.attrs.get("axis", -1)), float(b.attrs.get("epsilon", 1e-5))
