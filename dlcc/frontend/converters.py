@@ -350,6 +350,25 @@ def lstm(b: Builder, node, x, w, r, bias=None, seq_lens=None, h0=None, c0=None, 
     )
 
 
+@converter("GRU", params=(1, 2, 3, 4))
+def gru(b: Builder, node, x, w, r, bias=None, seq_lens=None, h0=None):
+    acts = b.attrs.get("activations")
+    if acts and tuple(a.lower() for a in acts) not in (
+        ("sigmoid", "tanh"),
+        ("sigmoid", "tanh") * 2,
+    ):
+        raise b.fail(f"only the default activations are supported, not {acts}")
+    return b.emit(
+        "GRU",
+        [x, w, r, bias, seq_lens, _zero_state(b, h0)],
+        hidden_size=int(b.attrs.get("hidden_size", r.data.shape[-1])),
+        direction=b.attrs.get("direction", "forward"),
+        clip=float(b.attrs.get("clip", 0.0)),
+        linear_before_reset=int(b.attrs.get("linear_before_reset", 0)),
+        layout=int(b.attrs.get("layout", 0)),
+    )
+
+
 def _zero_state(b: Builder, state: Value | None) -> Value | None:
     """An all-zero constant initial state is the default one; other constants are refused."""
     if state is None or not state.is_constant:

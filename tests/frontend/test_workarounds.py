@@ -140,3 +140,33 @@ def test_attention_matmuls_of_two_activations(tmp_path):
     (expected,) = ort.InferenceSession(path).run(None, {"x": x})
     (got,) = load_bytes(dlcc.compile(path).to_bytes()).run(x).values()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_bidirectional_gru_matches_onnxruntime(tmp_path, linear_before_reset):
+    rng = np.random.default_rng(3)
+    hidden, size, steps = 5, 4, 6
+    weights = {
+        "W": rng.standard_normal((2, 3 * hidden, size)),
+        "R": rng.standard_normal((2, 3 * hidden, hidden)),
+        "B": rng.standard_normal((2, 6 * hidden)),
+    }
+    inits = [numpy_helper.from_array(v.astype(np.float32) / 2, k) for k, v in weights.items()]
+    node = helper.make_node(
+        "GRU",
+        ["x", "W", "R", "B"],
+        ["y", "y_h"],
+        hidden_size=hidden,
+        direction="bidirectional",
+        linear_before_reset=linear_before_reset,
+    )
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, "N", size])
+    outs = [tensor("y", [steps, 2, "N", hidden]), tensor("y_h", [2, "N", hidden])]
+    graph = helper.make_graph([node], "gru", [x_info], outs, inits)
+    path = str(tmp_path / "gru.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.standard_normal((steps, 3, size)).astype(np.float32)
+    expected = ort.InferenceSession(path).run(None, {"x": x})
+    got = load_bytes(dlcc.compile(path).to_bytes()).run(x)
+    for name, want in zip(("y", "y_h"), expected):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
