@@ -61,7 +61,9 @@ class Emitter:
         return (id(value), domain) in self.where
 
     def read(self, value: Value, domain: str = F32) -> int:
-        """The buffer holding `value` in `domain`, converting it once if needed."""
+        """The buffer holding `value` in `domain`, converting it once if needed (a float
+        between float32 and int8; an integer value has only its own dtype)."""
+        domain = domain if value.dtype.startswith("float") else value.dtype
         if not self.has(value, domain):
             source = self.where[(id(value), I8 if domain == F32 else F32)]
             function = "Dequantize" if domain == F32 else "Quantize"
@@ -114,7 +116,7 @@ def generate(
 
     e = Emitter(array)
     for i, value in enumerate(graph.inputs):
-        e.program.append(isa.ReadHost(i, e.write(value, F32)))
+        e.program.append(isa.ReadHost(i, e.write(value, plain(value))))
     fused: set[int] = set()
     for node in graph.nodes:
         if id(node) in fused:
@@ -128,7 +130,7 @@ def generate(
             _matrix(e, node, act)
         else:
             ins = tuple(e.operand(v) for v in node.inputs)
-            outs = tuple(e.write(v, F32) for v in node.outputs)
+            outs = tuple(e.write(v, plain(v)) for v in node.outputs)
             e.program.append(isa.Vector(code_of(node.op), ins, outs, e.attr(node.attrs)))
     for i, value in enumerate(graph.outputs):
         e.program.append(isa.WriteHost(e.read(value, F32), i))
@@ -146,10 +148,15 @@ def generate(
         data=data,
         buffers=e.buffers,
         attrs=e.attrs,
-        inputs=[(v.name, e.where[(id(v), F32)]) for v in graph.inputs],
+        inputs=[(v.name, e.where[(id(v), plain(v))]) for v in graph.inputs],
         outputs=[(v.name, e.read(v, F32)) for v in graph.outputs],
         program=e.program,
     )
+
+
+def plain(value: Value) -> str:
+    """The dtype a value is stored in when not quantized: float32, or its own integer type."""
+    return F32 if value.dtype.startswith("float") else value.dtype
 
 
 def fusable_activation(graph: Graph, node: Node) -> Node | None:

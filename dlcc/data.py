@@ -81,6 +81,8 @@ def bind(data: dict | None, inputs: dict, output, source: str, nonzero: bool = F
         x = np.asarray(arrays[name])
         where = f"{source}: input {name!r}"
         _check_dtype(x, where)
+        if spec.dtype.startswith("int") and x.dtype.kind not in "iu":
+            raise DlccError(f"{where}: the model takes integers ({spec.dtype}), not {x.dtype}")
         _check_shape(x, spec, where)
         if x.size == 0:
             raise DlccError(f"{where}: no samples (shape {_dims(x.shape)})")

@@ -113,9 +113,11 @@ class Graph:
         self._names["value"].discard(value.name)
         value.name = self.unique(name)
 
-    def add_input(self, name: str, shape: Shape, batch_axis: int | None) -> Value:
-        """Declare a graph input."""
-        value = Value(self.unique(name), tuple(shape), batch_axis)
+    def add_input(
+        self, name: str, shape: Shape, batch_axis: int | None, dtype: str = "float32"
+    ) -> Value:
+        """Declare a graph input (float32, or integer ids and indices)."""
+        value = Value(self.unique(name), tuple(shape), batch_axis, dtype)
         self.inputs.append(value)
         return value
 
@@ -139,7 +141,10 @@ class Graph:
         attrs = kernel.attrs() if attrs is None else attrs
         node_name = self.unique(name or op.lower(), "node")
         shapes = infer_shapes(op, attrs, inputs, node_name)
-        dtype = next((v.dtype for v in inputs if v is not None), "float32")
+        try:  # the op record's dtype rule, the one the verifier applies to the bundle
+            dtype = kernel.dtype(attrs, *(None if v is None else _ir_dtype(v) for v in inputs))
+        except ValueError as e:
+            raise DlccError(f"node {node_name!r} ({op}): {e}") from None
         outputs = [
             Value(self.unique(node_name if len(shapes) == 1 else f"{node_name}:{i}"), s, b, dtype)
             for i, (s, b) in enumerate(shapes)
@@ -239,6 +244,12 @@ class Graph:
         outs = ", ".join(f"%{v.name}" for v in self.outputs)
         body = "\n".join(f"  {n}" for n in self.nodes)
         return f"graph {self.name}({ins}) -> ({outs}) {{\n{body}\n}}"
+
+
+def _ir_dtype(value: Value) -> str:
+    """The IR computes in float32: a float of another width (a weight before encoding, a
+    float64 test graph) counts as it."""
+    return "float32" if value.dtype.startswith("float") else value.dtype
 
 
 def sample_axis(shape: Shape, batch_axis: int | None) -> int | None:

@@ -52,8 +52,8 @@ def batches(graph: Graph, data: dict[str, np.ndarray], size: int) -> Iterator[di
     for start in range(0, total, size):
         rows = np.arange(start, min(start + size, total))
         yield {
-            name: np.take(data[name], rows, axis=axis).astype(np.float32)
-            for name, axis in axes.items()
+            v.name: np.take(data[v.name], rows, axis=axes[v.name]).astype(v.dtype)
+            for v in graph.inputs
         }
 
 

@@ -84,7 +84,8 @@ class Quantize(Pass):
             graph, ctx.calibration, options.method, options.percentile, options.batch, ctx.progress
         )
         for value in graph.inputs + [v for n in graph.nodes for v in n.outputs]:
-            value.scale = max(bounds.get(id(value), 0.0), 1e-8) / QMAX
+            if value.dtype.startswith("float"):  # integer ids keep their values
+                value.scale = max(bounds.get(id(value), 0.0), 1e-8) / QMAX
         for node in graph.nodes:
             if get_kernel(node.op).int8 == "same":
                 node.outputs[0].scale = node.inputs[0].scale

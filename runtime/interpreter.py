@@ -129,6 +129,8 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
         x = np.asarray(inputs[name])
         if x.dtype.kind not in "fiub":
             raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
+        if record.dtype.startswith("int") and x.dtype.kind not in "iub":
+            raise ExecutionError(f"input {name!r} takes integers ({record.dtype}), not {x.dtype}")
         x = np.asarray(x, dtype=record.dtype, order="C")  # keeps 0-d inputs 0-d
         expected = list(record.shape)
         if record.batch_axis is not None and x.ndim == len(expected):

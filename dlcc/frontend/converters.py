@@ -417,9 +417,12 @@ def squeeze(b: Builder, node, x, axes=None):
     return _reshape_to(b, x, lambda _, s: np.squeeze(_view(s), axes).shape)
 
 
-@converter("Gather", params=(1,))
+@converter("Gather")
 def gather(b: Builder, node, x, indices):
-    b.ints(indices)  # refuses an index computed from the batch size
+    """Constant indices select (checked: none computed from the batch size); runtime ids
+    (an integer input) look up an embedding table."""
+    if indices.is_constant:
+        b.ints(indices)
     return b.emit("Gather", [x, indices], axis=int(b.attrs.get("axis", 0)))
 
 

@@ -30,6 +30,12 @@ BATCH = 1_000_003
 # Fills whose output size comes from a shape input: with BATCH in it they fold at batch 1,
 # a tensor that broadcasts over the batch (exporters build zero LSTM states this way).
 _FILLS = {"ConstantOfShape", "Expand"}
+# The graph input types dlcc compiles: float data, and integer ids / indices (embeddings).
+INPUT_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+}
 # Other ops whose output size comes from input values: BATCH there cannot be folded.
 _SIZE_FROM_VALUES = {"Range", "Tile", "Resize", "Upsample"}
 
@@ -253,9 +259,12 @@ def _output_named(graph: Graph, value: Value, name: str) -> Value:
 def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:
     """Declare a graph input; its first symbolic dimension is the batch dimension."""
     t = inp.type.tensor_type
-    if t.elem_type != onnx.TensorProto.FLOAT:
+    dtype = INPUT_DTYPES.get(t.elem_type)
+    if dtype is None:
         kind = onnx.TensorProto.DataType.Name(t.elem_type)
-        raise FrontendError(f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs")
+        raise FrontendError(
+            f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs and int32/int64 ids"
+        )
     dims = list(t.shape.dim)
     symbolic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
     if len(symbolic) > 1:
@@ -265,7 +274,7 @@ def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:
         )
     batch = symbolic[0] if symbolic else None
     shape = tuple(1 if i == batch else d.dim_value for i, d in enumerate(dims))
-    return graph.add_input(inp.name, shape, batch)
+    return graph.add_input(inp.name, shape, batch, dtype)
 
 
 def _foldable(node: onnx.NodeProto, ins: list[Value | None]) -> bool:

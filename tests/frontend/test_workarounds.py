@@ -170,3 +170,34 @@ def test_bidirectional_gru_matches_onnxruntime(tmp_path, linear_before_reset):
     got = load_bytes(dlcc.compile(path).to_bytes()).run(x)
     for name, want in zip(("y", "y_h"), expected):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
+
+
+def test_integer_ids_feed_an_embedding(tmp_path):
+    """int64 token ids -> Gather from an embedding table -> ReduceMean -> Gemm, and the ids
+    given as floats are refused with one clear error."""
+    from dlcc.errors import DlccError
+
+    rng = np.random.default_rng(4)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "table"),
+        numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"]),
+        helper.make_node("ReduceMean", ["e"], ["m"], axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["m", "w"], ["y"]),
+    ]
+    ids_info = helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 7])
+    graph = helper.make_graph(nodes, "bag", [ids_info], [tensor("y", ["N", 3])], inits)
+    path = str(tmp_path / "bag.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    ids = rng.integers(0, 50, (4, 7))
+    (expected,) = ort.InferenceSession(path).run(None, {"ids": ids})
+    for level in ("-O0", "-O1"):
+        bundle = load_bytes(dlcc.compile(path, passes=level, calibration={"ids": ids}).to_bytes())
+        (got,) = bundle.run(ids).values()
+        np.testing.assert_allclose(got, expected, rtol=0.05 if level == "-O1" else 1e-5, atol=0.05)
+    with pytest.raises(DlccError, match="integers"):
+        bundle.run(ids.astype(np.float32))
+    with pytest.raises(DlccError, match="integers"):
+        dlcc.compile(path, passes="-O1", calibration={"ids": ids.astype(np.float32)})
