@@ -37,7 +37,7 @@ from dlcc.formats.schema import (
 )
 
 Attr = int | float | str | tuple[int, ...] | tuple[float, ...]
-MAX_META_BYTES = 64 << 20
+MAX_META_BYTES = 4 << 20  # a pass log of thousands of layers takes well under 1 MiB
 
 
 @dataclasses.dataclass(frozen=True)
