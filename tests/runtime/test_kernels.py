@@ -20,12 +20,23 @@ from onnx.reference import ReferenceEvaluator
 
 from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.gru import GRUAttrs
 from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
+from dlcc.runtime.kernels.layout import (
+    DepthToSpaceAttrs,
+    ExpandAttrs,
+    PadAttrs,
+    SplitAttrs,
+    TileAttrs,
+)
 from dlcc.runtime.kernels.lstm import LSTMAttrs
-from dlcc.runtime.kernels.matrix import ConvAttrs, conv_weight_matrix, im2col
-from dlcc.runtime.kernels.normalization import BatchNormAttrs, LRNAttrs
+from dlcc.runtime.kernels.matrix import ConvAttrs, ConvTransposeAttrs, conv_weight_matrix, im2col
+from dlcc.runtime.kernels.normalization import BatchNormAttrs, LayerNormAttrs, LRNAttrs
+from dlcc.runtime.kernels.pointwise import EluAttrs, GeluAttrs, HardSigmoidAttrs, SeluAttrs
 from dlcc.runtime.kernels.pooling import PoolAttrs
 from dlcc.runtime.kernels.quant import ScaleAttrs
+from dlcc.runtime.kernels.reduce import LogSoftmaxAttrs, ReduceAttrs
+from dlcc.runtime.kernels.resize import ResizeAttrs
 from dlcc.runtime.kernels.tensor import ConcatAttrs, FlattenAttrs, ReshapeAttrs, TransposeAttrs
 
 OPSET = 19
@@ -61,6 +72,34 @@ EXPECTED_OPS = {
     "Quantize": (ScaleAttrs, ("scale",)),
     "Dequantize": (ScaleAttrs, ("scale",)),
     "Lut": (NoAttrs, ()),
+    **{op: (NoAttrs, ()) for op in ("Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Floor")},
+    **{op: (NoAttrs, ()) for op in ("Ceil", "Erf", "Sin", "Cos", "HardSwish", "Softplus")},
+    **{op: (NoAttrs, ()) for op in ("Mish", "PRelu", "Pow", "Max", "Min", "MatMul")},
+    "HardSigmoid": (HardSigmoidAttrs, ("alpha", "beta")),
+    "Elu": (EluAttrs, ("alpha",)),
+    "Selu": (SeluAttrs, ("alpha", "gamma")),
+    "Gelu": (GeluAttrs, ("approximate",)),
+    **{
+        op: (ReduceAttrs, ("axes", "keepdims"))
+        for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceProd")
+    },
+    "LogSoftmax": (LogSoftmaxAttrs, ("axis",)),
+    "LayerNormalization": (LayerNormAttrs, ("axis", "epsilon")),
+    "InstanceNormalization": (BatchNormAttrs, ("epsilon",)),
+    "Pad": (PadAttrs, ("pads", "mode", "value")),
+    "Split": (SplitAttrs, ("axis", "sizes")),
+    "Expand": (ExpandAttrs, ("shape",)),
+    "Tile": (TileAttrs, ("repeats",)),
+    "DepthToSpace": (DepthToSpaceAttrs, ("blocksize", "mode")),
+    "ConvTranspose": (
+        ConvTransposeAttrs,
+        ("strides", "pads", "dilations", "group", "output_padding"),
+    ),
+    "Resize": (
+        ResizeAttrs,
+        ("sizes", "scales", "mode", "coordinate_transformation_mode", "nearest_mode"),
+    ),
+    "GRU": (GRUAttrs, ("hidden_size", "direction", "clip", "linear_before_reset", "layout")),
 }
 
 
