@@ -15,10 +15,9 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
 from dlcc.runtime.kernels.activation import sigmoid
-from dlcc.runtime.kernels.lstm import DIRECTIONS
+from dlcc.runtime.kernels.lstm import DIRECTIONS, recur, sequence_lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,23 +56,16 @@ def _gru_dtype(attrs: GRUAttrs, x, w, r, b=None, lens=None, h0=None):
     return F32
 
 
-def _run_direction(attrs: GRUAttrs, xw, r, rb, h, lens, reverse: bool):
-    """One direction over time: Y [T, B, H] (zero past each sequence's length), the last h."""
-    t_len, batch, _ = xw.shape
-    r_zr, r_h = r[: 2 * h.shape[1]], r[2 * h.shape[1] :]
-    rb_zr, rb_h = np.split(rb, [2 * h.shape[1]])
+def _gru_cell(attrs: GRUAttrs, r: np.ndarray, rb: np.ndarray):
+    """The GRU step: (h,) -> (h',); xw holds the input projection plus the input biases."""
+    hs = r.shape[1]
+    r_zr, r_h = r[: 2 * hs], r[2 * hs :]
+    rb_zr, rb_h = np.split(rb, [2 * hs])
     cl = attrs.clip
-    y = np.zeros((t_len, batch, h.shape[1]), dtype=xw.dtype)
-    rows = np.arange(batch)
-    for s in range(t_len):
-        if lens is None:
-            t, valid = (t_len - 1 - s if reverse else s), None
-            x_t = xw[t]
-        else:
-            valid = s < lens
-            t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
-            x_t = xw[t, rows]
-        x_zr, x_h = np.split(x_t, [2 * h.shape[1]], axis=-1)
+
+    def cell(x_t, state):
+        (h,) = state
+        x_zr, x_h = np.split(x_t, [2 * hs], axis=-1)
         g = x_zr + h @ r_zr.T + rb_zr
         z, reset = np.split(sigmoid(None, np.clip(g, -cl, cl) if cl else g), 2, axis=-1)
         if attrs.linear_before_reset:
@@ -81,15 +73,9 @@ def _run_direction(attrs: GRUAttrs, xw, r, rb, h, lens, reverse: bool):
         else:
             inner = x_h + (reset * h) @ r_h.T + rb_h
         n = np.tanh(np.clip(inner, -cl, cl) if cl else inner)
-        h_new = (1 - z) * n + z * h
-        if valid is None:
-            h = h_new
-            y[t] = h
-        else:
-            m = valid[:, None]
-            h = np.where(m, h_new, h)
-            y[t, rows] = np.where(m, h_new, 0)
-    return y, h
+        return ((1 - z) * n + z * h,)
+
+    return cell
 
 
 @register_kernel("GRU", GRUAttrs, code=66, shape=_gru_shape, dtype=_gru_dtype)
@@ -100,11 +86,7 @@ def gru(attrs: GRUAttrs, x, w, r, b=None, sequence_lens=None, initial_h=None):
         initial_h = None if initial_h is None else initial_h.swapaxes(0, 1)
     t_len, batch, _ = x.shape
     hs, dt = r.shape[-1], x.dtype
-    lens = None
-    if sequence_lens is not None and np.any(sequence_lens != t_len):
-        lens = np.asarray(sequence_lens, dtype=np.int64)
-        if lens.min() < 0 or lens.max() > t_len:
-            raise ExecutionError(f"GRU: a sequence length lies outside 0..{t_len}")
+    lens = sequence_lengths(sequence_lens, t_len, "GRU")
     outs = []
     for d, rev in enumerate(DIRECTIONS[attrs.direction]):
         xw = x @ w[d].T.astype(dt)
@@ -113,7 +95,8 @@ def gru(attrs: GRUAttrs, x, w, r, b=None, sequence_lens=None, initial_h=None):
             xw += b[d, : 3 * hs].astype(dt)
             rb = b[d, 3 * hs :].astype(dt)
         h0 = np.zeros((batch, hs), dt) if initial_h is None else initial_h[d].astype(dt)
-        outs.append(_run_direction(attrs, xw, r[d].astype(dt), rb, h0, lens, rev))
+        y, (h,) = recur(xw, (h0,), _gru_cell(attrs, r[d].astype(dt), rb), lens, rev)
+        outs.append((y, h))
     y = np.stack([o[0] for o in outs], axis=1)  # [T, D, B, H]
     y_h = np.stack([o[1] for o in outs])  # [D, B, H]
     if attrs.layout:

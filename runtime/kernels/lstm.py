@@ -35,12 +35,40 @@ class LSTMAttrs:
         check(self.input_forget in (0, 1) and self.layout in (0, 1), "input_forget, layout: 0 or 1")
 
 
-def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
-    """One direction over time; xw [T, B, 4H] is the input projection plus both biases.
+def sequence_lengths(sequence_lens, t_len: int, op: str) -> np.ndarray | None:
+    """Per-sequence lengths, checked in 0..T; None when every sequence is full."""
+    if sequence_lens is None or not np.any(sequence_lens != t_len):
+        return None
+    lens = np.asarray(sequence_lens, dtype=np.int64)
+    if lens.min() < 0 or lens.max() > t_len:
+        raise ExecutionError(f"{op}: a sequence length lies outside 0..{t_len}")
+    return lens
 
-    Returns Y [T, B, H] (zero past each sequence's length), the last h and the last c.
-    """
+
+def recur(xw: np.ndarray, state: tuple, cell, lens: np.ndarray | None, reverse: bool):
+    """Run `cell(x_t, state) -> new state` (h first) over time; returns Y [T, B, H], zero
+    past each sequence's length, and the last state. One step per time slice, vectorized
+    over the batch; a reverse pass starts at each sequence's end."""
     t_len, batch, _ = xw.shape
+    y = np.zeros((t_len, batch, state[0].shape[1]), dtype=xw.dtype)
+    rows = np.arange(batch)
+    for s in range(t_len):
+        if lens is None:  # full sequences: step s reads / writes one time slice
+            t = t_len - 1 - s if reverse else s
+            state = cell(xw[t], state)
+            y[t] = state[0]
+            continue
+        valid = s < lens
+        t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
+        new = cell(xw[t, rows], state)
+        m = valid[:, None]
+        state = tuple(np.where(m, a, b) for a, b in zip(new, state))
+        y[t, rows] = np.where(m, new[0], 0)
+    return y, state
+
+
+def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray):
+    """The LSTM step: (h, c) -> (h', c'); xw holds the input projection plus both biases."""
     hs = r.shape[1]
     p_i, p_o, p_f = p[:hs], p[hs : 2 * hs], p[2 * hs :]
     cl = attrs.clip
@@ -48,29 +76,15 @@ def _run_direction(attrs: LSTMAttrs, xw, r, p, h, c, lens, reverse: bool):
     def pre(v: np.ndarray) -> np.ndarray:  # cell clip, applied to every activation input
         return np.clip(v, -cl, cl) if cl > 0 else v
 
-    y = np.zeros((t_len, batch, hs), dtype=xw.dtype)
-    rows = np.arange(batch)
-    for s in range(t_len):
-        if lens is None:  # full sequences: step s reads / writes one time slice
-            t, valid = (t_len - 1 - s if reverse else s), None
-            x_t = xw[t]
-        else:  # per-sequence time index; a reverse pass starts at each sequence's end
-            valid = s < lens
-            t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
-            x_t = xw[t, rows]
+    def cell(x_t, state):
+        h, c = state
         g_i, g_o, g_f, g_c = np.split(x_t + h @ r.T, 4, axis=-1)
         i = sigmoid(None, pre(g_i + p_i * c))
         f = 1 - i if attrs.input_forget else sigmoid(None, pre(g_f + p_f * c))
         c_new = f * c + i * np.tanh(pre(g_c))
-        h_new = sigmoid(None, pre(g_o + p_o * c_new)) * np.tanh(c_new)
-        if valid is None:
-            h, c = h_new, c_new
-            y[t] = h
-        else:
-            m = valid[:, None]
-            h, c = np.where(m, h_new, h), np.where(m, c_new, c)
-            y[t, rows] = np.where(m, h_new, 0)
-    return y, h, c
+        return sigmoid(None, pre(g_o + p_o * c_new)) * np.tanh(c_new), c_new
+
+    return cell
 
 
 def _lstm_shape(attrs: LSTMAttrs, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
@@ -115,11 +129,7 @@ def lstm(
     t_len, batch, _ = x.shape
     hs = r.shape[-1]
     dt = x.dtype
-    lens = None
-    if sequence_lens is not None and np.any(sequence_lens != t_len):
-        lens = np.asarray(sequence_lens, dtype=np.int64)
-        if lens.min() < 0 or lens.max() > t_len:
-            raise ExecutionError(f"LSTM: a sequence length lies outside 0..{t_len}")
+    lens = sequence_lengths(sequence_lens, t_len, "LSTM")
     outs = []
     for d, rev in enumerate(DIRECTIONS[attrs.direction]):
         xw = x @ w[d].T.astype(dt)
@@ -128,7 +138,8 @@ def lstm(
         pd = np.zeros(3 * hs, dt) if p is None else p[d].astype(dt)
         h0 = np.zeros((batch, hs), dt) if initial_h is None else initial_h[d].astype(dt)
         c0 = np.zeros((batch, hs), dt) if initial_c is None else initial_c[d].astype(dt)
-        outs.append(_run_direction(attrs, xw, r[d].astype(dt), pd, h0, c0, lens, rev))
+        y, (h, c) = recur(xw, (h0, c0), _lstm_cell(attrs, r[d].astype(dt), pd), lens, rev)
+        outs.append((y, h, c))
     y = np.stack([o[0] for o in outs], axis=1)  # [T, D, B, H]
     y_h = np.stack([o[1] for o in outs])  # [D, B, H]
     y_c = np.stack([o[2] for o in outs])
