@@ -15,9 +15,7 @@ from dlcc.errors import BundleFormatError
 from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile
 from dlcc.formats.encodings import decode
-from dlcc.runtime.verifier import Limits, plan, verify
-
-DEFAULT_LIMITS = Limits()
+from dlcc.runtime.verifier import DEFAULT_LIMITS, Limits, plan, verify
 
 
 @dataclasses.dataclass
@@ -29,7 +27,7 @@ class LoadedBundle:
     weights: list[np.ndarray]
     attrs: list[object]  # per instruction: the typed attributes of its function (or NoAttrs)
     limits: Limits = DEFAULT_LIMITS
-    _plans: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
+    _plans: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)  # batch: peak
 
     @property
     def input_names(self) -> list[str]:
@@ -66,12 +64,12 @@ def bind_bundle(
     file: BundleFile, path: str = "<memory>", limits: Limits = DEFAULT_LIMITS
 ) -> LoadedBundle:
     """A parsed bundle, verified and decoded, ready to run."""
-    attrs = verify(file, path, limits)
+    attrs, peaks = verify(file, path, limits)
     weights = [decode(t, file.data) for t in file.tensors]
     for w in weights:
         w.flags.writeable = False
     _check_requantization(file, weights, path)
-    return LoadedBundle(path, file, weights, attrs, limits)
+    return LoadedBundle(path, file, weights, attrs, limits, peaks)
 
 
 def _check_requantization(file: BundleFile, weights: list[np.ndarray], path: str) -> None:

@@ -61,8 +61,14 @@ class Limits:
     huffman_symbols: int = 1 << 32  # symbols of one Huffman stream
 
 
-def verify(file: BundleFile, source: str = "bundle", limits: Limits = Limits()) -> list[object]:
-    """Prove `file` well formed (BundleFormatError otherwise); each instruction's attributes."""
+DEFAULT_LIMITS = Limits()
+
+
+def verify(
+    file: BundleFile, source: str = "bundle", limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[object], dict[int, int]]:
+    """Prove `file` well formed (BundleFormatError otherwise): each instruction's attributes,
+    and the peak bytes of the program at batch 1 and 2 (the runtime's plans for them)."""
     for index, t in enumerate(file.tensors):
         problem = _tensor_problem(t, file.data, limits)
         _check(problem, source, "TENSORS", f"tensor #{index} {t.name!r}")
@@ -76,16 +82,15 @@ def verify(file: BundleFile, source: str = "bundle", limits: Limits = Limits()) 
     for index, b in enumerate(file.buffers):
         _check(_buffer_problem(b), source, "BUFFERS", f"buffer #{index}")
     attrs = [_typed_attrs(file, k, instr, source) for k, instr in enumerate(file.program)]
-    for batch in (1, 2):
-        plan(file, attrs, batch, limits, BundleFormatError, source)
-    return attrs
+    peaks = {batch: plan(file, attrs, batch, limits, BundleFormatError, source) for batch in (1, 2)}
+    return attrs, peaks
 
 
 def plan(
     file: BundleFile,
     attrs: list[object],
     batch: int,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     error: type[DlccError] = ExecutionError,
     source: str = "bundle",
 ) -> int:

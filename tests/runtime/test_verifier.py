@@ -25,8 +25,8 @@ from dlcc.formats.bundle import BundleFile, pack_sections, unpack_sections
 from dlcc.formats.huffman import pack_stream
 from dlcc.runtime.kernels import code_of
 from dlcc.runtime.kernels.matrix import strided_view
-from dlcc.runtime.loader import DEFAULT_LIMITS, bind_bundle
-from dlcc.runtime.verifier import Limits
+from dlcc.runtime.loader import bind_bundle
+from dlcc.runtime.verifier import DEFAULT_LIMITS, Limits
 
 
 @pytest.fixture(scope="module")
