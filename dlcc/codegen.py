@@ -27,7 +27,7 @@ from dlcc.formats.bundle import BufferRecord, BundleFile
 from dlcc.formats.encodings import encode
 from dlcc.formats.schema import ALIGN
 from dlcc.ir import Graph, Node, Value
-from dlcc.runtime.kernels import code_of, load_all
+from dlcc.runtime.kernels import code_of, get_kernel
 from dlcc.runtime.kernels.quant import ScaleAttrs
 
 TPU_ARRAY = (256, 256)
@@ -63,7 +63,7 @@ class Emitter:
     def read(self, value: Value, domain: str = F32) -> int:
         """The buffer holding `value` in `domain`, converting it once if needed (a float
         between float32 and int8; an integer value has only its own dtype)."""
-        domain = domain if value.dtype.startswith("float") else value.dtype
+        domain = domain if value.plain_dtype == F32 else value.plain_dtype
         if not self.has(value, domain):
             source = self.where[(id(value), I8 if domain == F32 else F32)]
             function = "Dequantize" if domain == F32 else "Quantize"
@@ -116,7 +116,7 @@ def generate(
 
     e = Emitter(array)
     for i, value in enumerate(graph.inputs):
-        e.program.append(isa.ReadHost(i, e.write(value, plain(value))))
+        e.program.append(isa.ReadHost(i, e.write(value, value.plain_dtype)))
     fused: set[int] = set()
     for node in graph.nodes:
         if id(node) in fused:
@@ -130,7 +130,7 @@ def generate(
             _matrix(e, node, act)
         else:
             ins = tuple(e.operand(v) for v in node.inputs)
-            outs = tuple(e.write(v, plain(v)) for v in node.outputs)
+            outs = tuple(e.write(v, v.plain_dtype) for v in node.outputs)
             e.program.append(isa.Vector(code_of(node.op), ins, outs, e.attr(node.attrs)))
     for i, value in enumerate(graph.outputs):
         e.program.append(isa.WriteHost(e.read(value, F32), i))
@@ -148,15 +148,10 @@ def generate(
         data=data,
         buffers=e.buffers,
         attrs=e.attrs,
-        inputs=[(v.name, e.where[(id(v), plain(v))]) for v in graph.inputs],
+        inputs=[(v.name, e.where[(id(v), v.plain_dtype)]) for v in graph.inputs],
         outputs=[(v.name, e.read(v, F32)) for v in graph.outputs],
         program=e.program,
     )
-
-
-def plain(value: Value) -> str:
-    """The dtype a value is stored in when not quantized: float32, or its own integer type."""
-    return F32 if value.dtype.startswith("float") else value.dtype
 
 
 def fusable_activation(graph: Graph, node: Node) -> Node | None:
@@ -165,8 +160,7 @@ def fusable_activation(graph: Graph, node: Node) -> Node | None:
     if len(out.uses) != 1 or out in graph.outputs:
         return None
     user, _ = out.uses[0]
-    kernel = load_all().get(user.op)
-    return user if kernel is not None and kernel.pointwise else None
+    return user if get_kernel(user.op).pointwise else None
 
 
 def channel_view(node: Node, array: np.ndarray) -> np.ndarray:

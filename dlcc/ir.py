@@ -54,6 +54,12 @@ class Value:
     def is_constant(self) -> bool:
         return self.data is not None
 
+    @property
+    def plain_dtype(self) -> str:
+        """The dtype it computes in unquantized: float32 for a float of any width (a weight
+        before encoding, a float64 test graph), else its own integer type."""
+        return "float32" if self.dtype.startswith("float") else self.dtype
+
     def shape_at(self, batch: int) -> Shape:
         """The concrete shape for a given batch size."""
         if self.batch_axis is None:
@@ -142,7 +148,7 @@ class Graph:
         node_name = self.unique(name or op.lower(), "node")
         shapes = infer_shapes(op, attrs, inputs, node_name)
         try:  # the op record's dtype rule, the one the verifier applies to the bundle
-            dtype = kernel.dtype(attrs, *(None if v is None else _ir_dtype(v) for v in inputs))
+            dtype = kernel.dtype(attrs, *(None if v is None else v.plain_dtype for v in inputs))
         except ValueError as e:
             raise DlccError(f"node {node_name!r} ({op}): {e}") from None
         outputs = [
@@ -244,12 +250,6 @@ class Graph:
         outs = ", ".join(f"%{v.name}" for v in self.outputs)
         body = "\n".join(f"  {n}" for n in self.nodes)
         return f"graph {self.name}({ins}) -> ({outs}) {{\n{body}\n}}"
-
-
-def _ir_dtype(value: Value) -> str:
-    """The IR computes in float32: a float of another width (a weight before encoding, a
-    float64 test graph) counts as it."""
-    return "float32" if value.dtype.startswith("float") else value.dtype
 
 
 def sample_axis(shape: Shape, batch_axis: int | None) -> int | None:

@@ -84,7 +84,7 @@ class Quantize(Pass):
             graph, ctx.calibration, options.method, options.percentile, options.batch, ctx.progress
         )
         for value in graph.inputs + [v for n in graph.nodes for v in n.outputs]:
-            if value.dtype.startswith("float"):  # integer ids keep their values
+            if value.plain_dtype == "float32":  # integer ids keep their values
                 value.scale = max(bounds.get(id(value), 0.0), 1e-8) / QMAX
         for node in graph.nodes:
             if get_kernel(node.op).int8 == "same":
