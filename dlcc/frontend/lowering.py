@@ -115,8 +115,7 @@ def lower_model(model: onnx.ModelProto) -> Graph:
     onnx_graph = model.graph
     graph = Graph(onnx_graph.name or "model")
     lowering = _Lowering(graph, _Folder(opset_of(model)))
-    for init in onnx_graph.initializer:
-        lowering.env[init.name] = graph.constant(init.name, onnx.numpy_helper.to_array(init))
+    lowering.constants(onnx_graph.initializer)
     for inp in onnx_graph.input:
         if inp.name not in lowering.env:
             lowering.env[inp.name] = _graph_input(graph, inp)
@@ -151,6 +150,11 @@ class _Lowering:
         self.env: dict[str, Value] = {}
         self.pending: dict[str, str] = {}  # name -> "data" | "constant": what it will be
         self.unsupported: dict[str, str] = {}
+
+    def constants(self, initializers) -> None:
+        """Define a graph's (or a branch's) initializers as constants."""
+        for init in initializers:
+            self.env[init.name] = self.graph.constant(init.name, onnx.numpy_helper.to_array(init))
 
     def lower(self, node: onnx.NodeProto) -> None:
         """Fold, convert or (once something is unsupported) classify one node."""
@@ -199,8 +203,7 @@ class _Lowering:
             raise Builder(self.graph, node).fail("the condition is not a single value")
         taken = "then_branch" if bool(cond.data.reshape(-1)[0]) else "else_branch"
         branch = next(helper.get_attribute_value(a) for a in node.attribute if a.name == taken)
-        for init in branch.initializer:
-            self.env[init.name] = self.graph.constant(init.name, onnx.numpy_helper.to_array(init))
+        self.constants(branch.initializer)
         for inner in branch.node:
             self.lower(inner)
         for name, out in zip(node.output, branch.output):
