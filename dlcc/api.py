@@ -37,7 +37,7 @@ def compile(  # noqa: A001
     from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline
-    from dlcc.report import fp32_weight_bytes, measure
+    from dlcc.report import fp32_weight_bytes
 
     refuse_overwrite(output, model)
     pipeline = parse_pipeline(passes)
@@ -60,17 +60,25 @@ def compile(  # noqa: A001
         "notes": ctx.notes,
     }
     bundle = generate(graph, meta, array)
-    try:  # never write a bundle that does not load
+    bundle.meta["report"] = _loaded_report(model, bundle, weight_bytes, ctx.evaluation)
+    blob = bundle.to_bytes()
+    if output is not None:
+        write_atomic(output, blob)
+    return bundle
+
+
+def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> dict:
+    """Load the new bundle (a compile never writes one that does not load) and measure its
+    before/after report; the decoded bundle is freed before the file is written."""
+    from dlcc.report import measure
+
+    try:
         loaded = load_bytes(bundle.to_bytes())
     except DlccError as e:
         raise DlccError(
             f"{model}: the compiled bundle does not load, nothing written: {e}"
         ) from None
-    bundle.meta["report"] = measure(model, weight_bytes, loaded, ctx.evaluation, "--data")
-    blob = bundle.to_bytes()
-    if output is not None:
-        write_atomic(output, blob)
-    return bundle
+    return measure(model, weight_bytes, loaded, data, "--data")
 
 
 def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:
