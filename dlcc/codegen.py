@@ -23,10 +23,11 @@ import numpy as np
 from dlcc import __version__
 from dlcc.encoding import DENSE, Encoding
 from dlcc.formats import isa
-from dlcc.formats.bundle import BufferRecord, BundleFile
+from dlcc.formats.bundle import DERIVED as DERIVED_DIM
+from dlcc.formats.bundle import STATIC, BufferRecord, BundleFile
 from dlcc.formats.encodings import encode
 from dlcc.formats.schema import ALIGN
-from dlcc.ir import Graph, Node, Value
+from dlcc.ir import BATCH, DERIVED, Graph, Node, Value
 from dlcc.runtime.kernels import code_of, get_kernel
 from dlcc.runtime.kernels.quant import ScaleAttrs
 
@@ -37,8 +38,11 @@ F32, I8 = "float32", "int8"
 class Emitter:
     """Accumulates buffers, tensors, attribute records and instructions for one graph."""
 
-    def __init__(self, array: tuple[int, int] = TPU_ARRAY) -> None:
+    def __init__(self, array: tuple[int, int] = TPU_ARRAY, symbols: list[str] = (BATCH,)) -> None:
         self.array = array  # the R x C systolic array the matrix instructions are tiled for
+        self.dim_codes = {"": STATIC, DERIVED: DERIVED_DIM} | {
+            name: i + 1 for i, name in enumerate(symbols)
+        }
         self.buffers: list[BufferRecord] = []
         self.where: dict[tuple[int, str], int] = {}  # (value, domain) -> buffer
         self.tensor_of: dict[tuple, int] = {}
@@ -49,7 +53,9 @@ class Emitter:
     # -- buffers ------------------------------------------------------------------------
     def new_buffer(self, value: Value, dtype: str) -> int:
         scale = value.scale if dtype == I8 else None
-        self.buffers.append(BufferRecord(dtype, value.shape, value.batch_axis, scale))
+        labels = value.labels or ("",) * len(value.shape)
+        dims = tuple(self.dim_codes[label] for label in labels)
+        self.buffers.append(BufferRecord(dtype, value.shape, dims, scale))
         return len(self.buffers) - 1
 
     def write(self, value: Value, domain: str) -> int:
@@ -114,7 +120,8 @@ def generate(
     """
     from dlcc import lowering_int8
 
-    e = Emitter(array)
+    symbols = [name for name, _ in graph.symbols]
+    e = Emitter(array, symbols)
     for i, value in enumerate(graph.inputs):
         e.program.append(isa.ReadHost(i, e.write(value, value.plain_dtype)))
     fused: set[int] = set()
@@ -151,6 +158,7 @@ def generate(
         inputs=[(v.name, e.where[(id(v), v.plain_dtype)]) for v in graph.inputs],
         outputs=[(v.name, e.read(v, F32)) for v in graph.outputs],
         program=e.program,
+        symbols=symbols,
     )
 
 

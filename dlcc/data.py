@@ -18,6 +18,8 @@ key) and refuses, naming the file and the input:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dlcc.errors import DlccError
@@ -53,16 +55,31 @@ def for_graph(data: dict | None, graph, source: str = "data", nonzero: bool = Fa
 def for_bundle(data: dict, bundle, source: str = "input data") -> Data:
     """`data` bound to a loaded bundle's input buffers, classes from its first output."""
     file = bundle.file
-    inputs = {name: file.buffers[buf] for name, buf in file.inputs}
-    return bind(data, inputs, file.buffers[file.outputs[0][1]], source)
+
+    def spec(buf: int) -> Spec:
+        b = file.buffers[buf]
+        return Spec(b.shape, b.dtype, b.batch_axis, b.labels(file.symbols))
+
+    inputs = {name: spec(buf) for name, buf in file.inputs}
+    return bind(data, inputs, spec(file.outputs[0][1]), source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What `bind` needs of an input or output: an IR value or a bundle buffer has these."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    batch_axis: int | None
+    labels: tuple[str, ...]  # per axis: "" static, else the symbol (free); () all static
 
 
 def bind(data: dict | None, inputs: dict, output, source: str, nonzero: bool = False):
     """Checked arrays by input name, and "labels" as int64 class ids if `data` has them.
 
-    `inputs` maps names to specs with `.shape` (at batch 1) and `.batch_axis`; `output`
-    is such a spec for the scored output. `source` names the data in errors unless `data`
-    is a `Data` read from a file.
+    `inputs` maps names to `Spec`s (or IR values, which have the same fields); `output` is
+    such a spec for the scored output. Symbolic dimensions take any size. `source` names the
+    data in errors unless `data` is a `Data` read from a file.
     """
     if data is None:
         return None
@@ -83,10 +100,12 @@ def bind(data: dict | None, inputs: dict, output, source: str, nonzero: bool = F
         _check_dtype(x, where)
         if spec.dtype.startswith("int") and x.dtype.kind not in "iu":
             raise DlccError(f"{where}: the model takes integers ({spec.dtype}), not {x.dtype}")
+        if spec.dtype == "bool" and x.dtype.kind != "b":
+            raise DlccError(f"{where}: the model takes {spec.dtype}, not {x.dtype}")
         _check_shape(x, spec, where)
         if x.size == 0:
             raise DlccError(f"{where}: no samples (shape {_dims(x.shape)})")
-        _check_values(x, where, nonzero)
+        _check_values(x, where, nonzero and spec.dtype == "float32")  # masks, ids: no range
         axis = sample_axis(spec.shape, spec.batch_axis)
         if axis is not None:
             counts.add(x.shape[axis])
@@ -142,13 +161,13 @@ def _check_dtype(x: np.ndarray, where: str) -> None:
 
 def _check_shape(x: np.ndarray, spec, where: str) -> None:
     expected = list(spec.shape)
+    free = [i for i, label in enumerate(spec.labels) if label]
     axis = sample_axis(spec.shape, spec.batch_axis)
-    if axis is not None and x.ndim == len(expected):
-        expected[axis] = x.shape[axis]
+    for i in {*free, *([] if axis is None else [axis])}:
+        if x.ndim == len(expected):
+            expected[i] = x.shape[i]
     if list(x.shape) != expected:
-        raise DlccError(
-            f"{where}: shape {_dims(x.shape)}; the model takes {_dims(spec.shape, spec.batch_axis)}"
-        )
+        raise DlccError(f"{where}: shape {_dims(x.shape)}; the model takes {_dims_of(spec)}")
 
 
 def _check_values(x: np.ndarray, where: str, nonzero: bool = False) -> None:
@@ -166,7 +185,12 @@ def _check_values(x: np.ndarray, where: str, nonzero: bool = False) -> None:
         raise DlccError(f"{where}: all zeros, no activation range to calibrate on")
 
 
-def _dims(shape, batch_axis: int | None = None) -> str:
-    """`N×1×28×28` (N at the batch axis)."""
-    shown = ["N" if i == batch_axis else str(d) for i, d in enumerate(shape)]
-    return "×".join(shown) or "scalar"
+def _dims(shape) -> str:
+    """`1×28×28`."""
+    return "×".join(map(str, shape)) or "scalar"
+
+
+def _dims_of(spec) -> str:
+    """`N×1×28×W`: symbolic dimensions by name."""
+    labels = spec.labels or ("",) * len(spec.shape)
+    return "×".join(label or str(d) for d, label in zip(spec.shape, labels)) or "scalar"

@@ -81,7 +81,7 @@ def _ledger(f: BundleFile, tensors: list[dict], file_bytes: int) -> list[dict]:
 
 def _io(f: BundleFile, name: str, buf: int) -> dict:
     b = f.buffers[buf]
-    dims = ["N" if i == b.batch_axis else d for i, d in enumerate(b.shape)]
+    dims = [label or d for d, label in zip(b.shape, b.labels(f.symbols))]
     return {"name": name, "shape": dims, "dtype": b.dtype}
 
 

@@ -5,9 +5,15 @@ uses; mutation goes through a few graph methods (`add`, `replace_all_uses`, `rem
 links stay consistent. Ops are the canonical set of `dlcc.runtime.kernels`; each node carries
 that op's frozen attribute dataclass, and output shapes come from the kernel's shape function.
 
-Shapes are static except the batch dimension: `Value.shape` is the shape at batch 1 and
-`Value.batch_axis` says which axis (if any) scales with the batch. It is found by inferring
-every shape at batch 1 and at batch 2, so no op needs its own batch rule.
+Dimensions may be symbolic in any position: the batch `N` and the graph's other symbols
+(`Graph.symbols`: an image's width, a sequence length), each with a reference value the
+compile chose (the batch's is 1). `Value.shape` is the shape at that reference binding. Each
+value also carries its shape at every probe binding (`Value.probes`: the same binding with one
+symbol doubled), so no op needs a symbolic rule of its own: a dimension that moves with symbol
+S and equals it is labelled S, one that moves otherwise (a strided conv's output width, the
+batch folded into the time steps) is labelled "?" (derived), and `Value.batch_axis` is the
+axis labelled N. The runtime binds the symbols from the actual inputs and infers every shape
+again from the op records.
 
 Each op's attribute domain and shape preconditions are its kernel's (the attribute dataclass
 and the shape function raise ValueError); `Graph.add` reports them naming the node.
@@ -28,6 +34,8 @@ from dlcc.errors import DlccError
 from dlcc.runtime.kernels import get_kernel
 
 Shape = tuple[int, ...]
+BATCH = "N"  # the batch symbol: probe 0 of every graph, reference value 1
+DERIVED = "?"  # the label of a dimension computed from symbols
 
 # The most elements a tensor may hold at batch 1: 2**31 - 1, 8 GiB of float32. Flat indices
 # then fit int32 and any index times a stride (< 2**31, the kernels' MAX_GEOMETRY) fits int64;
@@ -47,6 +55,8 @@ class Value:
     data: np.ndarray | None = None
     encoding: Encoding = DENSE
     scale: float | None = None  # int8 activation scale (real = q * scale), set by quantize
+    probes: tuple[Shape, ...] = ()  # the shape at each probe binding; () when static
+    labels: tuple[str, ...] = ()  # per axis: "" static, a symbol, DERIVED; () when static
     producer: Node | None = dataclasses.field(default=None, repr=False)
     uses: list[tuple[Node, int]] = dataclasses.field(default_factory=list, repr=False)
 
@@ -60,17 +70,19 @@ class Value:
         before encoding, a float64 test graph), else its own integer type."""
         return "float32" if self.dtype.startswith("float") else self.dtype
 
-    def shape_at(self, batch: int) -> Shape:
-        """The concrete shape for a given batch size."""
-        if self.batch_axis is None:
-            return self.shape
-        s = list(self.shape)
-        s[self.batch_axis] = batch
-        return tuple(s)
+    def shape_at(self, probe: int | None) -> Shape:
+        """The shape at probe binding `probe` (None: the reference binding)."""
+        return self.shape if probe is None or not self.probes else self.probes[probe]
+
+    @property
+    def free_axes(self) -> tuple[int, ...]:
+        """The axes whose dimension is symbolic (bound at run time)."""
+        return tuple(i for i, label in enumerate(self.labels) if label)
 
     def dims(self) -> str:
-        """Readable shape, the batch dimension shown as N: `N×1×28×28`."""
-        shown = ["N" if i == self.batch_axis else str(d) for i, d in enumerate(self.shape)]
+        """Readable shape, symbolic dimensions by name: `N×3×48×W`, `N×32×12×?`."""
+        labels = self.labels or ("",) * len(self.shape)
+        shown = [label or str(d) for d, label in zip(self.shape, labels)]
         return "×".join(shown) or "scalar"
 
 
@@ -100,6 +112,7 @@ class Graph:
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
+        self.symbols: list[tuple[str, int]] = [(BATCH, 1)]  # (name, reference): the probes
         self._names: dict[str, set[str]] = {"value": set(), "node": set()}
 
     # -- construction -------------------------------------------------------------------
@@ -120,12 +133,48 @@ class Graph:
         value.name = self.unique(name)
 
     def add_input(
-        self, name: str, shape: Shape, batch_axis: int | None, dtype: str = "float32"
+        self,
+        name: str,
+        shape: Shape,
+        batch_axis: int | None,
+        dtype: str = "float32",
+        symbols: dict[int, str] | None = None,
     ) -> Value:
-        """Declare a graph input (float32, or integer ids and indices)."""
+        """Declare a graph input (float32, or integer ids and indices). `symbols` names its
+        other symbolic axes; their reference values are `shape`'s (inputs sharing a symbol
+        agree on it). Inputs are declared before any node."""
+        labels = [""] * len(shape)
+        if batch_axis is not None:
+            labels[batch_axis] = BATCH
+        for axis, symbol in (symbols or {}).items():
+            labels[axis] = symbol
+        for axis, symbol in enumerate(labels):
+            if symbol:
+                self._symbol(symbol, shape[axis], name)
         value = Value(self.unique(name), tuple(shape), batch_axis, dtype)
+        if any(labels):
+            value.labels = tuple(labels)
         self.inputs.append(value)
+        for v in self.inputs:  # a new symbol adds a probe to every input
+            if v.labels:
+                v.probes = tuple(
+                    tuple(2 * d if label == symbol else d for d, label in zip(v.shape, v.labels))
+                    for symbol, _ in self.symbols
+                )
         return value
+
+    def _symbol(self, symbol: str, reference: int, where: str) -> None:
+        known = dict(self.symbols)
+        if symbol == BATCH and reference != 1:
+            raise DlccError(f"input {where!r}: the batch axis holds {reference} at batch 1")
+        if known.get(symbol, reference) != reference:
+            raise DlccError(
+                f"input {where!r}: symbol {symbol!r} is {reference} here, {known[symbol]} elsewhere"
+            )
+        if symbol not in known:
+            if self.nodes:
+                raise DlccError(f"input {where!r}: symbols are declared before any node")
+            self.symbols.append((symbol, reference))
 
     def constant(self, name: str, data: np.ndarray, encoding: Encoding = DENSE) -> Value:
         """A new constant (weight) value holding `data`, to be stored as `encoding`."""
@@ -146,15 +195,15 @@ class Graph:
         kernel = get_kernel(op)
         attrs = kernel.attrs() if attrs is None else attrs
         node_name = self.unique(name or op.lower(), "node")
-        shapes = infer_shapes(op, attrs, inputs, node_name)
+        shapes = infer_shapes(op, attrs, inputs, node_name, self.symbols)
         try:  # the op record's dtype rule, the one the verifier applies to the bundle
             dtype = kernel.dtype(attrs, *(None if v is None else v.plain_dtype for v in inputs))
         except ValueError as e:
             raise DlccError(f"node {node_name!r} ({op}): {e}") from None
-        outputs = [
-            Value(self.unique(node_name if len(shapes) == 1 else f"{node_name}:{i}"), s, b, dtype)
-            for i, (s, b) in enumerate(shapes)
-        ]
+        outputs = []
+        for i, (shape, probes, labels, batch) in enumerate(shapes):
+            value_name = self.unique(node_name if len(shapes) == 1 else f"{node_name}:{i}")
+            outputs.append(Value(value_name, shape, batch, dtype, probes=probes, labels=labels))
         node = Node(op, attrs, list(inputs), outputs, node_name)
         for v in outputs:
             v.producer = node
@@ -196,10 +245,9 @@ class Graph:
     def reinfer(self) -> None:
         """Recompute every node's output shapes in order (after a pass changed a shape)."""
         for node in self.nodes:
-            for value, (shape, batch) in zip(
-                node.outputs, infer_shapes(node.op, node.attrs, node.inputs, node.name)
-            ):
-                value.shape, value.batch_axis = shape, batch
+            inferred = infer_shapes(node.op, node.attrs, node.inputs, node.name, self.symbols)
+            for value, result in zip(node.outputs, inferred):
+                value.shape, value.probes, value.labels, value.batch_axis = result
 
     def remove(self, node: Node) -> None:
         """Remove a node whose outputs are unused; refuses to drop a used value."""
@@ -273,29 +321,44 @@ def check_shape(value: Value, what: str) -> None:
 
 
 def infer_shapes(
-    op: str, attrs: Any, inputs: list[Value | None], where: str
-) -> list[tuple[Shape, int | None]]:
-    """Output (shape at batch 1, batch axis) pairs of `op`, by inference at batch 1 and 2."""
+    op: str, attrs: Any, inputs: list[Value | None], where: str, symbols: list[tuple[str, int]]
+) -> list[tuple[Shape, tuple[Shape, ...], tuple[str, ...], int | None]]:
+    """Per output of `op`: (shape, probes, labels, batch axis), by the op record's shape
+    function at the reference binding and, for symbolic inputs, at every probe."""
     kernel = get_kernel(op)
 
-    def at(batch: int) -> tuple[Shape, ...]:
-        shapes = [None if v is None else v.shape_at(batch) for v in inputs]
+    def at(probe: int | None) -> tuple[Shape, ...]:
+        shapes = [None if v is None else v.shape_at(probe) for v in inputs]
         try:
             return tuple(tuple(int(d) for d in s) for s in kernel.shape(attrs, *shapes))
         except (ValueError, IndexError, ZeroDivisionError) as e:
-            raise DlccError(f"node {where!r} ({op}): bad input shapes {shapes}: {e}") from None
-
-    one, two = at(1), at(2)
-    result = []
-    for s1, s2 in zip(one, two):
-        diff = [i for i, (a, b) in enumerate(zip(s1, s2)) if a != b]
-        if not diff:
-            result.append((s1, None))
-        elif len(diff) == 1 and s1[diff[0]] == 1 and s2[diff[0]] == 2:
-            result.append((s1, diff[0]))
-        else:
+            binding = "" if probe is None else f" (at {symbols[probe][0]}={2 * symbols[probe][1]})"
             raise DlccError(
-                f"node {where!r} ({op}) mixes the batch dimension into other dimensions "
-                f"({s1} at batch 1, {s2} at batch 2); dlcc needs a separate batch axis"
-            )
+                f"node {where!r} ({op}): bad input shapes {shapes}{binding}: {e}"
+            ) from None
+
+    reference = at(None)
+    if not any(v is not None and v.probes for v in inputs):
+        return [(shape, (), (), None) for shape in reference]
+    probes = list(zip(*(at(i) for i in range(len(symbols)))))
+    result = []
+    for shape, moved in zip(reference, probes):
+        if any(len(s) != len(shape) for s in moved):
+            raise DlccError(f"node {where!r} ({op}): the output rank depends on the symbols")
+        if all(s == shape for s in moved):
+            result.append((shape, (), (), None))
+            continue
+        labels = tuple(_label(axis, shape, moved, symbols) for axis in range(len(shape)))
+        batch = labels.index(BATCH) if labels.count(BATCH) == 1 else None
+        result.append((shape, tuple(moved), labels, batch))
     return result
+
+
+def _label(axis: int, shape: Shape, moved: tuple[Shape, ...], symbols) -> str:
+    """ "" if the dimension stays at every probe, the symbol it equals, else DERIVED."""
+    changed = [i for i, s in enumerate(moved) if s[axis] != shape[axis]]
+    if not changed:
+        return ""
+    (name, reference), i = symbols[changed[0]], changed[0]
+    exact = len(changed) == 1 and (shape[axis], moved[i][axis]) == (reference, 2 * reference)
+    return name if exact else DERIVED

@@ -61,14 +61,32 @@ class TensorRecord:
         return sum(blob[3] for blob in self.blobs)
 
 
+# What a buffer's dimension is at run time (`BufferRecord.dims`): fixed, a symbol bound from
+# the inputs (ids 1.. name `BundleFile.symbols`; id 1 is the batch), or computed by the ops
+# from the symbols (a strided conv's output width, the batch folded into time steps).
+STATIC, BATCH, DERIVED = 0, 1, 255
+
+
 @dataclasses.dataclass(frozen=True)
 class BufferRecord:
-    """An activation buffer (a UB or ACC address): dtype, shape at batch 1, batch axis."""
+    """An activation buffer (a UB or ACC address): dtype, its shape at the reference binding
+    (batch 1, every other symbol at the value the compile chose), and per axis what the
+    dimension is at run time: STATIC, a symbol id, or DERIVED."""
 
     dtype: str
     shape: tuple[int, ...]
-    batch_axis: int | None
+    dims: tuple[int, ...]
     scale: float | None = None  # int8 buffers: real value = q * scale
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The axis holding the batch (samples stack along it), if one does."""
+        return self.dims.index(BATCH) if self.dims.count(BATCH) == 1 else None
+
+    def labels(self, symbols: list[str]) -> tuple[str, ...]:
+        """Per axis: "" static, the symbol's name, or "?" derived (unknown ids too)."""
+        names = {STATIC: "", **{i + 1: name for i, name in enumerate(symbols)}}
+        return tuple(names.get(d, "?") for d in self.dims)
 
 
 @dataclasses.dataclass
@@ -83,6 +101,7 @@ class BundleFile:
     inputs: list[tuple[str, int]]  # (name, buffer)
     outputs: list[tuple[str, int]]
     program: list[isa.Instruction]
+    symbols: list[str] = dataclasses.field(default_factory=lambda: ["N"])  # ids 1, 2, ...
 
     # -- writing ------------------------------------------------------------------------
     def sections(self) -> dict[str, bytes]:
@@ -99,6 +118,7 @@ class BundleFile:
                 {
                     "inputs": [{"name": n, "buffer": b} for n, b in self.inputs],
                     "outputs": [{"name": n, "buffer": b} for n, b in self.outputs],
+                    "symbols": list(self.symbols),
                     "program": {"instructions": [isa.to_container(i) for i in self.program]},
                 }
             ),
@@ -146,6 +166,7 @@ class BundleFile:
             attrs=attrs,
             inputs=[(b.name, b.buffer) for b in prog.inputs],
             outputs=[(b.name, b.buffer) for b in prog.outputs],
+            symbols=list(prog.symbols),
             program=program,
         )
 
@@ -298,13 +319,11 @@ def _tensor_record(c) -> TensorRecord:
 
 
 def _buffer_container(b: BufferRecord) -> dict:
-    axis = -1 if b.batch_axis is None else b.batch_axis
-    return {"dtype": b.dtype, "batch_axis": axis, "shape": list(b.shape), "scale": b.scale}
+    return {"dtype": b.dtype, "shape": list(b.shape), "dims": list(b.dims), "scale": b.scale}
 
 
 def _buffer_record(c) -> BufferRecord:
-    axis = None if c.batch_axis < 0 else c.batch_axis
-    return BufferRecord(str(c.dtype), tuple(c.shape), axis, c.scale)
+    return BufferRecord(str(c.dtype), tuple(c.shape), tuple(c.dims), c.scale)
 
 
 def _attr_container(v: Attr) -> dict:

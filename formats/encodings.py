@@ -175,6 +175,8 @@ def _symbol_values(
 ) -> np.ndarray:
     dtype = np.dtype(record.dtype)
     if record.values == "raw":
+        if dtype == np.bool_ and len(symbols) and int(symbols.max()) > 1:
+            raise ValueError("a bool value is a byte other than 0 or 1")
         words = symbols.astype(f"<u{dtype.itemsize}")
         return words.view(dtype.newbyteorder("<")).astype(dtype)
     if record.values == "zigzag":

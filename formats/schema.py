@@ -6,9 +6,9 @@ sections, each at a 16-byte aligned offset, with zero padding between them:
     META     zlib-compressed JSON: producer, model name, resolved pipeline, pass log
     TENSORS  table of weight tensors: name, dtype, shape, encoding, byte ranges in DATA
     DATA     the tensors' payloads, 16-byte aligned
-    BUFFERS  the activation buffers of the program (UB/ACC addresses): dtype, shape, batch axis
+    BUFFERS  the activation buffers of the program (UB/ACC addresses): dtype, shape, dims
     ATTRS    attribute records referenced by instructions: named, typed fields (strides, ...)
-    PROGRAM  host input/output bindings and the instruction stream (see isa.py)
+    PROGRAM  host input/output bindings, symbol names and the instruction stream (see isa.py)
 
 Every section carries a CRC-32 in the table; every variable-length field is length-prefixed.
 Counts, dimensions, offsets and integer attributes are LEB128 varints (signed: zigzag).
@@ -41,17 +41,18 @@ from construct import (
     Switch,
     VarInt,
     ZigZag,
+    len_,
     this,
 )
 
 from dlcc.formats.isa import PROGRAM
 
 MAGIC = b"DLCC"
-VERSION = 2  # 2: attribute fields are named (version 1 stored them in field order)
+VERSION = 3  # 3: buffers carry symbolic dims; 2: attribute fields named (1: in field order)
 ALIGN = 16
 
 # -- leaves -------------------------------------------------------------------------------
-Dtype = Enum(Int8ul, float32=0, int8=1, int32=2, uint8=3, int64=4)
+Dtype = Enum(Int8ul, float32=0, int8=1, int32=2, uint8=3, int64=4, bool=5)
 ValueCoding = Enum(Int8ul, raw=0, int8=1, codebook=2, zigzag=3)
 PositionCoding = Enum(Int8ul, dense=0, csr=1, bitmask=2)
 BlobRole = Enum(Int8ul, VALUES=0, POSITIONS=1, CODEBOOK=2, SCALES=3)
@@ -81,8 +82,8 @@ TensorEntry = Struct(
 
 BufferEntry = Struct(
     "dtype" / Dtype,
-    "batch_axis" / Int8sl,  # -1: no batch axis
-    "shape" / Dims,  # shape at batch 1
+    "shape" / Dims,  # shape at the reference binding (batch 1)
+    "dims" / Array(len_(this.shape), Int8ul),  # per axis: 0 static, a symbol id, 255 derived
     "scale" / If(this.dtype == "int8", Float32l),  # int8: real value = q * scale
 )
 
@@ -162,6 +163,7 @@ ATTRS = PrefixedArray(Int16ul, PrefixedArray(Int8ul, AttrField))
 PROGRAM_SECTION = Struct(
     "inputs" / PrefixedArray(Int8ul, IoBinding),
     "outputs" / PrefixedArray(Int8ul, IoBinding),
+    "symbols" / PrefixedArray(Int8ul, Name),  # names of symbol ids 1, 2, ...: 1 is the batch
     "program" / PROGRAM,
 )
 

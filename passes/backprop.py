@@ -10,7 +10,8 @@ a tape. `backward` walks the tape in reverse with each op's gradient rule, kept 
 forward in the kernel record (`Kernel.grad`): Dense, Conv (any group, through im2col /
 col2im), the pools, the activations, broadcasting Add/Sub/Mul/Div (the gradient is summed
 over broadcast axes), Concat, Reshape, Flatten, Transpose, inference-form
-BatchNormalization (its parameters frozen) and Softmax. Parameters are
+BatchNormalization (its parameters frozen), Softmax and Where (in x and y; bool and integer
+values carry no gradient, so masks, comparisons and ArgMax need no rule). Parameters are
 the weights (input 1) and biases (input 2) of the Dense/Conv layers, keyed by (node name,
 input index); every other constant stays as it is. When the graph ends in Softmax, the loss
 is taken on the logits before it. Rules are vectorized; Conv's col2im and the pools loop over
@@ -72,12 +73,30 @@ def trainable_ops() -> frozenset[str]:
 
 
 def untrainable(graph: Graph) -> list[tuple[str, str]]:
-    """(op, first node name) of every op on the way to the logits that cannot be trained."""
+    """(op, first node name) of every op on the way to the logits that cannot be trained.
+
+    Bool and integer values carry no gradient: an op that only makes them (a comparison,
+    ArgMax) or only reads them (Cast of a mask) needs no rule, unless it makes the logits.
+    """
     found: dict[str, str] = {}
+    logits = logits_value(graph)
     for node in program(graph):
+        if not (_carries_gradient(node) or logits in node.outputs):
+            continue
         if get_kernel(node.op).grad is None or len(node.outputs) != 1:
             found.setdefault(node.op, node.name)
     return list(found.items())
+
+
+def _differentiable(value: Value | None) -> bool:
+    return value is not None and value.plain_dtype == "float32"
+
+
+def _carries_gradient(node: Node) -> bool:
+    """Whether a gradient could pass through `node`: a float output from a float input."""
+    return any(map(_differentiable, node.outputs)) and any(
+        _differentiable(v) and not v.is_constant for v in node.inputs
+    )
 
 
 def forward(graph: Graph, feeds: dict[str, np.ndarray], params: Params) -> tuple[np.ndarray, Tape]:
@@ -92,12 +111,12 @@ def forward(graph: Graph, feeds: dict[str, np.ndarray], params: Params) -> tuple
 
 def backward(tape: Tape, dlogits: np.ndarray, params: Params, wrt_inputs: bool = False) -> dict:
     """dL/dparam for every parameter (and dL/dinput by input name when `wrt_inputs`)."""
-    needs = {id(v) for v in tape.inputs} if wrt_inputs else set()
+    needs = {id(v) for v in tape.inputs if _differentiable(v)} if wrt_inputs else set()
     for node, _, _ in tape.entries:
         if any((node.name, i) in params for i in range(len(node.inputs))) or any(
             v is not None and id(v) in needs for v in node.inputs
         ):
-            needs.update(id(v) for v in node.outputs)
+            needs.update(id(v) for v in node.outputs if _differentiable(v))
     grads = {id(tape.logits): dlogits}
     result = {}
     for node, args, outs in reversed(tape.entries):

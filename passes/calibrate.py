@@ -71,6 +71,8 @@ def activation_ranges(
     done = 0
     for feeds in batches(graph, data, batch):
         for value, array in evaluate(graph, feeds):
+            if array.dtype.kind != "f":  # ids, indices, masks: never int8, no range
+                continue
             peak[id(value)] = max(peak.get(id(value), 0.0), float(np.abs(array).max(initial=0.0)))
         done += 1
         if progress:
@@ -80,6 +82,8 @@ def activation_ranges(
     counts = {key: np.zeros(BINS, np.int64) for key in peak}
     for feeds in batches(graph, data, batch):
         for value, array in evaluate(graph, feeds):
+            if id(value) not in counts:
+                continue
             top = peak[id(value)] or 1.0
             counts[id(value)] += np.histogram(np.abs(array), BINS, (0.0, top))[0]
         done += 1

@@ -109,7 +109,7 @@ def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -
 
 def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
     """Host input arrays in program order, checked against the bundle's input buffers and
-    the program proved to run at their batch (`LoadedBundle.check_batch`)."""
+    the program proved to run at the symbols they bind (`LoadedBundle.bind`)."""
     names = bundle.input_names
     if isinstance(inputs, np.ndarray):
         if len(names) != 1:
@@ -123,7 +123,6 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
             f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}"
         )
     arrays = []
-    batch = None
     for name, buf in bundle.file.inputs:
         record = bundle.file.buffers[buf]
         x = np.asarray(inputs[name])
@@ -131,25 +130,10 @@ def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
             raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
         if record.dtype.startswith("int") and x.dtype.kind not in "iub":
             raise ExecutionError(f"input {name!r} takes integers ({record.dtype}), not {x.dtype}")
-        x = np.asarray(x, dtype=record.dtype, order="C")  # keeps 0-d inputs 0-d
-        expected = list(record.shape)
-        if record.batch_axis is not None and x.ndim == len(expected):
-            expected[record.batch_axis] = x.shape[record.batch_axis]
-            if batch is not None and x.shape[record.batch_axis] != batch:
-                raise ExecutionError(
-                    f"input {name!r}: batch {x.shape[record.batch_axis]} differs "
-                    f"from the other inputs' {batch}"
-                )
-            batch = x.shape[record.batch_axis]
-            if batch < 1:
-                raise ExecutionError(f"input {name!r}: no samples (batch 0)")
-        if list(x.shape) != expected:
-            shown = "×".join(
-                "N" if i == record.batch_axis else str(d) for i, d in enumerate(record.shape)
-            )
-            raise ExecutionError(f"input {name!r}: expected shape {shown}, got {x.shape}")
-        arrays.append(x)
-    bundle.check_batch(1 if batch is None else batch)
+        if record.dtype == "bool" and x.dtype.kind != "b":
+            raise ExecutionError(f"input {name!r} is {record.dtype}; got {x.dtype}")
+        arrays.append(np.asarray(x, dtype=record.dtype, order="C"))  # keeps 0-d inputs 0-d
+    bundle.bind({name: x.shape for name, x in zip(names, arrays)})
     return arrays
 
 

@@ -11,11 +11,11 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.errors import BundleFormatError
+from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
-from dlcc.formats.bundle import BundleFile
+from dlcc.formats.bundle import STATIC, BundleFile
 from dlcc.formats.encodings import decode
-from dlcc.runtime.verifier import DEFAULT_LIMITS, Limits, plan, verify
+from dlcc.runtime.verifier import DEFAULT_LIMITS, Binding, Limits, plan, verify
 
 
 @dataclasses.dataclass
@@ -27,7 +27,7 @@ class LoadedBundle:
     weights: list[np.ndarray]
     attrs: list[object]  # per instruction: the typed attributes of its function (or NoAttrs)
     limits: Limits = DEFAULT_LIMITS
-    _plans: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)  # batch: peak
+    _plans: dict[Binding, int] = dataclasses.field(default_factory=dict, repr=False)  # peaks
 
     @property
     def input_names(self) -> list[str]:
@@ -37,11 +37,35 @@ class LoadedBundle:
     def output_names(self) -> list[str]:
         return [name for name, _ in self.file.outputs]
 
-    def check_batch(self, batch: int) -> int:
-        """Prove the program runs at `batch` (ExecutionError otherwise); its peak bytes."""
-        if batch not in self._plans:
-            self._plans[batch] = plan(self.file, self.attrs, batch, self.limits, source=self.path)
-        return self._plans[batch]
+    def bind(self, shapes: dict[str, tuple[int, ...]]) -> Binding:
+        """The symbols' values given the inputs' shapes by name, the program proved to run
+        at them (`plan`, cached); ExecutionError naming the input that does not fit."""
+        file = self.file
+        values: dict[int, tuple[int, str]] = {}  # symbol id -> (value, the input that set it)
+        for name, buf in file.inputs:
+            record, shape = file.buffers[buf], tuple(shapes[name])
+            labels = record.labels(file.symbols)
+            shown = "×".join(label or str(d) for d, label in zip(record.shape, labels)) or "scalar"
+            if len(shape) != len(record.shape):
+                raise ExecutionError(f"input {name!r}: expected shape {shown}, got {shape}")
+            for axis, (d, want, code) in enumerate(zip(shape, record.shape, record.dims)):
+                if code == STATIC and d != want:
+                    raise ExecutionError(f"input {name!r}: expected shape {shown}, got {shape}")
+                if code == STATIC:
+                    continue
+                if d < 1:
+                    what = "no samples (batch 0)" if code == 1 else f"{labels[axis]} is 0"
+                    raise ExecutionError(f"input {name!r}: {what}")
+                seen, where = values.setdefault(code, (d, name))
+                if seen != d:
+                    raise ExecutionError(
+                        f"input {name!r}: {labels[axis]} is {d} here but {seen} in "
+                        f"input {where!r}; the inputs disagree"
+                    )
+        binding = tuple(values.get(i + 1, (1, ""))[0] for i in range(len(file.symbols)))
+        if binding not in self._plans:
+            self._plans[binding] = plan(file, self.attrs, binding, self.limits, source=self.path)
+        return binding
 
     def run(self, inputs, target="interp") -> dict[str, np.ndarray]:
         """Execute on `target` (a name or a target object); `inputs`: an array or a dict."""

@@ -11,8 +11,10 @@ and one abstract run of the program, on shapes and dtypes only:
               equal to its op record's shape and dtype rules and to its buffer's declaration
     memory    the peak of live activations plus kernel workspace within `Limits`
 
-`plan()` is the abstract run itself; the runtime calls it again for the batch it is given
-(cached per batch), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
+`plan()` is the abstract run itself, at one binding of the symbols (the batch N and any other
+symbolic dimension, bound from the inputs' shapes). The verifier runs it at the reference
+binding and at every probe (one symbol doubled); the runtime runs it again for each binding it
+is given (cached), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
 kernel. A bundle that passes cannot crash the runtime: its kernels also defend their own
 preconditions (see `kernels.matrix.strided_view`).
 """
@@ -29,7 +31,14 @@ import numpy as np
 
 from dlcc.errors import BundleFormatError, DlccError, ExecutionError
 from dlcc.formats import isa
-from dlcc.formats.bundle import MAX_META_BYTES, BufferRecord, BundleFile, TensorRecord
+from dlcc.formats.bundle import (
+    DERIVED,
+    MAX_META_BYTES,
+    STATIC,
+    BufferRecord,
+    BundleFile,
+    TensorRecord,
+)
 from dlcc.formats.huffman import stream_count
 from dlcc.runtime.kernels import (
     F32,
@@ -42,12 +51,14 @@ from dlcc.runtime.kernels import (
     kernel_at,
 )
 
-DTYPES = ("float32", "int8", "int32", "uint8", "int64")
+DTYPES = ("float32", "int8", "int32", "uint8", "int64", "bool")
 VALUE_CODINGS = ("raw", "int8", "codebook", "zigzag")
 POSITION_CODINGS = ("dense", "csr", "bitmask")
 BLOB_ROLES = ("VALUES", "POSITIONS", "CODEBOOK", "SCALES")
 MAX_DIM = (1 << 31) - 1
 MAX_FIFO = 256  # weight tiles in flight
+MAX_SYMBOLS = 16
+Binding = tuple[int, ...]  # the value of each symbol, by id - 1
 WORKSPACE_ITEM_BYTES = 8  # a bound per temporary element: a float32 copy beside its original
 
 
@@ -66,9 +77,10 @@ DEFAULT_LIMITS = Limits()
 
 def verify(
     file: BundleFile, source: str = "bundle", limits: Limits = DEFAULT_LIMITS
-) -> tuple[list[object], dict[int, int]]:
+) -> tuple[list[object], dict[Binding, int]]:
     """Prove `file` well formed (BundleFormatError otherwise): each instruction's attributes,
-    and the peak bytes of the program at batch 1 and 2 (the runtime's plans for them)."""
+    and the peak bytes of the program at the reference binding and every probe (the
+    runtime's plans for them)."""
     for index, t in enumerate(file.tensors):
         problem = _tensor_problem(t, file.data, limits)
         _check(problem, source, "TENSORS", f"tensor #{index} {t.name!r}")
@@ -79,24 +91,71 @@ def verify(
         "TENSORS",
         "decoded tensors",
     )
+    symbols = file.symbols
+    if not 1 <= len(symbols) <= MAX_SYMBOLS or len(set(symbols)) != len(symbols):
+        _check(f"{len(symbols)} symbols {symbols[:4]}...", source, "PROGRAM", "symbols")
     for index, b in enumerate(file.buffers):
-        _check(_buffer_problem(b), source, "BUFFERS", f"buffer #{index}")
+        _check(_buffer_problem(b, len(symbols)), source, "BUFFERS", f"buffer #{index}")
+    reference = _reference(file, source)
     attrs = [_typed_attrs(file, k, instr, source) for k, instr in enumerate(file.program)]
-    peaks = {batch: plan(file, attrs, batch, limits, BundleFormatError, source) for batch in (1, 2)}
+    probes = [reference] + [
+        tuple(2 * v if j == i else v for j, v in enumerate(reference))
+        for i in range(len(reference))
+    ]
+    peaks = {b: plan(file, attrs, b, limits, BundleFormatError, source) for b in probes}
     return attrs, peaks
+
+
+def reference_binding(file: BundleFile) -> Binding:
+    """Each symbol's value at the reference binding: what the input buffers declare (1 for
+    the batch, and for a symbol no input holds)."""
+    values = [1] * len(file.symbols)
+    for _, buf in file.inputs:
+        if buf < len(file.buffers):
+            b = file.buffers[buf]
+            for d, code in zip(b.shape, b.dims):
+                if STATIC < code <= len(values):
+                    values[code - 1] = d
+    return tuple(values)
+
+
+def _doubled(binding: Binding, symbol: int) -> Binding:
+    return tuple(2 * v if j == symbol else v for j, v in enumerate(binding))
+
+
+def _reference(file: BundleFile, source: str) -> Binding:
+    """The reference binding, checked: the inputs agree on it, hold no derived dimension,
+    and bind every symbol a buffer uses."""
+    reference, bound = reference_binding(file), {1}
+    for name, buf in file.inputs:
+        if buf >= len(file.buffers):
+            continue  # the abstract run reports it
+        b = file.buffers[buf]
+        for d, code in zip(b.shape, b.dims):
+            if code == DERIVED or (code != STATIC and d != reference[code - 1]):
+                problem = f"dims {b.dims} of shape {b.shape} disagree with the other inputs'"
+                _check(problem, source, "BUFFERS", f"input {name!r}")
+            bound.add(code)
+    if reference[0] != 1:
+        _check(f"the batch is {reference[0]} at batch 1", source, "BUFFERS", "inputs")
+    used = {code for b in file.buffers for code in b.dims} - {STATIC, DERIVED}
+    if used - bound:
+        names = [file.symbols[code - 1] for code in sorted(used - bound)]
+        _check(f"symbol(s) {names} bound by no input", source, "PROGRAM", "symbols")
+    return reference
 
 
 def plan(
     file: BundleFile,
     attrs: list[object],
-    batch: int,
+    binding: Binding,
     limits: Limits = DEFAULT_LIMITS,
     error: type[DlccError] = ExecutionError,
     source: str = "bundle",
 ) -> int:
-    """Run the program abstractly at `batch`; the peak bytes it needs, or `error`."""
+    """Run the program abstractly at `binding`; the peak bytes it needs, or `error`."""
     try:
-        return _Abstract(file, attrs, batch).run(limits)
+        return _Abstract(file, attrs, binding).run(limits)
     except _Violation as v:
         where = f"{source}: section PROGRAM" if error is BundleFormatError else source
         raise error(f"{where}: {v}") from None
@@ -112,10 +171,11 @@ class _Abstract:
 
     file: BundleFile
     attrs: list[object]
-    batch: int
+    binding: Binding
 
     def run(self, limits: Limits) -> int:
         f = self.file
+        self.exact = self.binding == reference_binding(f)  # derived dims as declared
         self.defined: dict[int, tuple[tuple[int, ...], str]] = {}
         self.fifo: deque[int] = deque()
         self.written: set[int] = set()
@@ -131,11 +191,13 @@ class _Abstract:
                 # An op record's shape or dtype rule refused its operands.
                 raise _Violation(f"instruction #{k} ({_name(instr)}): {e}") from None
             for b in isa.writes(instr):
-                live += self.bytes(b)
+                live += _nbytes(*self.defined[b])
             peak = max(peak, live + workspace)
             if peak > limits.activation_bytes:
                 self.fail(f"needs {peak:,} B of activations, limit {limits.activation_bytes:,}")
-            live -= sum(self.bytes(b) for b in set(isa.reads(instr)) if last_read[b] == k)
+            live -= sum(
+                _nbytes(*self.defined[b]) for b in set(isa.reads(instr)) if last_read[b] == k
+            )
             if isinstance(instr, isa.Halt):
                 if k != len(f.program) - 1:
                     self.fail("HALT before the end of the program")
@@ -154,6 +216,8 @@ class _Abstract:
             if instr.input >= len(f.inputs) or f.inputs[instr.input][1] != instr.dst:
                 self.fail(f"host input #{instr.input} is not bound to ub[{instr.dst}]")
             self.define(instr.dst, self.declared(instr.dst), f.buffers[instr.dst].dtype)
+            if None in self.declared(instr.dst):
+                self.fail(f"input ub[{instr.dst}] has a derived dimension")
         elif isinstance(instr, isa.ReadWeights):
             self.tensor(instr.tensor)
             if len(self.fifo) == MAX_FIFO:
@@ -238,17 +302,30 @@ class _Abstract:
         if b in self.defined:
             self.fail(f"ub[{b}] is written twice")
         declared = self.declared(b)
-        if (shape, dtype) != (declared, self.file.buffers[b].dtype):
+        fits = len(shape) == len(declared) and all(
+            d == want if want is not None else 1 <= d <= MAX_DIM for d, want in zip(shape, declared)
+        )
+        if not fits or dtype != self.file.buffers[b].dtype:
+            symbols = ", ".join(f"{n}={v}" for n, v in zip(self.file.symbols, self.binding))
             self.fail(
-                f"ub[{b}] gets {dtype} {shape}, declared {self.file.buffers[b].dtype} {declared}"
-                f" (batch {self.batch})"
+                f"ub[{b}] gets {dtype} {shape}, declared {self.file.buffers[b].dtype} "
+                f"{tuple('?' if d is None else d for d in declared)} (at {symbols})"
             )
         self.defined[b] = (shape, dtype)
 
-    def declared(self, b: int) -> tuple[int, ...]:
+    def declared(self, b: int) -> tuple[int | None, ...]:
+        """The buffer's shape at this binding; None for a derived dimension (any size)."""
         if b >= len(self.file.buffers):
             self.fail(f"buffer {b} is past the table of {len(self.file.buffers)}")
-        return _at_batch(self.file.buffers[b], self.batch)
+        record = self.file.buffers[b]
+        return tuple(
+            d
+            if code == STATIC or (code == DERIVED and self.exact)
+            else None
+            if code == DERIVED
+            else self.binding[code - 1]
+            for d, code in zip(record.shape, record.dims)
+        )
 
     def use(self, b: int) -> tuple[tuple[int, ...], str]:
         if b not in self.defined:
@@ -268,9 +345,6 @@ class _Abstract:
         if o.memory == "NONE":
             return None
         self.fail(f"operand memory {o.memory!r} unknown")
-
-    def bytes(self, b: int) -> int:
-        return _nbytes(self.declared(b), self.file.buffers[b].dtype)
 
     def fail(self, message: str):
         instr = self.file.program[self.k]
@@ -334,6 +408,8 @@ def _tensor_problem(t: TensorRecord, data: bytes, limits: Limits) -> str | None:
         return f"{t.value_bits}-bit values cannot hold {t.values} {t.dtype}"
     if t.values == "zigzag" and t.dtype not in (I8, I32, "int64"):
         return "zigzag values decode to integers only"
+    if t.dtype == "bool" and t.values != "raw":
+        return "bool values are stored raw"
     if not 0 <= t.channel_axis < max(len(t.shape), 1):
         return f"channel axis {t.channel_axis} outside rank {len(t.shape)}"
     if (t.values == "codebook") != ("CODEBOOK" in blobs) or "VALUES" not in blobs:
@@ -370,13 +446,12 @@ def _stream_problem(role, coding, payload, bits, count, limits: Limits) -> str |
     return None
 
 
-def _buffer_problem(b: BufferRecord) -> str | None:
+def _buffer_problem(b: BufferRecord, symbols: int) -> str | None:
     if b.dtype not in DTYPES:
         return f"unknown dtype {b.dtype!r}"
-    if b.batch_axis is not None and not 0 <= b.batch_axis < len(b.shape):
-        return f"batch axis {b.batch_axis} outside rank {len(b.shape)}"
-    if b.batch_axis is not None and b.shape[b.batch_axis] != 1:
-        return f"shape {b.shape} at batch 1 has {b.shape[b.batch_axis]} on its batch axis"
+    valid = {STATIC, DERIVED, *range(1, symbols + 1)}
+    if len(b.dims) != len(b.shape) or not valid.issuperset(b.dims):
+        return f"dims {b.dims} do not fit shape {b.shape} and {symbols} symbol(s)"
     if b.dtype == I8 and not (b.scale is not None and 0 < b.scale < math.inf):
         return f"int8 scale {b.scale} is not finite and positive"
     return _dims_problem(b.shape)
@@ -391,13 +466,6 @@ def _dims_problem(shape: tuple[int, ...]) -> str | None:
 def _check(problem: str | None, source: str, section: str, what: str) -> None:
     if problem:
         raise BundleFormatError(f"{source}: section {section}: {what}: {problem}")
-
-
-def _at_batch(b: BufferRecord, batch: int) -> tuple[int, ...]:
-    shape = list(b.shape)
-    if b.batch_axis is not None:
-        shape[b.batch_axis] = batch
-    return tuple(shape)
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 
-from dlcc.frontend.lowering import BATCH, Builder, converter
+from dlcc.frontend.lowering import Builder, converter
 from dlcc.ir import Value
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.tensor import ReshapeAttrs
@@ -173,9 +174,18 @@ def split(b: Builder, node, x, sizes=None):
 
 @converter("Expand", params=(1,))
 def expand(b: Builder, node, x, shape):
-    # A dimension taken from the input's own shape holds the batch sentinel: 1 keeps it.
-    target = np.where(shape.data == BATCH, 1, shape.data)
-    return b.emit("Expand", [x], shape=b.ints(target))
+    target = shape.data.reshape(-1).astype(np.int64)
+    moved = b.at_probes(shape)
+    if moved is not None:  # a dimension from the input's own shape: 1 (broadcast) keeps it
+        rank = max(len(target), len(x.shape))
+        own = [(1,) * (rank - len(x.shape)) + x.shape_at(p) for p in (None, *range(len(moved)))]
+        varies = np.any([m != target for m in moved], axis=0)
+        own_dims = np.array([s[rank - len(target) :] for s in own])  # per binding
+        wanted = np.array([target, *moved])
+        if np.any(varies & ~np.all(own_dims == wanted, axis=0)):
+            raise b.fail("expands to symbolic dimensions the input does not hold")
+        target = np.where(varies, 1, target)
+    return b.emit("Expand", [x], shape=tuple(int(d) for d in target))
 
 
 @converter("Tile", params=(1,))
@@ -197,13 +207,22 @@ def resize(b: Builder, node, x, roi=None, scales=None, sizes=None):
             raise b.fail(f"{name}={b.attrs[name]!r} is not supported")
     rank = len(x.shape)
     axes = [a % rank for a in b.attrs.get("axes", range(rank))]
-    full_scales, full_sizes = [1.0] * rank, list(x.shape)
+    full_scales, full_sizes = [1.0] * rank, [0] * rank  # an untouched axis: scale 1
     if sizes is not None and sizes.data.size:
-        for axis, n in zip(axes, b.ints(sizes)):
-            full_sizes[axis], full_scales[axis] = n, n / x.shape[axis]
+        moved = b.at_probes(sizes)
+        for k, axis in enumerate(axes):
+            if moved is None:  # a fixed size: its scale is size / input at run time
+                full_sizes[axis], full_scales[axis] = int(sizes.data.reshape(-1)[k]), 0.0
+                continue
+            # Sizes computed from symbolic dims (another tensor's H, W): one ratio to the input.
+            pairs = [(sizes.data, x.shape)] + [(m, x.shape_at(p)) for p, m in enumerate(moved)]
+            ratios = {float(out.reshape(-1)[k]) / shape[axis] for out, shape in pairs}
+            if len(ratios) != 1:
+                raise b.fail(f"output size of axis {axis} is no fixed multiple of the input's")
+            full_scales[axis] = ratios.pop()
     elif scales is not None and scales.data.size:
-        for axis, s in zip(axes, scales.data.reshape(-1).astype(float)):
-            full_scales[axis], full_sizes[axis] = float(s), int(math.floor(x.shape[axis] * s))
+        for axis, s in zip(axes, b.static(scales).data.reshape(-1).astype(float)):
+            full_scales[axis] = float(s)
     else:
         raise b.fail("neither scales nor sizes is given")
     return b.emit(
@@ -399,19 +418,19 @@ def flatten(b: Builder, node, x):
 def reshape(b: Builder, node, x, shape):
     if b.attrs.get("allowzero", 0) and 0 in shape.data:
         raise b.fail("Reshape with allowzero=1 and a zero dimension is not supported")
-    target = tuple(int(d) for d in shape.data.reshape(-1))
+    targets = [shape.data, *(b.at_probes(shape) or [shape.data] * len(b.graph.symbols))]
     kernel = get_kernel("Reshape")
 
-    def out_shape(batch: int, in_shape):
-        t = tuple(batch if d == BATCH else d for d in target)
-        return kernel.shape(ReshapeAttrs(t), in_shape)[0]
+    def out_shape(probe: int | None, in_shape):
+        target = targets[0 if probe is None else probe + 1].reshape(-1)
+        return kernel.shape(ReshapeAttrs(tuple(int(d) for d in target)), in_shape)[0]
 
     return _reshape_to(b, x, out_shape)
 
 
 @converter("Squeeze", "Unsqueeze", params=(1,))
 def squeeze(b: Builder, node, x, axes=None):
-    axes = b.ints(axes) if axes is not None else None
+    axes = b.ints(axes) if axes is not None else b.attrs.get("axes")
     if node.op_type == "Unsqueeze":
         return _reshape_to(b, x, lambda _, s: np.expand_dims(_view(s), axes).shape)
     return _reshape_to(b, x, lambda _, s: np.squeeze(_view(s), axes).shape)
@@ -419,7 +438,7 @@ def squeeze(b: Builder, node, x, axes=None):
 
 @converter("Gather")
 def gather(b: Builder, node, x, indices):
-    """Constant indices select (checked: none computed from the batch size); runtime ids
+    """Constant indices select (checked: none computed from symbolic dims); runtime ids
     (an integer input) look up an embedding table."""
     if indices.is_constant:
         b.ints(indices)
@@ -428,12 +447,21 @@ def gather(b: Builder, node, x, indices):
 
 @converter("Slice", params=(1, 2, 3, 4))
 def slice_(b: Builder, node, x, starts, ends, axes=None, steps=None):
-    starts, ends = b.ints(starts), _clamped(ends)
+    """Constant bounds; an end computed from a symbolic dimension must be its whole axis."""
+    starts = b.ints(starts)
     axes = b.ints(axes) if axes is not None else tuple(range(len(starts)))
     steps = b.ints(steps) if steps is not None else (1,) * len(starts)
-    if any(a % len(x.shape) == x.batch_axis for a in axes):
-        raise b.fail("slicing the batch axis is not supported")
-    return b.emit("Slice", [x], starts=starts, ends=ends, axes=axes, steps=steps)
+    moved = b.at_probes(ends)
+    if moved is not None:
+        bindings = [(ends.data, None), *((m, p) for p, m in enumerate(moved))]
+        whole = [
+            all(int(e.reshape(-1)[k]) >= x.shape_at(p)[axis] for e, p in bindings)
+            for k, axis in enumerate(axes)
+        ]
+        if not all(whole):
+            b.static(ends)  # refused, naming the node
+        ends = b.graph.constant(ends.name, np.full(len(axes), np.iinfo(np.int64).max))
+    return b.emit("Slice", [x], starts=starts, ends=_clamped(ends), axes=axes, steps=steps)
 
 
 def _clamped(ends: Value) -> tuple[int, ...]:
@@ -441,16 +469,14 @@ def _clamped(ends: Value) -> tuple[int, ...]:
     return tuple(int(v) for v in ends.data.reshape(-1))
 
 
-@converter("Identity", "Dropout")
-def identity(b: Builder, node, x, *_):
+@converter("Identity", "Dropout", params=(1, 2))
+def identity(b: Builder, node, x, ratio=None, training=None):
+    """Inference: the identity. A Dropout in training mode (a bool input since opset 12)
+    that drops anything is refused."""
+    dropping = ratio is None or bool(ratio.data.any())  # ONNX's default ratio is 0.5
+    if training is not None and training.data.any() and dropping:
+        raise b.fail("training-mode Dropout is not supported")
     return [x]  # a Dropout mask or MaxPool Indices output stays undefined: readers are refused
-
-
-@converter("Cast")
-def cast(b: Builder, node, x):
-    if b.attrs.get("to") != 1 or x.dtype != "float32":
-        raise b.fail("only a float32 -> float32 Cast is supported")
-    return [x]
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -460,16 +486,52 @@ def _view(shape) -> np.ndarray:
 
 
 def _reshape_to(b: Builder, x: Value, out_shape) -> list[Value]:
-    """IR Reshape to `out_shape(batch, input_shape)`, with the batch axis as -1."""
+    """IR Reshape to `out_shape(probe, input_shape)` at every binding.
+
+    A dimension that is the same at every binding is a constant; one equal to the input's at
+    the same position copies it (0); a single other one is inferred (-1); more are copied
+    from a value that holds them (-2 - axis of a `like` input: the Reshape's own input, or
+    the latest value computed before it that does).
+    """
+    probes = [None, *range(len(b.graph.symbols))] if x.probes else [None]
     try:
-        one, two = (tuple(out_shape(n, x.shape_at(n))) for n in (1, 2))
+        outs = [tuple(out_shape(p, x.shape_at(p))) for p in probes]
     except ValueError as e:
-        raise b.fail(f"cannot reshape {x.dims()}: {e}; the batch dimension must stay") from None
-    diff = [i for i, (p, q) in enumerate(zip(one, two)) if p != q]
-    if len(diff) > 1 or (diff and (one[diff[0]], two[diff[0]]) != (1, 2)):
-        raise b.fail(f"reshape merges the batch dimension into others ({one} vs {two})")
-    target = tuple(-1 if i in diff else d for i, d in enumerate(one))
-    return b.emit("Reshape", [x], shape=target)
+        raise b.fail(f"cannot reshape {x.dims()}: {e}") from None
+    columns = list(zip(*outs))  # per output axis: its size at each binding
+    own = list(zip(*(x.shape_at(p) for p in probes)))
+    target: list[int] = []
+    free = []
+    for axis, column in enumerate(columns):
+        if len(set(column)) == 1:
+            target.append(column[0])
+        elif axis < len(own) and own[axis] == column:
+            target.append(0)
+        else:
+            target.append(-1)
+            free.append(axis)
+    like = None
+    if len(free) > 1:
+        like = _holder(b, x, [columns[a] for a in free[1:]], probes)
+        for axis in free[1:]:
+            target[axis] = -2 - _columns(like, probes).index(columns[axis])
+    return b.emit("Reshape", [x] if like is None else [x, like], shape=tuple(target))
+
+
+def _columns(v: Value, probes) -> list[tuple[int, ...]]:
+    return list(zip(*(v.shape_at(p) for p in probes)))
+
+
+def _holder(b: Builder, x: Value, wanted: list, probes) -> Value:
+    """A value computed so far that holds every wanted dimension (x first, then the latest)."""
+    values = [x, *(v for n in reversed(b.graph.nodes) for v in n.outputs), *b.graph.inputs]
+    for v in values:
+        if all(column in _columns(v, probes) for column in wanted):
+            return v
+    raise b.fail(
+        f"reshapes {x.dims()} into several symbolic dimensions that no computed value holds; "
+        "pin them with --shape NAME=DIMS"
+    )
 
 
 def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, ...]:
@@ -486,3 +548,48 @@ def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, ...]:
         begins.append(begin)
         ends.append(total - begin)
     return (*begins, *ends)
+
+
+# -- comparisons, logic, selection, arg-reductions, casts (kernels/logic.py) ---------------
+@converter(
+    "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not"
+)  # fmt: skip
+def logic(b: Builder, node, *xs):
+    return b.emit(node.op_type, list(xs))
+
+
+@converter("Where")
+def where(b: Builder, node, cond, x, y):
+    return b.emit("Where", [cond, x, y])
+
+
+@converter("ArgMax", "ArgMin")
+def arg_reduce(b: Builder, node, x):
+    return b.emit(
+        node.op_type,
+        [x],
+        axis=int(b.attrs.get("axis", 0)),
+        keepdims=int(b.attrs.get("keepdims", 1)),
+        select_last_index=int(b.attrs.get("select_last_index", 0)),
+    )
+
+
+# The ONNX element types dlcc holds, as the kernels name them.
+_CAST_TARGETS = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+@converter("Cast")
+def cast(b: Builder, node, x):
+    to = b.attrs.get("to")
+    if to not in _CAST_TARGETS:
+        known = to in onnx.TensorProto.DataType.values()
+        name = onnx.TensorProto.DataType.Name(to) if known else f"type {to}"
+        raise b.fail(f"Cast to {name} is not supported; dlcc holds float32, int32, int64, bool")
+    if _CAST_TARGETS[to] == x.plain_dtype:
+        return [x]
+    return b.emit("Cast", [x], to=_CAST_TARGETS[to])

@@ -1,11 +1,13 @@
 """Lower an ONNX graph into the IR, folding constants and shape arithmetic on the way.
 
 One walk in topological order. A node whose inputs are all constant is evaluated with onnx's
-own reference implementation and becomes a constant; so do `Shape` and `Size` of a value
-whose shape is static. The batch dimension is the one unknown: `Shape` reports it as the
-sentinel `BATCH`, and the converters of shape-taking ops (Reshape) turn that back into the
-IR's batch axis. Every other node goes to its converter (`converters.py`); ops without one
-are collected, so a model fails once with the complete list. The float constants a
+own reference implementation and becomes a constant; so do `Shape` and `Size`. Symbolic
+dimensions (the batch, an image's width, a sequence length) make such constants vary: each
+is folded at the reference binding and at every probe of the graph (`dlcc.ir`), and the
+converters of shape-taking ops (Reshape, Squeeze, Expand) turn the varying entries back into
+symbolic dimensions of the IR. A varying constant anywhere else is refused, naming the node.
+Every other node goes to its converter (`converters.py`); ops without one are collected, so
+a model fails once with the complete list. The float constants a
 converter's IR nodes read are its weights: a NaN or Inf among them is refused there.
 """
 
@@ -21,23 +23,27 @@ from onnx.reference import ReferenceEvaluator
 
 from dlcc.errors import DlccError, FrontendError, UnsupportedOpError
 from dlcc.frontend.loader import opset_of
+from dlcc.ir import BATCH as BATCH_SYMBOL
 from dlcc.ir import Graph, Node, Value
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
-# Stands for the batch size in folded shape tensors: a prime no real dimension equals.
-BATCH = 1_000_003
-# Fills whose output size comes from a shape input: with BATCH in it they fold at batch 1,
-# a tensor that broadcasts over the batch (exporters build zero LSTM states this way).
+# Fills whose output size comes from a shape input: entries that vary with the symbols fold
+# to 1, a tensor that broadcasts over them (exporters build zero LSTM states this way).
 _FILLS = {"ConstantOfShape", "Expand"}
-# The graph input types dlcc compiles: float data, and integer ids / indices (embeddings).
+# The graph input types dlcc compiles: float data, integer ids / indices (embeddings) and
+# boolean masks.
 INPUT_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.BOOL: "bool",
 }
-# Other ops whose output size comes from input values: BATCH there cannot be folded.
+# Other ops whose output size comes from input values: symbolic sizes there cannot be folded.
 _SIZE_FROM_VALUES = {"Range", "Tile", "Resize", "Upsample"}
+# Reference values tried for a symbolic dimension other than the batch, in order: the first
+# at which (and at twice which) every shape of the model is valid is kept.
+REFERENCES = (64, 256, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +71,16 @@ def converter(*op_types: str, params: tuple[int, ...] = ()):
 class Builder:
     """What a converter sees: the graph being built and helpers for the node at hand."""
 
-    def __init__(self, graph: Graph, node: onnx.NodeProto) -> None:
+    def __init__(self, graph: Graph, node: onnx.NodeProto, variants: dict) -> None:
         self.graph = graph
         self.node = node
         self.name = node.name or f"{node.op_type}:{node.output[0]}"
         self.attrs = {a.name: _attribute(a) for a in node.attribute}
+        self.variants = variants
+
+    def at_probes(self, value: Value) -> list[np.ndarray] | None:
+        """A constant computed from symbolic dimensions: its data at each probe; else None."""
+        return self.variants.get(id(value))
 
     def emit(self, op: str, inputs: list[Value | None], **fields) -> list[Value]:
         """Add an IR node `op(inputs)` with attributes `fields`; returns its outputs.
@@ -90,13 +101,20 @@ class Builder:
         """An error naming this node."""
         return FrontendError(f"node {self.name!r} ({self.node.op_type}): {why}")
 
-    def ints(self, value: Value | np.ndarray) -> tuple[int, ...]:
-        """A constant integer tensor as a tuple; refuses one that carries the batch size."""
-        data = value.data if isinstance(value, Value) else value
-        flat = np.asarray(data).reshape(-1).astype(np.int64)
-        if (np.abs(flat) >= BATCH).any():
-            raise self.fail("uses the batch size as a parameter; only Reshape may")
-        return tuple(int(v) for v in flat)
+    def ints(self, value: Value) -> tuple[int, ...]:
+        """A constant integer tensor as a tuple; refuses one computed from symbolic dims."""
+        self.static(value)
+        return tuple(int(v) for v in value.data.reshape(-1).astype(np.int64))
+
+    def static(self, value: Value) -> Value:
+        """`value`, refused when it is a constant computed from symbolic dimensions."""
+        if id(value) in self.variants:
+            names = ", ".join(name for name, _ in self.graph.symbols)
+            raise self.fail(
+                f"{value.name!r} is computed from symbolic dimensions ({names}) where dlcc "
+                "needs a constant; pin them with --shape NAME=DIMS"
+            )
+        return value
 
 
 def _attribute(a: onnx.AttributeProto):
@@ -108,17 +126,38 @@ def _attribute(a: onnx.AttributeProto):
     return value
 
 
-def lower_model(model: onnx.ModelProto) -> Graph:
-    """The IR graph of a checked ONNX model."""
+def lower_model(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> Graph:
+    """The IR graph of a checked ONNX model. `shapes` pins input dimensions by input name:
+    an int fixes one, a name keeps it symbolic (renamed), None leaves it as declared.
+
+    A symbolic dimension other than the batch gets the first of `REFERENCES` at which the
+    model lowers; the error of the first is raised if none does."""
     from dlcc.frontend import converters  # noqa: F401  (registers the converters)
 
+    first = None
+    for reference in REFERENCES:
+        try:
+            return _lower(model, shapes or {}, reference)
+        except UnsupportedOpError:
+            raise
+        except FrontendError as e:
+            first = first or e
+            if not _has_free_symbols(model, shapes or {}):
+                break
+    raise first
+
+
+def _lower(model: onnx.ModelProto, shapes: dict[str, tuple], reference: int) -> Graph:
     onnx_graph = model.graph
     graph = Graph(onnx_graph.name or "model")
     lowering = _Lowering(graph, _Folder(opset_of(model)))
     lowering.constants(onnx_graph.initializer)
     for inp in onnx_graph.input:
         if inp.name not in lowering.env:
-            lowering.env[inp.name] = _graph_input(graph, inp)
+            lowering.env[inp.name] = _graph_input(graph, inp, shapes.get(inp.name), reference)
+    unknown = set(shapes) - {inp.name for inp in onnx_graph.input}
+    if unknown:
+        raise FrontendError(f"--shape names no input of the model: {', '.join(sorted(unknown))}")
     for node in onnx_graph.node:
         lowering.lower(node)
     if lowering.unsupported:
@@ -150,6 +189,7 @@ class _Lowering:
         self.env: dict[str, Value] = {}
         self.pending: dict[str, str] = {}  # name -> "data" | "constant": what it will be
         self.unsupported: dict[str, str] = {}
+        self.variants: dict[int, list[np.ndarray]] = {}  # id(constant) -> its data per probe
 
     def constants(self, initializers) -> None:
         """Define a graph's (or a branch's) initializers as constants."""
@@ -174,9 +214,7 @@ class _Lowering:
         if node.op_type == "If" and defined and ins[0].is_constant:
             return self._inline_if(node, ins[0])
         if defined and _foldable(node, ins):
-            for name, data in zip(node.output, self.folder.run(node, ins)):
-                self.env[name] = self.graph.constant(name, data)
-            return None
+            return self._fold(node, ins)
         conv = CONVERTERS.get(node.op_type)
         if conv is None:
             return self._block(node, node.op_type, label)
@@ -192,6 +230,41 @@ class _Lowering:
         self._convert(node, conv, ins)
         return None
 
+    def _fold(self, node: onnx.NodeProto, ins: list[Value | None]) -> None:
+        """Evaluate a constant node at the reference binding and, when its inputs vary with
+        the symbols, at every probe; outputs that vary remember their data per probe."""
+        probes = range(len(self.graph.symbols))
+        varies = any(v is not None and (id(v) in self.variants or v.probes) for v in ins)
+        feeds = [self._feeds(node, ins, p) for p in (None, *(probes if varies else ()))]
+        label = node.name or node.output[0]
+        if varies and node.op_type in _FILLS:  # what varies broadcasts: 1 at every probe
+            key = node.input[1 if node.op_type == "Expand" else 0]
+            moves = np.any([f[key] != feeds[0][key] for f in feeds[1:]], axis=0)
+            feeds = [{**feeds[0], key: np.where(moves, 1, feeds[0][key])}]
+        elif varies and node.op_type in _SIZE_FROM_VALUES:
+            raise FrontendError(
+                f"node {label!r} ({node.op_type}) builds a tensor whose size depends on "
+                "symbolic dimensions; pin them with --shape NAME=DIMS"
+            )
+        results = [self.folder.run(node, f) for f in feeds]
+        for k, name in enumerate(node.output):
+            value = self.env[name] = self.graph.constant(name, results[0][k])
+            moved = [r[k] for r in results[1:]]
+            if any(m.shape != value.data.shape or (m != value.data).any() for m in moved):
+                self.variants[id(value)] = moved
+
+    def _feeds(self, node: onnx.NodeProto, ins: list[Value | None], probe: int | None) -> dict:
+        """The node's input arrays at `probe` (None: the reference binding)."""
+        if node.op_type in ("Shape", "Size"):
+            return {node.input[0]: ins[0].shape_at(probe)}
+        return {
+            name: v.data
+            if probe is None or id(v) not in self.variants
+            else self.variants[id(v)][probe]
+            for name, v in zip(node.input, ins)
+            if name
+        }
+
     def _block(self, node: onnx.NodeProto, op: str, label: str) -> None:
         self.unsupported.setdefault(op, label)
         for name in node.output:
@@ -200,7 +273,9 @@ class _Lowering:
     def _inline_if(self, node: onnx.NodeProto, cond: Value) -> None:
         """An If on a constant condition is its taken branch, lowered in place."""
         if cond.data.size != 1:
-            raise Builder(self.graph, node).fail("the condition is not a single value")
+            raise Builder(self.graph, node, self.variants).fail(
+                "the condition is not a single value"
+            )
         taken = "then_branch" if bool(cond.data.reshape(-1)[0]) else "else_branch"
         branch = next(helper.get_attribute_value(a) for a in node.attribute if a.name == taken)
         self.constants(branch.initializer)
@@ -214,12 +289,16 @@ class _Lowering:
 
     def _convert(self, node: onnx.NodeProto, conv: Converter, ins: list[Value | None]) -> None:
         graph = self.graph
-        b = Builder(graph, node)
+        b = Builder(graph, node, self.variants)
         for i in conv.params:
             if i < len(ins) and ins[i] is not None and not ins[i].is_constant:
                 raise b.fail(f"input {i} ({node.input[i]!r}) must be a constant")
         first_new = len(graph.nodes)
         outs = conv.fn(b, node, *ins)
+        for new in graph.nodes[first_new:]:
+            for v in new.inputs:
+                if v is not None and v.is_constant:
+                    b.static(v)
         _check_weights(b, graph.nodes[first_new:])
         created = {id(v) for n in graph.nodes[first_new:] for v in n.outputs}
         for name, value in zip(node.output, outs):
@@ -253,14 +332,16 @@ def _output_named(graph: Graph, value: Value, name: str) -> Value:
     if value.name == name:
         return value
     if value.producer is None or value in graph.outputs:
-        shape = tuple(-1 if i == value.batch_axis else d for i, d in enumerate(value.shape))
-        value = graph.add("Reshape", [value], ReshapeAttrs(shape), name=name).outputs[0]
+        copy = ReshapeAttrs((0,) * len(value.shape))  # every dimension as it is
+        value = graph.add("Reshape", [value], copy, name=name).outputs[0]
     graph.rename(value, name)
     return value
 
 
-def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:
-    """Declare a graph input; its first symbolic dimension is the batch dimension."""
+def _graph_input(graph: Graph, inp: onnx.ValueInfoProto, pins, reference: int) -> Value:
+    """Declare a graph input. Its batch axis is the symbolic dimension named like a batch
+    (batch, N, B), else its first symbolic one; every other symbolic dimension is a symbol
+    of the graph (shared by name across inputs), at `reference` unless `pins` fix it."""
     t = inp.type.tensor_type
     dtype = INPUT_DTYPES.get(t.elem_type)
     if dtype is None:
@@ -268,16 +349,42 @@ def _graph_input(graph: Graph, inp: onnx.ValueInfoProto) -> Value:
         raise FrontendError(
             f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs and int32/int64 ids"
         )
-    dims = list(t.shape.dim)
-    symbolic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
-    if len(symbolic) > 1:
-        raise FrontendError(
-            f"input {inp.name!r} has {len(symbolic)} symbolic dimensions; dlcc needs static "
-            "shapes except one batch dimension"
-        )
-    batch = symbolic[0] if symbolic else None
-    shape = tuple(1 if i == batch else d.dim_value for i, d in enumerate(dims))
-    return graph.add_input(inp.name, shape, batch, dtype)
+    dims: list[int | str] = [
+        d.dim_value if d.HasField("dim_value") else d.dim_param or f"{inp.name}_{i}"
+        for i, d in enumerate(t.shape.dim)
+    ]
+    if pins is not None:
+        if len(pins) != len(dims):
+            raise FrontendError(
+                f"--shape {inp.name}: {len(pins)} dimensions for an input of rank {len(dims)}"
+            )
+        dims = [d if p is None else p for d, p in zip(dims, pins)]
+    symbolic = [i for i, d in enumerate(dims) if isinstance(d, str)]
+    named = [
+        i for i in symbolic if dims[i].lower() in ("n", "b", "batch") or "batch" in dims[i].lower()
+    ]
+    batch = (named or symbolic or [None])[0]
+    symbols = {
+        i: dims[i] if dims[i] != BATCH_SYMBOL else f"{BATCH_SYMBOL}_"
+        for i in symbolic
+        if i != batch
+    }
+    shape = tuple(1 if i == batch else reference if i in symbols else d for i, d in enumerate(dims))
+    try:
+        return graph.add_input(inp.name, shape, batch, dtype, symbols)
+    except DlccError as e:
+        raise FrontendError(str(e)) from None
+
+
+def _has_free_symbols(model: onnx.ModelProto, shapes: dict) -> bool:
+    """Whether some input has a symbolic dimension besides its first (which may be the batch)
+    that `shapes` leaves symbolic: another reference value could then help."""
+    for inp in model.graph.input:
+        dims = [not d.HasField("dim_value") for d in inp.type.tensor_type.shape.dim]
+        pins = shapes.get(inp.name) or [None] * len(dims)
+        if sum(free and (p is None or isinstance(p, str)) for free, p in zip(dims, pins)) > 1:
+            return True
+    return False
 
 
 def _foldable(node: onnx.NodeProto, ins: list[Value | None]) -> bool:
@@ -292,26 +399,14 @@ class _Folder:
     def __init__(self, opset: int) -> None:
         self.opset = opset
 
-    def run(self, node: onnx.NodeProto, ins: list[Value | None]) -> list[np.ndarray]:
+    def run(self, node: onnx.NodeProto, feeds: dict) -> list[np.ndarray]:
+        """The node's outputs given its input arrays by name (a shape for Shape and Size)."""
         if node.op_type in ("Shape", "Size"):
-            shape = np.array(ins[0].shape_at(BATCH), dtype=np.int64)
+            shape = np.array(feeds[node.input[0]], dtype=np.int64)
             if node.op_type == "Size":
                 return [np.array(np.prod(shape), dtype=np.int64)]
             attrs = {a.name: a.i for a in node.attribute}
             return [shape[attrs.get("start", 0) : attrs.get("end", len(shape))]]
-        feeds = {name: v.data for name, v in zip(node.input, ins) if name}
-        if node.op_type in _FILLS:
-            feeds = {
-                k: np.where(a == BATCH, 1, a) if a.dtype.kind == "i" else a
-                for k, a in feeds.items()
-            }
-        if node.op_type in _SIZE_FROM_VALUES | _FILLS and any(
-            (np.abs(a) >= BATCH).any() for a in feeds.values() if a.dtype.kind == "i"
-        ):
-            raise FrontendError(
-                f"node {node.name or node.output[0]!r} ({node.op_type}) builds a tensor whose "
-                "size depends on the batch size; dlcc needs static shapes"
-            )
         try:
             outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
         except Exception as e:

@@ -108,18 +108,20 @@ def tensor_table(rng, m: Mutant) -> None:
 
 @_kind(STRUCTURED)
 def buffer_record(rng, m: Mutant) -> None:
-    """An activation buffer: shape, dtype (raw ints too), batch axis, scale; or the table."""
+    """An activation buffer: shape, dtype (raw ints too), dims, scale; or the table."""
     buffers = m.file.buffers
     if (k := _index(rng, buffers)) is None or rng.random() < 0.15:
         m.note("buffers: " + _edit_list(rng, buffers, lambda: _choice(rng, m.seed.file.buffers)))
         return
-    b, field = buffers[k], _choice(rng, ("shape", "dtype", "batch_axis", "scale"))
+    b, field = buffers[k], _choice(rng, ("shape", "dtype", "dims", "scale"))
     value = {
         "shape": lambda: _shape(rng, b.shape),
         "dtype": lambda: _enum(rng, Dtype),
-        "batch_axis": lambda: _choice(rng, (None, _int8(rng, near=(len(b.shape),)))),
+        "dims": lambda: tuple(_choice(rng, (0, 1, 2, 255, int(rng.integers(256)))) for _ in b.dims),
         "scale": lambda: _float(rng),
     }[field]()
+    if field == "shape":  # one dim code per axis, as the format requires
+        b = dataclasses.replace(b, dims=(b.dims + (0,) * len(value))[: len(value)])
     b = dataclasses.replace(b, **{field: value})
     if b.dtype == "int8" and not isinstance(b.scale, float):
         b = dataclasses.replace(b, scale=_float(rng))
@@ -257,6 +259,7 @@ def _program_section(f: BundleFile, instructions: list) -> bytes:
         {
             "inputs": [{"name": n, "buffer": b} for n, b in f.inputs],
             "outputs": [{"name": n, "buffer": b} for n, b in f.outputs],
+            "symbols": list(f.symbols),
             "program": {"instructions": instructions},
         }
     )

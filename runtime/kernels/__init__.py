@@ -175,7 +175,7 @@ _REGISTRY: dict[str, Kernel] = {}
 # of the package itself.
 _MODULES = (
     "matrix", "activation", "pooling", "elementwise", "tensor", "normalization", "lstm", "indexing",
-    "quant", "pointwise", "reduce", "layout", "resize", "gru",
+    "quant", "pointwise", "reduce", "layout", "resize", "gru", "logic",
 )  # fmt: skip
 
 

@@ -23,7 +23,9 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 @dataclasses.dataclass(frozen=True)
 class ResizeAttrs:
-    """Output shape, per-axis scales (output / input), mode and ONNX's rounding options."""
+    """Per axis the output size or the scale (output / input), mode and ONNX's rounding
+    options. A size of 0 is floor(input * scale) and a scale of 0 is size / input, both
+    taken at run time: how a resize of symbolic dimensions keeps its meaning."""
 
     sizes: tuple[int, ...]
     scales: tuple[float, ...]
@@ -37,18 +39,28 @@ class ResizeAttrs:
         check(mode in TRANSFORMS, f"coordinate_transformation_mode {mode!r} is not supported")
         check(self.nearest_mode in NEAREST_MODES, f"nearest_mode {self.nearest_mode!r}")
         check(len(self.sizes) == len(self.scales), "one scale per output axis")
-        check(min(self.sizes, default=1) >= 1, f"sizes {self.sizes}")
-        check(all(0 < s < math.inf for s in self.scales), f"scales {self.scales}")
+        check(min(self.sizes, default=0) >= 0, f"sizes {self.sizes}")
+        check(all(0 <= s < math.inf for s in self.scales), f"scales {self.scales}")
+        check(all(n or s for n, s in zip(self.sizes, self.scales)), "a size or a scale per axis")
+
+
+def geometry(attrs: ResizeAttrs, axis: int, n_in: int) -> tuple[int, float]:
+    """The output size and scale of `axis` for an input of `n_in`."""
+    scale = attrs.scales[axis]
+    n_out = attrs.sizes[axis] or math.floor(n_in * scale)
+    return n_out, scale or n_out / n_in
 
 
 def _resize_shape(attrs: ResizeAttrs, x):
     check(len(attrs.sizes) == len(x), f"sizes {attrs.sizes} for rank {len(x)}")
-    return (tuple(attrs.sizes),)
+    out = tuple(geometry(attrs, axis, n)[0] for axis, n in enumerate(x))
+    check(min(out, default=1) >= 1, f"resizing {tuple(x)} gives {out}")
+    return (out,)
 
 
 def source_coordinates(attrs: ResizeAttrs, axis: int, n_in: int) -> np.ndarray:
     """Where each output position along `axis` samples the input (float64, unclamped)."""
-    n_out, scale = attrs.sizes[axis], attrs.scales[axis]
+    n_out, scale = geometry(attrs, axis, n_in)
     length = n_in * scale  # ONNX's resized length: fractional when scales are given
     x = np.arange(n_out, dtype=np.float64)
     mode = attrs.coordinate_transformation_mode
@@ -78,8 +90,9 @@ def _nearest(attrs: ResizeAttrs, coords: np.ndarray) -> np.ndarray:
 def resize(attrs: ResizeAttrs, x: np.ndarray) -> np.ndarray:
     """y[..., i, ...] = x at source_coordinates(i): nearest, or linear between neighbours"""
     y = x
-    for axis, (n_in, n_out) in enumerate(zip(x.shape, attrs.sizes)):
-        if n_in == n_out and attrs.scales[axis] == 1:
+    for axis, n_in in enumerate(x.shape):
+        n_out, scale = geometry(attrs, axis, n_in)
+        if n_in == n_out and scale == 1:
             continue
         coords = source_coordinates(attrs, axis, n_in)
         if attrs.mode == "nearest":

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, register_kernel, unary_grad
+from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel, unary_grad
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,9 @@ class ConcatAttrs:
 
 @dataclasses.dataclass(frozen=True)
 class ReshapeAttrs:
-    """Target shape: 0 copies the input dim at that position, -1 is inferred (allowzero=0)."""
+    """Target shape: 0 copies the input dim at that position, -1 is inferred (allowzero=0),
+    -2 - i copies dimension i of the optional second input (`like`, read for its shape only:
+    how a symbolic dimension computed elsewhere reaches a Reshape)."""
 
     shape: tuple[int, ...]
 
@@ -38,14 +40,20 @@ class TransposeAttrs:
     perm: tuple[int, ...] = ()
 
 
-def reshape_target(in_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Resolve an ONNX Reshape `shape` against `in_shape`: 0 -> in_shape[i], -1 -> the rest."""
-    check(min(shape, default=0) >= -1, f"Reshape {shape}: a dimension below -1")
+def reshape_target(
+    in_shape: tuple[int, ...], shape: tuple[int, ...], like: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """Resolve a Reshape `shape` against `in_shape`: 0 -> in_shape[i], -2 - i -> like[i],
+    -1 -> the rest."""
+    check(
+        all(d >= -1 or (like is not None and -2 - d < len(like)) for d in shape),
+        f"Reshape {shape}: a dimension below -1 without a `like` input of that rank",
+    )
     check(
         all(i < len(in_shape) for i, d in enumerate(shape) if d == 0),
         f"Reshape {shape}: 0 past the input's rank",
     )
-    out = [in_shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    out = [in_shape[i] if d == 0 else like[-2 - d] if d < -1 else d for i, d in enumerate(shape)]
     if out.count(-1) > 1:
         raise ValueError(f"Reshape {shape}: more than one -1")
     if -1 in out:
@@ -103,6 +111,10 @@ def _concat_grad(attrs: ConcatAttrs, args, y, dy, want):
 _reshape_grad = unary_grad(lambda a, x, y, d: d.reshape(x.shape))
 
 
+def _reshape_dtype(attrs: ReshapeAttrs, x: str, like: str | None = None) -> str:
+    return float_or_int8(attrs, x)  # `like` is read for its shape: any dtype
+
+
 @register_kernel(
     "Concat", ConcatAttrs, code=15, shape=_concat_shape, dtype=_concat_dtype, grad=_concat_grad
 )
@@ -115,13 +127,14 @@ def concat(attrs: ConcatAttrs, *xs: np.ndarray) -> np.ndarray:
     "Reshape",
     ReshapeAttrs,
     code=16,
-    shape=lambda attrs, x: (reshape_target(tuple(x), attrs.shape),),
-    grad=_reshape_grad,
+    shape=lambda attrs, x, like=None: (reshape_target(tuple(x), attrs.shape, like),),
+    dtype=_reshape_dtype,
+    grad=lambda attrs, args, y, dy, want: [dy.reshape(args[0].shape), None][: len(args)],
     int8="same",
 )
-def reshape(attrs: ReshapeAttrs, x: np.ndarray) -> np.ndarray:
-    """y = x with shape reshape_target(x.shape, shape), row-major element order kept"""
-    return x.reshape(reshape_target(x.shape, attrs.shape))
+def reshape(attrs: ReshapeAttrs, x: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
+    """y = x with shape reshape_target(x.shape, shape, like.shape), row-major order kept"""
+    return x.reshape(reshape_target(x.shape, attrs.shape, None if like is None else like.shape))
 
 
 @register_kernel(

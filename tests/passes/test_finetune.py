@@ -98,6 +98,7 @@ CASES = {
     "reshape": lambda: unary("Reshape", ReshapeAttrs((0, -1, 2)), shape=(2, 3, 4)),
     "flatten": lambda: unary("Flatten", FlattenAttrs(1)),
     "transpose": lambda: unary("Transpose", TransposeAttrs((0, 2, 3, 1))),
+    "where": lambda: where(),
     "chain": lambda: chain(),
 }
 
@@ -115,6 +116,15 @@ def concat():
     a, b = g.add_input("a", (1, 2, 3), 0), g.add_input("b", (1, 4, 3), 0)
     g.outputs = [g.add("Concat", [a, b], ConcatAttrs(1)).outputs[0]]
     return g, {"a": rand(2, 2, 3), "b": rand(2, 4, 3)}
+
+
+def where():
+    """Where(c, a, b): a [N, 3, 4] where the constant mask c [3, 1] holds, b [4] elsewhere."""
+    g = Graph()
+    a, b = g.add_input("a", (1, 3, 4), 0), g.add_input("b", (4,), None)
+    c = g.constant("c", np.array([[True], [False], [True]]))
+    g.outputs = [g.add("Where", [c, a, b]).outputs[0]]
+    return g, {"a": rand(2, 3, 4), "b": rand(4)}
 
 
 def chain():
@@ -170,6 +180,7 @@ def test_every_rule_is_exercised():
     exercised = {"Dense", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
     exercised |= {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax", "BatchNormalization"}
     exercised |= {"Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose"}
+    exercised |= {"Where"}
     assert trainable_ops() == exercised
 
 
@@ -263,6 +274,27 @@ def test_untrainable_op_leaves_the_weights_and_says_which():
     run_pipeline(graph, parse_pipeline("finetune"), ctx)
     assert len(ctx.notes) == 1 and "LSTM (node '/lstm/LSTM')" in ctx.notes[0]
     assert all(np.array_equal(a, v.data) for a, v in zip(before, graph.constants()))
+
+
+def test_masks_carry_no_gradient_and_do_not_block_retraining():
+    """h = x W; y = Where(h > 0, h, 0): the comparison makes a bool, which no gradient
+    crosses; dL/dW flows through Where's x alone (a ReLU written as a mask)."""
+    g = Graph()
+    x = g.add_input("x", (1, 5), 0)
+    w = g.constant("w", rand(5, 4))
+    (h,) = g.add("Dense", [x, w, None], name="layer").outputs
+    zero = g.constant("zero", np.zeros((), np.float64))
+    (m,) = g.add("Greater", [h, zero]).outputs
+    g.outputs = [g.add("Where", [m, h, zero]).outputs[0]]
+    assert untrainable(g) == []
+    feeds, params = {"x": rand(3, 5)}, parameters(g)
+    out, tape = forward(g, feeds, params)
+    dout = rand(*out.shape)
+    grads = backward(tape, dout, params)
+    hidden = feeds["x"] @ params[("layer", 1)]
+    np.testing.assert_allclose(grads[("layer", 1)], feeds["x"].T @ (dout * (hidden > 0)))
+    g.outputs = [m]  # bool logits: the comparison would have to pass a gradient
+    assert untrainable(g) == [("Greater", m.producer.name)]
 
 
 def test_without_data_or_after_quantize_it_is_skipped_with_a_note():

@@ -29,6 +29,7 @@ from dlcc.runtime.kernels.layout import (
     SplitAttrs,
     TileAttrs,
 )
+from dlcc.runtime.kernels.logic import ArgAttrs, CastAttrs
 from dlcc.runtime.kernels.lstm import LSTMAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs, ConvTransposeAttrs, conv_weight_matrix, im2col
 from dlcc.runtime.kernels.normalization import BatchNormAttrs, LayerNormAttrs, LRNAttrs
@@ -100,6 +101,10 @@ EXPECTED_OPS = {
         ("sizes", "scales", "mode", "coordinate_transformation_mode", "nearest_mode"),
     ),
     "GRU": (GRUAttrs, ("hidden_size", "direction", "clip", "linear_before_reset", "layout")),
+    **{op: (NoAttrs, ()) for op in ("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")},
+    **{op: (NoAttrs, ()) for op in ("Not", "And", "Or", "Xor", "Where")},
+    **{op: (ArgAttrs, ("axis", "keepdims", "select_last_index")) for op in ("ArgMax", "ArgMin")},
+    "Cast": (CastAttrs, ("to",)),
 }
 
 

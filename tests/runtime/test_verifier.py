@@ -8,6 +8,7 @@ run — never another exception.
 from __future__ import annotations
 
 import dataclasses
+import re
 import json
 import time
 import zlib
@@ -173,13 +174,21 @@ def test_weight_shape_disagrees_with_the_matrix_op(int8_file):
     refused(dataclasses.replace(int8_file, tensors=tensors), "tensor #0|channels")
 
 
-def test_batch_axis_past_the_rank_or_not_one_at_batch_1(int8_file):
+def test_dims_past_the_rank_or_symbols_or_not_one_at_batch_1(int8_file):
     buffers = list(int8_file.buffers)
-    buffers[0] = dataclasses.replace(buffers[0], batch_axis=7)
-    refused(dataclasses.replace(int8_file, buffers=buffers), "batch axis 7")
+    for dims in [(1, 0, 0, 7), (1, 0, 0, 254)]:  # symbol ids past the table of one
+        buffers[0] = dataclasses.replace(int8_file.buffers[0], dims=dims)
+        refused(dataclasses.replace(int8_file, buffers=buffers), f"dims {re.escape(str(dims))}")
     # Found by the fuzzer: an input declared (4, 1, 28, 28) at batch 1 took a batch of 1.
     buffers[0] = dataclasses.replace(int8_file.buffers[0], shape=(4, 1, 28, 28))
-    refused(dataclasses.replace(int8_file, buffers=buffers), "on its batch axis")
+    refused(dataclasses.replace(int8_file, buffers=buffers), "the batch is 4 at batch 1")
+    # An input's dimension derived from nothing, or a buffer's symbol bound by no input.
+    buffers[0] = dataclasses.replace(int8_file.buffers[0], dims=(1, 0, 0, 255))
+    refused(dataclasses.replace(int8_file, buffers=buffers), "disagree with the other inputs")
+    buffers[0] = int8_file.buffers[0]
+    buffers[1] = dataclasses.replace(buffers[1], dims=(1, 2, 0, 0))
+    with_w = dataclasses.replace(int8_file, buffers=buffers, symbols=["N", "W"])
+    refused(with_w, r"symbol\(s\) \['W'\] bound by no input")
 
 
 def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_images):
@@ -197,7 +206,7 @@ def test_a_program_that_breaks_at_another_batch_fails_at_run(int8_file, sample_i
     bad = dataclasses.replace(file, attrs=attrs, buffers=buffers, outputs=outputs, program=program)
     loaded = reload(bad)
     assert loaded.run(images[:2])["logits"].shape == (2, 10)
-    with pytest.raises(ExecutionError, match="batch 3"):
+    with pytest.raises(ExecutionError, match="at N=3"):
         loaded.run(images[:3])
 
 
