@@ -9,14 +9,17 @@ from dlcc.frontend.lowering import lower_model
 from dlcc.ir import Graph
 
 
-def import_onnx(path: str, notes: list[str] | None = None) -> Graph:
+def import_onnx(
+    path: str, notes: list[str] | None = None, shapes: dict[str, tuple] | None = None
+) -> Graph:
     """Read the ONNX file at `path` and return its verified IR graph; errors name the file.
 
-    What the frontend had to work around (see read_model) is appended to `notes`.
+    `shapes` pins input dimensions (see `lower_model`). What the frontend had to work
+    around (see read_model) is appended to `notes`.
     """
     model = read_model(path, notes)  # its errors name the file already
     try:
-        graph = lower_model(model)
+        graph = lower_model(model, shapes)
         fold_batchnorm(graph)
         graph.verify()
     except DlccError as e:

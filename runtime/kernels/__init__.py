@@ -49,6 +49,7 @@ from dlcc.errors import ExecutionError
 Shape = tuple[int, ...]
 F32, I8, I32 = "float32", "int8", "int32"
 INDEX_DTYPES = ("int32", "int64")
+VALUE_DTYPES = (F32, I8, *INDEX_DTYPES, "bool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,14 @@ def float_or_int8(attrs: Any, x: str, *rest: str | None) -> str:
     """Dtype rule of ops that run on int8 values unchanged (data movement, max, Relu)."""
     if x not in (F32, I8) or any(d is not None for d in rest):
         raise ValueError(f"takes one float32 or int8 input, got {', '.join(map(str, (x, *rest)))}")
+    return x
+
+
+def any_dtype(attrs: Any, x: str, *rest: str | None) -> str:
+    """Dtype rule of pure data movement (reshape, slice, concat, ...): one input of any
+    dtype a buffer holds (masks and ids move too), kept; further inputs the same or absent."""
+    if x not in VALUE_DTYPES or any(d not in (None, x) for d in rest):
+        raise ValueError(f"moves one dtype, got {', '.join(map(str, (x, *rest)))}")
     return x
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import INDEX_DTYPES, axis_in, check, float_or_int8, register_kernel
+from dlcc.runtime.kernels import INDEX_DTYPES, any_dtype, axis_in, check, register_kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _gather_shape(attrs: GatherAttrs, x, indices):
 
 def _gather_dtype(attrs: GatherAttrs, x, indices):
     check(indices in INDEX_DTYPES, f"Gather indices must be int32 or int64, not {indices}")
-    return float_or_int8(attrs, x)
+    return any_dtype(attrs, x)
 
 
 @register_kernel(
@@ -68,7 +68,7 @@ def _slice_shape(attrs: SliceAttrs, x):
     return (tuple(len(range(*s.indices(d))) for s, d in zip(_slices(attrs, x), x)),)
 
 
-@register_kernel("Slice", SliceAttrs, code=23, shape=_slice_shape, int8="same")
+@register_kernel("Slice", SliceAttrs, code=23, shape=_slice_shape, dtype=any_dtype, int8="same")
 def slice_(attrs: SliceAttrs, x: np.ndarray) -> np.ndarray:
     """y = x[starts:ends:steps] along `axes`"""
     return x[_slices(attrs, x.shape)]

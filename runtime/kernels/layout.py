@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, register_kernel
+from dlcc.runtime.kernels import any_dtype, axis_in, check, register_kernel
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
@@ -78,7 +78,7 @@ def _split_shape(attrs: SplitAttrs, x):
     return tuple(tuple(s if i == axis else d for i, d in enumerate(x)) for s in attrs.sizes)
 
 
-@register_kernel("Split", SplitAttrs, code=59, shape=_split_shape)
+@register_kernel("Split", SplitAttrs, code=59, shape=_split_shape, dtype=any_dtype)
 def split(attrs: SplitAttrs, x: np.ndarray) -> tuple[np.ndarray, ...]:
     """(y_0, y_1, ...) = consecutive pieces of x of `sizes` along `axis`"""
     cuts = np.cumsum(attrs.sizes)[:-1]
@@ -99,7 +99,7 @@ def _expand_shape(attrs: ExpandAttrs, x):
     return (tuple(np.broadcast_shapes(tuple(x), attrs.shape)),)
 
 
-@register_kernel("Expand", ExpandAttrs, code=60, shape=_expand_shape, int8="same")
+@register_kernel("Expand", ExpandAttrs, code=60, shape=_expand_shape, dtype=any_dtype, int8="same")
 def expand(attrs: ExpandAttrs, x: np.ndarray) -> np.ndarray:
     """y = x broadcast to broadcast_shapes(x.shape, shape)"""
     return np.ascontiguousarray(np.broadcast_to(x, _expand_shape(attrs, x.shape)[0]))
@@ -120,7 +120,7 @@ def _tile_shape(attrs: TileAttrs, x):
     return (tuple(d * r for d, r in zip(x, attrs.repeats)),)
 
 
-@register_kernel("Tile", TileAttrs, code=61, shape=_tile_shape, int8="same")
+@register_kernel("Tile", TileAttrs, code=61, shape=_tile_shape, dtype=any_dtype, int8="same")
 def tile(attrs: TileAttrs, x: np.ndarray) -> np.ndarray:
     """y = x repeated `repeats[i]` times along axis i"""
     return np.tile(x, attrs.repeats)

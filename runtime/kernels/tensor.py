@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dlcc.runtime.kernels import axis_in, check, float_or_int8, register_kernel, unary_grad
+from dlcc.runtime.kernels import I8, any_dtype, axis_in, check, register_kernel, unary_grad
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +98,8 @@ def _concat_shape(attrs: ConcatAttrs, *shapes):
 
 
 def _concat_dtype(attrs: ConcatAttrs, *dtypes):
-    check(set(dtypes) - {None} == {"float32"}, f"Concat takes float32 inputs, got {dtypes}")
-    return "float32"
+    check(I8 not in dtypes, f"Concat takes no int8 inputs (their scales may differ): {dtypes}")
+    return any_dtype(attrs, *dtypes)
 
 
 def _concat_grad(attrs: ConcatAttrs, args, y, dy, want):
@@ -112,7 +112,7 @@ _reshape_grad = unary_grad(lambda a, x, y, d: d.reshape(x.shape))
 
 
 def _reshape_dtype(attrs: ReshapeAttrs, x: str, like: str | None = None) -> str:
-    return float_or_int8(attrs, x)  # `like` is read for its shape: any dtype
+    return any_dtype(attrs, x)  # `like` is read for its shape: any dtype
 
 
 @register_kernel(
@@ -140,6 +140,7 @@ def reshape(attrs: ReshapeAttrs, x: np.ndarray, like: np.ndarray | None = None) 
 @register_kernel(
     "Flatten",
     FlattenAttrs,
+    dtype=any_dtype,
     code=17,
     shape=lambda attrs, x: (flatten_shape_2d(tuple(x), attrs.axis),),
     grad=_reshape_grad,
@@ -153,6 +154,7 @@ def flatten(attrs: FlattenAttrs, x: np.ndarray) -> np.ndarray:
 @register_kernel(
     "Transpose",
     TransposeAttrs,
+    dtype=any_dtype,
     code=18,
     shape=lambda attrs, x: (tuple(x[p] for p in _perm(attrs, len(x))),),
     grad=unary_grad(lambda a, x, y, d: d.transpose(np.argsort(_perm(a, x.ndim)))),

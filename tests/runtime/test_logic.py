@@ -206,12 +206,18 @@ def test_dtype_rules_refuse(op, dtypes):
         ("Add", ("bool", "bool")),
         ("Softmax", ("bool",)),
         ("Quantize", ("bool",)),
-        ("Reshape", ("bool",)),
+        ("Concat", ("bool", "float32")),
     ],
 )
 def test_float_ops_refuse_bools(op, dtypes):
     with pytest.raises(ValueError, match="bool"):
         get_kernel(op).dtype(None, *dtypes)
+
+
+@pytest.mark.parametrize("op", ["Reshape", "Transpose", "Slice", "Expand", "Concat", "Split"])
+def test_data_movement_moves_masks_and_ids(op):
+    for dtype in ("bool", "int64", "int32", "float32"):
+        assert get_kernel(op).dtype(None, dtype) == dtype
 
 
 def test_where_gradient_splits_dy_by_the_condition():
