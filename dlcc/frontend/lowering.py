@@ -312,13 +312,14 @@ def _check_weights(b: Builder, nodes: list[Node]) -> None:
     """Refuse NaN or infinite values in the float constants `nodes` read: their weights.
 
     Only what reaches the IR is checked: constants folded into shapes, or into attributes
-    (Clip's bounds may well be infinite), are not read by any node.
+    (Clip's bounds may well be infinite), are not read by any node; and a one-element fill
+    may be infinite (a mask's -inf in Where(mask, scores, -inf)).
     """
     for node in nodes:
         for v in node.inputs:
             if v is None or not v.is_constant or v.data.dtype.kind != "f":
                 continue
-            finite = np.isfinite(v.data)
+            finite = ~np.isnan(v.data) if v.data.size == 1 else np.isfinite(v.data)
             if not finite.all():
                 first = np.unravel_index(int(np.argmin(finite)), v.data.shape)
                 raise b.fail(

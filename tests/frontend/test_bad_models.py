@@ -158,3 +158,24 @@ def test_cli_refuses_with_one_line_and_no_output(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("dlcc: error: "), result.stderr
     assert "'conv.weight'" in lines[0] and "'conv'" in lines[0]
     assert not os.path.exists(out)
+
+
+def test_a_one_element_infinite_fill_is_a_mask_value_not_a_bad_weight(tmp_path):
+    """Where(mask, scores, -inf) is how attention masks are written; a NaN fill still fails."""
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["mask"], name="mask"),
+        helper.make_node("Where", ["mask", "x", "fill"], ["y"], name="where"),
+    ]
+    for fill, ok in [(-np.inf, True), (np.nan, False)]:
+        inits = [
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+            numpy_helper.from_array(np.array(fill, np.float32), "fill"),
+        ]
+        path = save(tmp_path, nodes, [tensor("x", ["N", 4])], [tensor("y", ["N", 4])], inits)
+        if ok:
+            out = dlcc.load_bytes(dlcc.compile(path).to_bytes()).run(
+                np.array([[-1, 2, 0, 3]], np.float32)
+            )
+            assert np.array_equal(out["y"], [[-np.inf, 2, -np.inf, 3]])
+        else:
+            refused(path, "'where'", "'fill'")
