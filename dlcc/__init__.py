@@ -6,6 +6,7 @@ needs only numpy and construct) never pulls in onnx, onnxruntime or click.
     import dlcc
     bundle = dlcc.compile("model.onnx", "model.bin")
     outputs = dlcc.load("model.bin").run({"image": x}, target="interp")
+    dlcc.to_onnx("model.bin", "model_int8.onnx", format="qdq")  # a standard ONNX view
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -15,11 +16,11 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["compile", "load", "load_bytes", "__version__"]
+__all__ = ["compile", "load", "load_bytes", "to_onnx", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("compile", "load", "load_bytes"):
+    if name in ("compile", "load", "load_bytes", "to_onnx"):
         from dlcc import api
 
         return getattr(api, name)

@@ -1,4 +1,5 @@
-"""The Python API: `compile` an ONNX model into a bundle, `load` a bundle to run it."""
+"""The Python API: `compile` an ONNX model into a bundle, `load` a bundle to run it,
+`to_onnx` to see it as a standard ONNX model."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def compile(  # noqa: A001
     sensitivity: dict | None = None,
     array: tuple[int, int] = (256, 256),
     progress=None,
+    shapes: dict[str, tuple[int | str | None, ...]] | None = None,
 ) -> BundleFile:
     """Compile the ONNX file `model` with the pipeline `passes` (text or an -O level).
 
@@ -29,7 +31,9 @@ def compile(  # noqa: A001
     `train` is labelled training data for finetune; `sensitivity` a table already measured
     (the sensitivity pass then stores it instead of measuring again). `array` is the R x C
     systolic array the matrix instructions are tiled for. `progress` is called as
-    progress(description, done, total) during long passes. The data is checked first
+    progress(description, done, total) during long passes. `shapes` pins input dimensions
+    by input name (an int fixes one, a str names it a symbol, None keeps the model's); other
+    symbolic dimensions stay symbolic and are bound at run time. The data is checked first
     (dlcc.data); the new bundle is loaded once to prove it sound, then written to `output`
     atomically when given; returns its contents. Pass notes land in meta["notes"], the
     before/after report (sizes; fidelity on `evaluation`) in meta["report"] (dlcc/report.py).
@@ -42,7 +46,7 @@ def compile(  # noqa: A001
     refuse_overwrite(output, model)
     pipeline = parse_pipeline(passes)
     notes: list[str] = []
-    graph = import_onnx(model, notes)
+    graph = import_onnx(model, notes, shapes)
     weight_bytes = fp32_weight_bytes(graph)
     ctx = PassContext(
         calibration=for_graph(calibration, graph, "calibration data", nonzero=True),
@@ -92,3 +96,23 @@ def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:
 def load(path: str) -> LoadedBundle:
     """Load and verify the bundle at `path`; call `.run(inputs, target=...)` on the result."""
     return load_bundle(path)
+
+
+def to_onnx(bundle: LoadedBundle | str, output: str | None = None, format: str = "float"):  # noqa: A002
+    """The ONNX model (an onnx.ModelProto, opset 20) that is a view of `bundle` (a loaded
+    bundle or a bundle's path): "float" (float32 weights and ops; int8 activations rounded to
+    their grid by float ops) or "qdq" (int8 weights and activations behind QuantizeLinear /
+    DequantizeLinear at the bundle's scales). See dlcc/export.py for the mapping. Written to
+    `output` atomically when given, never over the bundle itself.
+    """
+    from dlcc.export import check_format, to_model
+
+    check_format(format)
+    if isinstance(bundle, str):
+        refuse_overwrite(output, bundle)
+        bundle = load(bundle)
+    refuse_overwrite(output, bundle.path)
+    model = to_model(bundle, format)
+    if output is not None:
+        write_atomic(output, model.SerializeToString())
+    return model

@@ -28,6 +28,7 @@ def main() -> None:
       dlcc compile model.onnx -o model.bin     # ONNX -> IR -> passes -> bundle
       dlcc run model.bin --input x.npy         # execute on the numpy interpreter
       dlcc explain model.bin --asm             # what the bundle holds
+      dlcc export model.bin -o model.onnx      # the bundle as standard ONNX
     """
 
 
@@ -74,6 +75,14 @@ def main() -> None:
     type=click.IntRange(1, 1000),
     help="Retrain this many epochs after every prune and k-means step (needs --train).",
 )
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME=DIMS",
+    help="Pin an input's dimensions, e.g. image=1x3x48xW (numbers fix, names stay symbolic, "
+    "? keeps the model's). Repeatable.",
+)
 @click.option("--report", is_flag=True, help="Print the size ledger of the new bundle.")
 @json_option
 @fail_cleanly
@@ -90,6 +99,7 @@ def compile(
     array,
     train_path,
     finetune,
+    shapes,
     report,
     as_json,
 ) -> None:
@@ -103,6 +113,7 @@ def compile(
       dlcc compile samples/lenet5.onnx -o lenet5.bin -O3 --report
       dlcc compile samples/lenet5.onnx -o small.bin --calib samples/mnist_test_256.npz
           --data samples/mnist_test_256.npz --max-drop 1%
+      dlcc compile rec.onnx -o rec.bin --shape x=Nx3x48xW   # batch and width stay symbolic
     """
     import dlcc
     from dlcc.data import read
@@ -159,6 +170,7 @@ def compile(
         sensitivity=chosen.get("sensitivity"),
         array=rows_cols,
         progress=_progress_line(),
+        shapes=_parse_shapes(shapes),
     )
     for note in bundle.meta["notes"]:
         click.echo(f"dlcc: note: {note}", err=True)
@@ -179,6 +191,22 @@ def compile(
         info["ledger"] = describe(dlcc.load(output), size)
         text += "\n\n" + render_ledger(info["ledger"])
     emit(info, as_json, text)
+
+
+def _parse_shapes(specs: tuple[str, ...]) -> dict[str, tuple[int | str | None, ...]]:
+    """`--shape NAME=DIMS` options by input name: 1x3x48xW -> (1, 3, 48, "W"), ? -> None."""
+    shapes = {}
+    for spec in specs:
+        name, _, dims = spec.rpartition("=")
+        parts = dims.split("x")
+        if not name or not all(
+            p.isidentifier() or p == "?" or p.isdigit() and int(p) for p in parts
+        ):
+            raise DlccError(
+                f"--shape {spec!r}: expected NAME=DIMS, dims >= 1 or names, e.g. image=1x3x48xW"
+            )
+        shapes[name] = tuple(int(p) if p.isdigit() else None if p == "?" else p for p in parts)
+    return shapes
 
 
 AGREEMENT_FLOOR = 0.99  # below this top-1 agreement, a compile says how to do better
@@ -337,6 +365,40 @@ def explain(bundle: str, asm: bool, as_json: bool) -> None:
     loaded = dlcc.load(bundle)
     report = describe(loaded, os.path.getsize(bundle), asm=asm)
     emit(report, as_json, render(report))
+
+
+@main.command("export")
+@click.argument("bundle")
+@click.option("-o", "--output", required=True, help="ONNX file to write.")
+@click.option(
+    "--format",
+    "fmt",
+    default="float",
+    show_default=True,
+    help="float (float32 weights and ops) or qdq (int8 behind QuantizeLinear/DequantizeLinear).",
+)
+@json_option
+@fail_cleanly
+def export(bundle: str, output: str, fmt: str, as_json: bool) -> None:
+    """Export BUNDLE as a standard ONNX model (opset 20): a view of the bundle.
+
+    float: the weights decoded to float32 and the instructions as ONNX ops, int8 activations
+    rounded to their grid by float ops, so onnxruntime answers as `dlcc run`. qdq: int8
+    weights and activations behind QuantizeLinear/DequantizeLinear at the bundle's scales,
+    for onnxruntime's int8 kernels. Input and output names and the symbolic batch are kept.
+
+    \b
+    Example:
+      dlcc export lenet5.bin -o lenet5.onnx --format qdq
+    """
+    from dlcc.api import to_onnx
+
+    model = to_onnx(bundle, output, fmt)
+    size = os.path.getsize(output)
+    info = {"bundle": bundle, "onnx": output, "format": fmt, "bytes": size}
+    info["nodes"] = len(model.graph.node)
+    text = f"{bundle} -> {output}: {fmt}, {info['nodes']} ONNX nodes, {size:,} bytes"
+    emit(info, as_json, text)
 
 
 main.add_command(profile)
