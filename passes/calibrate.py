@@ -30,7 +30,8 @@ def sample_count(graph: Graph, data: dict[str, np.ndarray]) -> int:
             raise PassError(f"input {value.name!r} has no axis to take samples along")
         shape = data[value.name].shape
         expected = list(value.shape)
-        expected[axis] = shape[axis] if len(shape) > axis else 0
+        for free in {axis, *value.free_axes}:  # the samples, and any symbolic dimension
+            expected[free] = shape[free] if len(shape) > free else 0
         if tuple(shape) != tuple(expected):
             raise PassError(
                 f"data for input {value.name!r} has shape {tuple(shape)}; the model "

@@ -146,3 +146,17 @@ def test_a_constant_computed_from_a_symbol_feeding_data_is_refused(tmp_path):
     with pytest.raises(DlccError, match="computed from symbolic dimensions .* --shape"):
         dlcc.compile(path)
     dlcc.compile(path, shapes={"x": (1, 5)})  # pinned, it folds
+
+
+@pytest.mark.parametrize("level", ["-O1", "-O3"])
+def test_calibrated_levels_run_at_every_binding(crnn, level):
+    x = RNG.standard_normal((16, 1, 8, 40)).astype(np.float32)
+    bundle = dlcc.load_bytes(dlcc.compile(crnn, passes=level, calibration={"x": x}).to_bytes())
+    session = ort.InferenceSession(crnn, providers=["CPUExecutionProvider"])
+    for n, width in [(1, 24), (3, 40)]:
+        feeds = {"x": x[:n, :, :, :width]}
+        got, (want,) = bundle.run(feeds, target="interp")["y"], session.run(None, feeds)
+        assert got.shape == want.shape
+        assert np.allclose(bundle.run(feeds, target="systolic")["y"], got)  # bit-exact int8
+        cosine = (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)
+        assert cosine > (0.99 if level == "-O1" else 0.5)  # -O3's fixed rates: issue 11
