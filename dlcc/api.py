@@ -82,7 +82,7 @@ def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> d
         raise DlccError(
             f"{model}: the compiled bundle does not load, nothing written: {e}"
         ) from None
-    return measure(model, weight_bytes, loaded, data, "--data")
+    return measure(model, weight_bytes, loaded, data, getattr(data, "source", "--data"))
 
 
 def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:

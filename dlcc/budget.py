@@ -8,7 +8,13 @@ aggressive pruning rate and k-means width whose drop, measured alone, stays with
 allowance; the whole pipeline is then compiled and scored for real (int8 activations and
 all). While it misses the budget, the allowance halves; at zero allowance every layer gets
 its mildest setting, and if even that misses, the budget cannot be met: the error names the
-layers that lose the most at their mildest setting, and nothing is written.
+layers that lose the most at their mildest setting, and nothing is written. Once a pipeline
+meets the budget, the largest layers are pushed one setting further at a time while the
+real score holds (the table measures each layer alone and without the recovery passes,
+so it is conservative).
+
+`faithful` is the same search for a named -O level: its passes only (-O2 prunes, -O3 also
+shares weights) and a default fidelity target, so a preset keeps the model's meaning.
 """
 
 from __future__ import annotations
@@ -16,9 +22,46 @@ from __future__ import annotations
 import numpy as np
 
 from dlcc.errors import DlccError
-from dlcc.ir import Graph
+from dlcc.ir import Graph, sample_axis
 
 ROUNDS = 6
+PUSHES = 8  # compiles spent pushing single layers past the table's choice
+DEFAULT_AGREEMENT = 0.99  # the -O levels' fidelity target for a classifier's top-1
+PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
+HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
+
+
+def faithful(
+    model: str, calibration: dict | None, data: dict | None, level: str, progress=None
+) -> tuple[str, dict, dict, dict]:
+    """-O2 / -O3 with data: (pipeline, report, calibration, held-out data).
+
+    The smallest bundle of that level's passes whose top-1 agreement with the original is
+    at least DEFAULT_AGREEMENT on the data the search sees: the calibration data (which also
+    calibrates), or the first HELD_OUT part of the one set given; the report is measured
+    on data the search did not see: --data, or the rest of that set.
+    """
+    from dlcc.data import split
+    from dlcc.frontend import import_onnx
+
+    graph = import_onnx(model)
+    if calibration is None or data is None:
+        calibration, data = split(calibration if data is None else data, graph, 1 - HELD_OUT)
+    search = {k: v for k, v in calibration.items() if k != "labels"}
+    first = graph.inputs[0]
+    samples = np.shape(search[first.name])[sample_axis(first.shape, first.batch_axis) or 0]
+    # The search must clear the target by one binomial standard error at the target, so
+    # that what it keeps on the samples it sees holds on samples it does not.
+    margin = float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
+    text, report = choose(
+        model,
+        search,
+        calibration,
+        min_agreement=min(DEFAULT_AGREEMENT + margin, 1.0),
+        progress=progress,
+        passes=PRESET_PASSES[level],
+    )
+    return text, report, calibration, data
 
 
 def choose(
@@ -28,8 +71,9 @@ def choose(
     max_drop: float | None = None,
     min_agreement: float | None = None,
     progress=None,
+    passes: tuple[str, ...] = ("prune", "kmeans"),
 ) -> tuple[str, dict]:
-    """(pipeline text, report) for the smallest bundle within the budget."""
+    """(pipeline text, report) for the smallest bundle within the budget, using `passes`."""
     from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, targets
@@ -44,13 +88,19 @@ def choose(
         data = {k: v for k, v in data.items() if k != "labels"}
     truth = targets(graph, data)  # labels, or the uncompressed model's top-1: computed once
     settings = {"prune": (0.0, *PRUNE), "kmeans": BITS}
+    settings = {kind: values for kind, values in settings.items() if kind in passes}
     table = layer_table(graph, data, settings, progress=progress, truth=truth)
     floor = table["baseline"] - max_drop if max_drop is not None else min_agreement
     allowance = table["baseline"] - floor  # recovery steps absorb much of the combination
+    calibrated = calibration is not None
     for _ in range(ROUNDS + 1):
-        text = _pipeline(graph, table["layers"], allowance, calibration is not None)
-        score = _score(graph, model, text, data, calibration, truth)
+        chosen = _settings(graph, table["layers"], allowance, settings)
+        score = _score(graph, model, _pipeline(chosen, calibrated), data, calibration, truth)
         if score >= floor:
+            chosen, score = _push(
+                graph, model, chosen, score, floor, settings, data, calibration, truth
+            )
+            text = _pipeline(chosen, calibrated)
             return text, {
                 "baseline": table["baseline"],
                 "floor": floor,
@@ -73,24 +123,68 @@ def choose(
     )
 
 
-def _pipeline(graph: Graph, rows: list[dict], allowance: float, calibrated: bool) -> str:
-    """Per layer, the most aggressive setting whose own drop is within `allowance`."""
+def _settings(graph: Graph, rows: list[dict], allowance: float, settings: dict) -> dict:
+    """Per layer key and pass, the most aggressive setting whose own drop is within
+    `allowance` (the mildest when none is, or when the allowance is negative)."""
     from dlcc.passes.manager import weight_layers
 
-    sparsity, bits = [], []
+    chosen = {}
     for node in weight_layers(graph):
         mine = [r for r in rows if r["layer"] == node.name]
         ok = [r for r in mine if -r["delta"] <= allowance] if allowance >= 0 else []
-        prunes = [r["setting"] for r in ok if r["pass"] == "prune"] or [0.0]
-        widths = [r["setting"] for r in ok if r["pass"] == "kmeans"] or [8]
-        sparsity.append(f"{_key(node)}:{max(prunes)}")
-        bits.append(f"{_key(node)}:{int(min(widths))}")
+        chosen[_key(node)] = {
+            kind: _most_aggressive(
+                kind, [r["setting"] for r in ok if r["pass"] == kind] or [values[0]]
+            )
+            for kind, values in settings.items()
+        }
+    return chosen
+
+
+def _most_aggressive(kind: str, values: list[float]) -> float:
+    return max(values) if kind == "prune" else min(values)
+
+
+def _push(graph, model, chosen, score, floor, settings, data, calibration, truth):
+    """Step the largest layers one setting further, one at a time, while the real score
+    holds: rounds over the layers until one changes nothing or PUSHES compiles are spent."""
+    from dlcc.passes.manager import weight_layers
+
+    sizes = {_key(n): n.inputs[1].data.size for n in weight_layers(graph)}
+    tries = [
+        (layer, kind) for layer in sorted(sizes, key=sizes.get, reverse=True) for kind in settings
+    ]
+    compiles, progressed = 0, True
+    while progressed and compiles < PUSHES:
+        progressed = False
+        for layer, kind in tries:
+            ladder = sorted(settings[kind], reverse=kind != "prune")  # mild -> aggressive
+            step = ladder.index(chosen[layer][kind]) + 1
+            if step >= len(ladder) or compiles >= PUSHES:
+                continue
+            trial = {**chosen, layer: {**chosen[layer], kind: ladder[step]}}
+            text = _pipeline(trial, calibration is not None)
+            got = _score(graph, model, text, data, calibration, truth)
+            compiles += 1
+            if got >= floor:
+                chosen, score, progressed = trial, got, True
+            else:  # this layer has reached its limit for this pass
+                tries = [t for t in tries if t != (layer, kind)]
+    return chosen, score
+
+
+def _pipeline(chosen: dict, calibrated: bool) -> str:
+    """The pipeline text of per-layer settings {layer key: {pass: setting}}."""
     # With calibration data the recovery steps run too (they need it, and they only help).
     refit, correct = (",refit", ",biascorrect") if calibrated else ("", "")
-    return (
-        f"prune(sparsity=0.0,layers={';'.join(sparsity)}){refit},"
-        f"kmeans(layers={';'.join(bits)}){refit},quantize{correct},huffman"
-    )
+    steps = []
+    prune = ";".join(f"{k}:{v['prune']}" for k, v in chosen.items() if "prune" in v)
+    if prune:
+        steps.append(f"prune(sparsity=0.0,layers={prune}){refit}")
+    bits = ";".join(f"{k}:{int(v['kmeans'])}" for k, v in chosen.items() if "kmeans" in v)
+    if bits:
+        steps.append(f"kmeans(layers={bits}){refit}")
+    return ",".join([*steps, f"quantize{correct}", "huffman"])
 
 
 def _key(node) -> str:

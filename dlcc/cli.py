@@ -107,6 +107,9 @@ def compile(
 
     `dlcc passes` lists the passes and their options. With --max-drop or --min-agreement
     (and --data), dlcc chooses the per-layer pipeline itself, prints it, and compiles it.
+    So do -O2 and -O3 whenever data is given (--calib or --data): they choose per-layer
+    rates that keep top-1 agreement with the original at 99% or more, and report fidelity
+    on data the choice did not see (--data, or the last quarter of the one set given).
 
     \b
     Example:
@@ -130,7 +133,20 @@ def compile(
     data = read(data_path) if data_path else None
     pipeline = passes or f"-O{opt_level}"
     chosen = {}
-    if max_drop or min_agreement:
+    faithful_level = not passes and opt_level in ("2", "3") and not (max_drop or min_agreement)
+    if faithful_level and (calibration is not None or data is not None):
+        from dlcc.budget import DEFAULT_AGREEMENT, faithful
+
+        pipeline, chosen, calibration, data = faithful(
+            model, calibration, data, f"O{opt_level}", progress=_progress_line()
+        )
+        click.echo(
+            f"dlcc: -O{opt_level}: chose {pipeline} (top-1 agreement {chosen['score']:.4f} >= "
+            f"{DEFAULT_AGREEMENT} on {len(next(iter(calibration.values())))} samples; "
+            f"the report below is on {data.source})",
+            err=True,
+        )
+    elif max_drop or min_agreement:
         from dlcc.budget import choose
 
         if data is None:

@@ -118,6 +118,26 @@ def bind(data: dict | None, inputs: dict, output, source: str, nonzero: bool = F
     return Data(bound, source)
 
 
+def split(data: Data, graph, fraction: float) -> tuple[Data, Data]:
+    """`data` cut along each input's sample axis (labels along theirs): the first `fraction`
+    of the samples, and the rest (each at least one sample)."""
+    axes = {v.name: sample_axis(v.shape, v.batch_axis) for v in graph.inputs}
+    bound = for_graph(data, graph, getattr(data, "source", "data"))
+    count = next(bound[v.name].shape[axes[v.name] or 0] for v in graph.inputs)
+    if count < 2:
+        raise DlccError(f"{bound.source}: {count} sample(s); a held-out split needs at least 2")
+    cut = min(max(int(round(count * fraction)), 1), count - 1)
+    parts = [{}, {}]
+    for key, array in bound.items():
+        axis = axes.get(key) or 0
+        parts[0][key] = np.take(array, np.arange(cut), axis=axis)
+        parts[1][key] = np.take(array, np.arange(cut, count), axis=axis)
+    return (
+        Data(parts[0], f"{bound.source} (first {cut})"),
+        Data(parts[1], f"{bound.source} (last {count - cut}, held out)"),
+    )
+
+
 def _classes(output) -> int | None:
     """The class count of a [N, classes] output spec; None for any other shape."""
     return output.shape[1] if len(output.shape) == 2 and output.batch_axis != 1 else None

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 import dlcc
 from dlcc.cli import main
+from dlcc.passes.manager import PRESETS
 
 
 def test_version_and_help():
@@ -196,11 +197,24 @@ def test_compile_reports_before_and_after(tmp_path):
     assert "warning" not in result.stderr
     fidelity = json.loads(invoke("explain", bundle, "--json").stdout)["meta"]["report"]["fidelity"]
     assert fidelity["samples"] == 256 and fidelity["outputs"]["logits"]["agreement"] > 0.98
-    assert "fidelity on --data" in invoke("explain", bundle).stdout
-    broken = invoke("compile", model, "-o", bundle, "-O3", "--calib", data, "--data", data)
+    assert f"fidelity on {data}" in invoke("explain", bundle).stdout
+    fixed_rates = PRESETS["O3"]  # the paper's rates, no recovery: far from the original
+    broken = invoke("compile", model, "-o", bundle, "--passes", fixed_rates, "--data", data)
     assert (
         "agrees with the original on only" in broken.stderr and "--min-agreement" in broken.stderr
     )
+
+
+@pytest.mark.slow
+def test_o2_with_data_chooses_rates_that_keep_the_meaning(tmp_path):
+    """-O2 with --calib searches per-layer rates on 3/4 of the data and reports on the rest."""
+    bundle, model = str(tmp_path / "m.bin"), sample_path("lenet_300_100.onnx")
+    data = sample_path("mnist_test_256.npz")
+    result = invoke("compile", model, "-o", bundle, "-O2", "--calib", data, "--json")
+    assert "dlcc: -O2: chose prune(" in result.stderr and "kmeans" not in result.stderr
+    report = json.loads(result.stdout)["report"]
+    assert report["fidelity"]["samples"] == 64 and "held out" in report["fidelity"]["data"]
+    assert report["fp32_weight_bytes"] / report["bundle_bytes"] > 4
 
 
 def test_readme_documents_every_command_and_pass():
