@@ -174,18 +174,36 @@ def split(b: Builder, node, x, sizes=None):
 
 @converter("Expand", params=(1,))
 def expand(b: Builder, node, x, shape):
+    """A constant target; entries that follow the symbols keep x's own dimension (1) or are
+    taken at run time from a value that holds them (`shape_from`)."""
     target = shape.data.reshape(-1).astype(np.int64)
     moved = b.at_probes(shape)
-    if moved is not None:  # a dimension from the input's own shape: 1 (broadcast) keeps it
-        rank = max(len(target), len(x.shape))
-        own = [(1,) * (rank - len(x.shape)) + x.shape_at(p) for p in (None, *range(len(moved)))]
-        varies = np.any([m != target for m in moved], axis=0)
-        own_dims = np.array([s[rank - len(target) :] for s in own])  # per binding
-        wanted = np.array([target, *moved])
-        if np.any(varies & ~np.all(own_dims == wanted, axis=0)):
-            raise b.fail("expands to symbolic dimensions the input does not hold")
-        target = np.where(varies, 1, target)
-    return b.emit("Expand", [x], shape=tuple(int(d) for d in target))
+    if moved is None:
+        return b.emit("Expand", [x], shape=tuple(int(d) for d in target))
+    probes = [None, *range(len(moved))]
+    rank = max(len(target), len(x.shape))
+    own = [(1,) * (rank - len(x.shape)) + x.shape_at(p) for p in probes]
+    columns = [tuple(int(t[k]) for t in (target, *moved)) for k in range(len(target))]
+    offset = rank - len(target)
+    held = [tuple(s[offset + k] for s in own) == c for k, c in enumerate(columns)]
+    varies = [len(set(c)) > 1 for c in columns]
+    wanted = [c for c, v, h in zip(columns, varies, held) if v and not h]
+    like = _holder(b, x, wanted, probes) if wanted else None
+    shape_from = tuple(
+        _columns(like, probes).index(c) if v and not h else -1
+        for c, v, h in zip(columns, varies, held)
+    )
+    fixed = tuple(1 if v else c[0] for c, v in zip(columns, varies))
+    return b.emit("Expand", [x] if like is None else [x, like], shape=fixed, shape_from=shape_from)
+
+
+@converter("ConstantOfShape", params=(0,))
+def constant_of_shape(b: Builder, node, shape):
+    """A fill whose shape follows the symbols (static ones fold): its value expanded."""
+    value = b.attrs.get("value")
+    fill = np.zeros(1, np.float32) if value is None else onnx.numpy_helper.to_array(value)
+    x = b.graph.constant(f"{b.name}.value", fill.reshape((1,) * shape.data.size))
+    return expand(b, node, x, shape)
 
 
 @converter("Tile", params=(1,))
@@ -447,21 +465,49 @@ def gather(b: Builder, node, x, indices):
 
 @converter("Slice", params=(1, 2, 3, 4))
 def slice_(b: Builder, node, x, starts, ends, axes=None, steps=None):
-    """Constant bounds; an end computed from a symbolic dimension must be its whole axis."""
+    """Constant bounds; an end computed from a symbolic dimension is the whole axis, or that
+    dimension taken at run time from a value that holds it (`ends_from`)."""
     starts = b.ints(starts)
     axes = b.ints(axes) if axes is not None else tuple(range(len(starts)))
     steps = b.ints(steps) if steps is not None else (1,) * len(starts)
     moved = b.at_probes(ends)
-    if moved is not None:
-        bindings = [(ends.data, None), *((m, p) for p, m in enumerate(moved))]
-        whole = [
-            all(int(e.reshape(-1)[k]) >= x.shape_at(p)[axis] for e, p in bindings)
-            for k, axis in enumerate(axes)
-        ]
-        if not all(whole):
-            b.static(ends)  # refused, naming the node
-        ends = b.graph.constant(ends.name, np.full(len(axes), np.iinfo(np.int64).max))
-    return b.emit("Slice", [x], starts=starts, ends=_clamped(ends), axes=axes, steps=steps)
+    if moved is None:
+        return b.emit("Slice", [x], starts=starts, ends=_clamped(ends), axes=axes, steps=steps)
+    probes = [None, *range(len(moved))]
+    columns = [tuple(int(e.reshape(-1)[k]) for e in (ends.data, *moved)) for k in range(len(axes))]
+    limit = np.iinfo(np.int64).max
+    whole = [
+        all(c >= x.shape_at(p)[a] for c, p in zip(column, probes))
+        for column, a in zip(columns, axes)
+    ]
+    fixed = [len(set(column)) == 1 for column in columns]
+    wanted = [c for c, w, f in zip(columns, whole, fixed) if not (w or f)]
+    like = _holder(b, x, wanted, probes) if wanted else None
+    ends_from = tuple(
+        _columns(like, probes).index(c) if not (w or f) else -1
+        for c, w, f in zip(columns, whole, fixed)
+    )
+    final = tuple(limit if w else c[0] for c, w in zip(columns, whole))
+    inputs = [x] if like is None else [x, like]
+    return b.emit(
+        "Slice", inputs, starts=starts, ends=final, axes=axes, steps=steps, ends_from=ends_from
+    )
+
+
+@converter("Range", params=(0, 1, 2))
+def range_(b: Builder, node, start, limit, delta):
+    """A Range whose limit is a symbolic dimension (static ones fold): computed at run time
+    from a value that holds that dimension."""
+    first, step = float(b.static(start).data), float(b.static(delta).data)
+    probes = [None, *range(len(b.graph.symbols))]
+    moved = b.at_probes(limit)
+    if moved is None or limit.data.size != 1:
+        raise b.fail("a Range's limit must be a scalar symbolic dimension here")
+    column = tuple(int(v) for v in (limit.data, *moved))
+    like = _holder(b, b.graph.inputs[0], [column], probes)
+    dtype = str(start.data.dtype) if str(start.data.dtype) in ("int32", "int64") else "float32"
+    axis = _columns(like, probes).index(column)
+    return b.emit("Range", [like], start=first, delta=step, axis=axis, dtype=dtype)
 
 
 def _clamped(ends: Value) -> tuple[int, ...]:

@@ -28,9 +28,6 @@ from dlcc.ir import Graph, Node, Value
 from dlcc.runtime.kernels import get_kernel
 from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
-# Fills whose output size comes from a shape input: entries that vary with the symbols fold
-# to 1, a tensor that broadcasts over them (exporters build zero LSTM states this way).
-_FILLS = {"ConstantOfShape", "Expand"}
 # The graph input types dlcc compiles: float data, integer ids / indices (embeddings) and
 # boolean masks.
 INPUT_DTYPES = {
@@ -39,7 +36,7 @@ INPUT_DTYPES = {
     onnx.TensorProto.INT32: "int32",
     onnx.TensorProto.BOOL: "bool",
 }
-# Other ops whose output size comes from input values: symbolic sizes there cannot be folded.
+# Ops whose output size comes from input values: with symbolic sizes their converters decide.
 _SIZE_FROM_VALUES = {"Range", "Tile", "Resize", "Upsample"}
 # Reference values tried for a symbolic dimension other than the batch, in order: the first
 # at which (and at twice which) every shape of the model is valid is kept.
@@ -232,21 +229,25 @@ class _Lowering:
 
     def _fold(self, node: onnx.NodeProto, ins: list[Value | None]) -> None:
         """Evaluate a constant node at the reference binding and, when its inputs vary with
-        the symbols, at every probe; outputs that vary remember their data per probe."""
+        the symbols, at every probe; outputs that vary remember their data per probe, and
+        a node whose output size varies is converted instead."""
         probes = range(len(self.graph.symbols))
         varies = any(v is not None and (id(v) in self.variants or v.probes) for v in ins)
         feeds = [self._feeds(node, ins, p) for p in (None, *(probes if varies else ()))]
         label = node.name or node.output[0]
-        if varies and node.op_type in _FILLS:  # what varies broadcasts: 1 at every probe
-            key = node.input[1 if node.op_type == "Expand" else 0]
-            moves = np.any([f[key] != feeds[0][key] for f in feeds[1:]], axis=0)
-            feeds = [{**feeds[0], key: np.where(moves, 1, feeds[0][key])}]
-        elif varies and node.op_type in _SIZE_FROM_VALUES:
+        if varies and node.op_type in _SIZE_FROM_VALUES:  # its converter decides
+            if node.op_type in CONVERTERS and not self.unsupported:
+                return self._convert(node, CONVERTERS[node.op_type], ins)
             raise FrontendError(
                 f"node {label!r} ({node.op_type}) builds a tensor whose size depends on "
                 "symbolic dimensions; pin them with --shape NAME=DIMS"
             )
         results = [self.folder.run(node, f) for f in feeds]
+        sized = any(r[k].shape != results[0][k].shape for r in results[1:] for k in range(len(r)))
+        if sized and node.op_type in CONVERTERS and not self.unsupported:
+            # A tensor whose size follows the symbols (position ids sliced to the sequence
+            # length) is data, not shape arithmetic: it is computed at run time.
+            return self._convert(node, CONVERTERS[node.op_type], ins)
         for k, name in enumerate(node.output):
             value = self.env[name] = self.graph.constant(name, results[0][k])
             moved = [r[k] for r in results[1:]]

@@ -19,17 +19,26 @@ class GatherAttrs:
 
 @dataclasses.dataclass(frozen=True)
 class SliceAttrs:
-    """Per listed axis: x[starts:ends:steps] with ONNX's clamping of out-of-range bounds."""
+    """Per listed axis: x[starts:ends:steps] with ONNX's clamping of out-of-range bounds.
+
+    `ends_from` (optional, one per listed axis): -1 keeps `ends`, i >= 0 takes the end from
+    dimension i of a second input, `like` (read for its shape only): a prefix as long as a
+    symbolic dimension, e.g. position ids sliced to the sequence length."""
 
     starts: tuple[int, ...]
     ends: tuple[int, ...]
     axes: tuple[int, ...]
     steps: tuple[int, ...]
+    ends_from: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         lengths = {len(self.starts), len(self.ends), len(self.axes), len(self.steps)}
         check(len(lengths) == 1, "Slice starts, ends, axes and steps differ in length")
         check(0 not in self.steps, "a Slice step is 0")
+        check(
+            len(self.ends_from) in (0, len(self.ends)) and min(self.ends_from, default=0) >= -1,
+            f"Slice ends_from {self.ends_from}",
+        )
 
 
 def _gather_shape(attrs: GatherAttrs, x, indices):
@@ -53,22 +62,31 @@ def gather(attrs: GatherAttrs, x: np.ndarray, indices: np.ndarray) -> np.ndarray
     return np.take(x, indices.astype(np.int64), axis=attrs.axis)
 
 
-def _slices(attrs: SliceAttrs, shape) -> tuple[slice, ...]:
+def _slices(attrs: SliceAttrs, shape, like=None) -> tuple[slice, ...]:
     index = [slice(None)] * len(shape)
     axes = [axis_in(a, len(shape)) for a in attrs.axes]
     check(len(set(axes)) == len(axes), f"Slice axes {attrs.axes} repeat")
-    for start, end, axis, step in zip(attrs.starts, attrs.ends, axes, attrs.steps):
+    ends = list(attrs.ends)
+    for k, source in enumerate(attrs.ends_from):
+        if source >= 0:
+            check(like is not None and source < len(like), f"Slice end from dim {source} of {like}")
+            ends[k] = like[source]
+    for start, end, axis, step in zip(attrs.starts, ends, axes, attrs.steps):
         first, stop, step = slice(start, end, step).indices(shape[axis])
         # indices() gives stop -1 for "before index 0"; as a slice bound -1 means the last.
         index[axis] = slice(first, None if stop < 0 else stop, step)
     return tuple(index)
 
 
-def _slice_shape(attrs: SliceAttrs, x):
-    return (tuple(len(range(*s.indices(d))) for s, d in zip(_slices(attrs, x), x)),)
+def _slice_shape(attrs: SliceAttrs, x, like=None):
+    return (tuple(len(range(*s.indices(d))) for s, d in zip(_slices(attrs, x, like), x)),)
 
 
-@register_kernel("Slice", SliceAttrs, code=23, shape=_slice_shape, dtype=any_dtype, int8="same")
-def slice_(attrs: SliceAttrs, x: np.ndarray) -> np.ndarray:
-    """y = x[starts:ends:steps] along `axes`"""
-    return x[_slices(attrs, x.shape)]
+def _slice_dtype(attrs: SliceAttrs, x: str, like: str | None = None) -> str:
+    return any_dtype(attrs, x)  # `like` is read for its shape: any dtype
+
+
+@register_kernel("Slice", SliceAttrs, code=23, shape=_slice_shape, dtype=_slice_dtype, int8="same")
+def slice_(attrs: SliceAttrs, x: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
+    """y = x[starts:ends:steps] along `axes` (an end may be a dimension of `like`)"""
+    return x[_slices(attrs, x.shape, None if like is None else like.shape)]

@@ -13,6 +13,8 @@ import numpy as np
 
 from dlcc.runtime.kernels import any_dtype, axis_in, check, register_kernel
 
+MAX_RANGE = 1 << 31  # elements of a Range: what a dimension may hold
+
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
@@ -87,22 +89,41 @@ def split(attrs: SplitAttrs, x: np.ndarray) -> tuple[np.ndarray, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ExpandAttrs:
-    """The shape x is broadcast against (numpy rules; 1 keeps x's dimension)."""
+    """The shape x is broadcast against (numpy rules; 1 keeps x's dimension). `shape_from`
+    (optional, one per entry): -1 keeps `shape`, i >= 0 takes dimension i of a second input,
+    `like` (read for its shape only): a broadcast to a symbolic dimension x does not hold."""
 
     shape: tuple[int, ...]
+    shape_from: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check(min(self.shape, default=1) >= 1, f"Expand shape {self.shape}")
+        check(
+            len(self.shape_from) in (0, len(self.shape)) and min(self.shape_from, default=0) >= -1,
+            f"Expand shape_from {self.shape_from}",
+        )
 
 
-def _expand_shape(attrs: ExpandAttrs, x):
-    return (tuple(np.broadcast_shapes(tuple(x), attrs.shape)),)
+def _expand_shape(attrs: ExpandAttrs, x, like=None):
+    target = list(attrs.shape)
+    for k, source in enumerate(attrs.shape_from):
+        if source >= 0:
+            check(like is not None and source < len(like), f"Expand dim {source} of {like}")
+            target[k] = like[source]
+    return (tuple(np.broadcast_shapes(tuple(x), tuple(target))),)
 
 
-@register_kernel("Expand", ExpandAttrs, code=60, shape=_expand_shape, dtype=any_dtype, int8="same")
-def expand(attrs: ExpandAttrs, x: np.ndarray) -> np.ndarray:
-    """y = x broadcast to broadcast_shapes(x.shape, shape)"""
-    return np.ascontiguousarray(np.broadcast_to(x, _expand_shape(attrs, x.shape)[0]))
+def _expand_dtype(attrs: ExpandAttrs, x: str, like: str | None = None) -> str:
+    return any_dtype(attrs, x)  # `like` is read for its shape: any dtype
+
+
+@register_kernel(
+    "Expand", ExpandAttrs, code=60, shape=_expand_shape, dtype=_expand_dtype, int8="same"
+)
+def expand(attrs: ExpandAttrs, x: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
+    """y = x broadcast to broadcast_shapes(x.shape, shape), entries of `shape` from `like`"""
+    shape = _expand_shape(attrs, x.shape, None if like is None else like.shape)[0]
+    return np.ascontiguousarray(np.broadcast_to(x, shape))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,3 +176,40 @@ def depth_to_space(attrs: DepthToSpaceAttrs, x: np.ndarray) -> np.ndarray:
     else:
         y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
     return np.ascontiguousarray(y).reshape(n, c // (b * b), h * b, w * b)
+
+
+@dataclasses.dataclass(frozen=True)
+class RangeAttrs:
+    """y = start + delta * arange(n), n = ceil((limit - start) / delta), where the limit is
+    dimension `axis` of the input `like` (read for its shape only): a grid as long as a
+    symbolic dimension (a detector's anchor offsets). `dtype`: float32, int32 or int64."""
+
+    start: float
+    delta: float
+    axis: int
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check(self.delta != 0 and math.isfinite(self.delta + self.start), "Range delta 0 or NaN")
+        check(self.dtype in ("float32", "int32", "int64"), f"Range dtype {self.dtype!r}")
+        check(self.axis >= 0, f"Range axis {self.axis}")
+
+
+def _range_length(attrs: RangeAttrs, like) -> int:
+    check(attrs.axis < len(like), f"Range limit from dim {attrs.axis} of {tuple(like)}")
+    n = math.ceil((like[attrs.axis] - attrs.start) / attrs.delta)
+    check(1 <= n <= MAX_RANGE, f"Range of {n} elements")
+    return n
+
+
+@register_kernel(
+    "Range",
+    RangeAttrs,
+    code=80,
+    shape=lambda attrs, like: ((_range_length(attrs, like),),),
+    dtype=lambda attrs, like: attrs.dtype,
+)
+def range_(attrs: RangeAttrs, like: np.ndarray) -> np.ndarray:
+    """y = start + delta * arange(ceil((like.shape[axis] - start) / delta))"""
+    n = _range_length(attrs, like.shape)
+    return (attrs.start + attrs.delta * np.arange(n, dtype=np.float64)).astype(attrs.dtype)

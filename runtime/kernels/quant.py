@@ -53,9 +53,94 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """int32 accumulators -> int8: clamp((acc * m + 2^(k-1)) >> k); m, k broadcast."""
-    prod = acc.astype(np.int64) * mult + np.left_shift(np.int64(1), shift - 1)
-    return np.clip(np.right_shift(prod, shift), -QMAX, QMAX).astype(np.int8)
+    """int32 accumulators -> int8: clamp((acc * m + 2^(k-1)) >> k); m, k broadcast.
+
+    Exact for every int32 `acc`, 0 <= m < 2^31 and 1 <= k <= 62, without int64 temporaries:
+    see `Requantizer`, which this runs once.
+    """
+    return Requantizer.of(np.asarray(mult), np.asarray(shift))(np.asarray(acc, np.int32))
+
+
+FAST_MAX_SHIFT = 44  # the plain float64 product is exact up to this shift (Requantizer)
+_SPLIT = 16  # the multiplier's low half: m = mh * 2^16 + ml
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Requantizer:
+    """requantize's constants, prepared once per (multipliers, shifts) tensor; then a few
+    float64 passes per call, blocked (`blocked`) so the temporaries stay in cache.
+
+    The spec is the integer formula q = clamp(floor((s*m + 2^(k-1)) / 2^k), lo, 127) with
+    s an int32 accumulator, m < 2^31, 1 <= k <= 62, lo = -127 (or 0: a fused Relu, since
+    max(clamp(q, -127, 127), 0) = clamp(q, 0, 127)). Let r = s*m / 2^k, so q = floor(r + 1/2).
+
+    "float" (every k <= 44): q = floor(fl(fl(s * c) + 1/2)), c = m * 2^-k. c is exact (a
+    31-bit integer times a power of two), so s*c carries one rounding: |fl(s c) - r| <=
+    2^-53 |r| < 2^-46 while |r| < 128; adding 1/2 to a value below 256 in magnitude rounds
+    by at most 2^-46 more. Total error < 2^-45. Where r + 1/2 is an integer N, r = N - 1/2
+    is representable, so both operations are exact and floor gives N. Elsewhere r + 1/2 is
+    a multiple of 2^-k at distance >= 2^-k >= 2^-44 > 2^-45 from every integer: the error
+    cannot carry it across one, so the floor is exact. Where |r| >= 128 the sign and
+    magnitude survive the rounding and the clamp saturates as the integers do.
+
+    "split" (every k >= 17): m = mh*2^16 + ml with mh < 2^15, ml < 2^16; every product
+    below is an integer below 2^53 times a power of two, so exact:
+        L = floor(s * (ml 2^-16))                    (|s ml| < 2^47)
+        t = s * (mh g) + L * g,  g = 2^(16-k)        (= (s mh + L) g, |s mh + L| < 2^47)
+        q = floor(t + 1/2)                           (t + 1/2 spans fewer than 53 bits)
+    and q is the spec: s*m + 2^(k-1) = (s mh + L) 2^16 + rho + 2^(k-1), 0 <= rho < 2^16, and
+    rho / 2^16 < 1 cannot change floor((s mh + L + 2^(k-17)) / 2^(k-16)) of an integer.
+
+    "int64" (a tensor with shifts on both sides of that gap, k <= 16 and k >= 45, which no
+    multiplier from `quantize_multiplier` within a 2^28 range produces): the formula itself.
+    """
+
+    method: str
+    constants: tuple[np.ndarray, ...]  # float: (c,); split: (c, low, g); int64: (m, k)
+
+    @classmethod
+    def of(cls, mult: np.ndarray, shift: np.ndarray) -> Requantizer:
+        m, k = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+        if m.size and (m.min() < 0 or m.max() >= 2**31 or k.min() < 1 or k.max() > 62):
+            raise ValueError("requantization constants outside m in [0, 2^31), k in 1..62")
+        if not k.size or k.max() <= FAST_MAX_SHIFT:
+            return cls("float", (np.ldexp(m.astype(np.float64), -k),))
+        if k.min() > _SPLIT:
+            g = np.ldexp(1.0, _SPLIT - k)
+            high = (m >> _SPLIT).astype(np.float64) * g
+            low = np.ldexp((m & 0xFFFF).astype(np.float64), -_SPLIT)
+            return cls("split", np.broadcast_arrays(high, low, g))
+        return cls("int64", np.broadcast_arrays(m, k))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape the constants broadcast with (one entry per channel, or one)."""
+        return self.constants[0].shape
+
+    def __call__(self, s: np.ndarray, lo: int = -QMAX) -> np.ndarray:
+        """The int8 result for int32 accumulators `s` (lo = 0 fuses a Relu)."""
+        out = np.empty(np.broadcast_shapes(s.shape, self.shape), np.int8)
+        self.into(s, out, self.constants, lo)
+        return out
+
+    def into(self, s, out, constants, lo: int = -QMAX, scratch=None) -> None:
+        """out[...] = the result for `s`, given this tensor's constants (or a block's);
+        `scratch`: two float64 arrays of out's shape to compute in (allocated if None)."""
+        if self.method == "int64":  # only hand-made constants come here: the formula itself
+            m, k = constants
+            prod = s.astype(np.int64) * m + np.left_shift(np.int64(1), k - 1)
+            out[...] = np.clip(np.right_shift(prod, k), lo, QMAX)
+            return
+        t, part = scratch or (None, None)
+        t = np.multiply(s, constants[0], out=t)
+        if self.method == "split":
+            part = np.multiply(s, constants[1], out=part)
+            np.floor(part, out=part)
+            part *= constants[2]
+            t += part
+        t += 0.5
+        np.clip(t, lo, QMAX, out=t)
+        np.floor(t, out=out, casting="unsafe")
 
 
 def _dtype_rule(source: str, result: str):

@@ -160,3 +160,25 @@ def test_calibrated_levels_run_at_every_binding(crnn, level):
         assert np.allclose(bundle.run(feeds, target="systolic")["y"], got)  # bit-exact int8
         cosine = (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)
         assert cosine > (0.99 if level == "-O1" else 0.5)  # -O3's fixed rates: issue 11
+
+
+def test_position_ids_sliced_to_the_sequence_length(tmp_path):
+    """HF BERT: position_ids[:, :seq] with seq from Shape(input_ids) feeds an embedding."""
+    table = RNG.standard_normal((32, 6)).astype(np.float32)
+    words = RNG.standard_normal((50, 6)).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["s"]),
+        _ints("one", [1]),
+        _ints("zero", [0]),
+        helper.make_node("Gather", ["s", "one"], ["seq"], axis=0),
+        helper.make_node("Slice", ["positions", "zero", "seq", "one"], ["pos"]),
+        helper.make_node("Gather", ["words", "ids"], ["w"]),
+        helper.make_node("Gather", ["table", "pos"], ["p"]),
+        helper.make_node("Add", ["w", "p"], ["y"]),
+    ]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 6])
+    inits = {"table": table, "words": words, "positions": np.arange(32, dtype=np.int64)[None]}
+    path = _save(tmp_path, nodes, [ids], [y], inits)
+    for shape in [(1, 5), (3, 17)]:
+        _check(path, {"ids": RNG.integers(0, 50, shape).astype(np.int64)})

@@ -26,6 +26,7 @@ from dlcc.runtime.kernels.layout import (
     DepthToSpaceAttrs,
     ExpandAttrs,
     PadAttrs,
+    RangeAttrs,
     SplitAttrs,
     TileAttrs,
 )
@@ -69,7 +70,7 @@ EXPECTED_OPS = {
     "BatchNormalization": (BatchNormAttrs, ("epsilon",)),
     "LSTM": (LSTMAttrs, ("hidden_size", "direction", "clip", "input_forget", "layout")),
     "Gather": (GatherAttrs, ("axis",)),
-    "Slice": (SliceAttrs, ("starts", "ends", "axes", "steps")),
+    "Slice": (SliceAttrs, ("starts", "ends", "axes", "steps", "ends_from")),
     "Quantize": (ScaleAttrs, ("scale",)),
     "Dequantize": (ScaleAttrs, ("scale",)),
     "Lut": (NoAttrs, ()),
@@ -89,7 +90,8 @@ EXPECTED_OPS = {
     "InstanceNormalization": (BatchNormAttrs, ("epsilon",)),
     "Pad": (PadAttrs, ("pads", "mode", "value")),
     "Split": (SplitAttrs, ("axis", "sizes")),
-    "Expand": (ExpandAttrs, ("shape",)),
+    "Expand": (ExpandAttrs, ("shape", "shape_from")),
+    "Range": (RangeAttrs, ("start", "delta", "axis", "dtype")),
     "Tile": (TileAttrs, ("repeats",)),
     "DepthToSpace": (DepthToSpaceAttrs, ("blocksize", "mode")),
     "ConvTranspose": (
