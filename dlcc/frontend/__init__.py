@@ -19,7 +19,7 @@ def import_onnx(
     """
     model = read_model(path, notes)  # its errors name the file already
     try:
-        graph = lower_model(model, shapes)
+        graph = lower_model(model, shapes, notes)
         fold_batchnorm(graph)
         graph.verify()
     except DlccError as e:

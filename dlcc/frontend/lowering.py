@@ -40,7 +40,7 @@ INPUT_DTYPES = {
 _SIZE_FROM_VALUES = {"Range", "Tile", "Resize", "Upsample"}
 # Reference values tried for a symbolic dimension other than the batch, in order: the first
 # at which (and at twice which) every shape of the model is valid is kept.
-REFERENCES = (64, 256, 16)
+REFERENCES = (64, 32, 48, 256, 1024, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,40 +123,66 @@ def _attribute(a: onnx.AttributeProto):
     return value
 
 
-def lower_model(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> Graph:
+def lower_model(
+    model: onnx.ModelProto, shapes: dict[str, tuple] | None = None, notes: list[str] | None = None
+) -> Graph:
     """The IR graph of a checked ONNX model. `shapes` pins input dimensions by input name:
     an int fixes one, a name keeps it symbolic (renamed), None leaves it as declared.
 
     A symbolic dimension other than the batch gets the first of `REFERENCES` at which the
-    model lowers; the error of the first is raised if none does."""
+    model lowers. A model that lowers only with its batch fixed at 1 (a recurrent state or a
+    Squeeze made for one sample) gets it so, with a note. If nothing lowers, the error of the
+    attempt that got furthest through the graph is raised.
+    """
     from dlcc.frontend import converters  # noqa: F401  (registers the converters)
 
-    first = None
-    for reference in REFERENCES:
-        try:
-            return _lower(model, shapes or {}, reference)
-        except UnsupportedOpError:
-            raise
-        except FrontendError as e:
-            first = first or e
-            if not _has_free_symbols(model, shapes or {}):
-                break
-    raise first
+    shapes = shapes or {}
+    furthest: tuple[int, FrontendError] | None = None
+    for fixed_batch in (False, True):
+        for reference in REFERENCES if _has_free_symbols(model, shapes) else REFERENCES[:1]:
+            try:
+                graph = _lower(model, shapes, reference, fixed_batch)
+            except UnsupportedOpError:
+                raise
+            except FrontendError as e:
+                progress = getattr(e, "progress", len(model.graph.node))
+                if furthest is None or progress > furthest[0]:
+                    furthest = (progress, e)
+                continue
+            if fixed_batch and notes is not None:
+                notes.append(f"the model's batch is fixed at 1: at batch 2, {furthest[1]}")
+            return graph
+        if not any(_dims(inp, shapes.get(inp.name))[1] is not None for inp in model.graph.input):
+            break
+    raise furthest[1]
 
 
-def _lower(model: onnx.ModelProto, shapes: dict[str, tuple], reference: int) -> Graph:
+def _lower(
+    model: onnx.ModelProto, shapes: dict[str, tuple], reference: int, fixed_batch: bool = False
+) -> Graph:
     onnx_graph = model.graph
     graph = Graph(onnx_graph.name or "model")
     lowering = _Lowering(graph, _Folder(opset_of(model)))
     lowering.constants(onnx_graph.initializer)
-    for inp in onnx_graph.input:
-        if inp.name not in lowering.env:
-            lowering.env[inp.name] = _graph_input(graph, inp, shapes.get(inp.name), reference)
-    unknown = set(shapes) - {inp.name for inp in onnx_graph.input}
-    if unknown:
-        raise FrontendError(f"--shape names no input of the model: {', '.join(sorted(unknown))}")
-    for node in onnx_graph.node:
-        lowering.lower(node)
+    try:
+        for inp in onnx_graph.input:
+            if inp.name not in lowering.env:
+                pins = shapes.get(inp.name)
+                value = _graph_input(graph, inp, pins, reference, fixed_batch)
+                lowering.env[inp.name] = value
+        unknown = set(shapes) - {inp.name for inp in onnx_graph.input}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise FrontendError(f"--shape names no input of the model: {names}")
+    except FrontendError as e:
+        e.progress = -1
+        raise
+    for index, node in enumerate(onnx_graph.node):
+        try:
+            lowering.lower(node)
+        except FrontendError as e:
+            e.progress = index  # how far through the graph this attempt got
+            raise
     if lowering.unsupported:
         listed = ", ".join(
             f"{op} (first node {name!r})" for op, name in lowering.unsupported.items()
@@ -340,20 +366,45 @@ def _output_named(graph: Graph, value: Value, name: str) -> Value:
     return value
 
 
-def _graph_input(graph: Graph, inp: onnx.ValueInfoProto, pins, reference: int) -> Value:
-    """Declare a graph input. Its batch axis is the symbolic dimension named like a batch
-    (batch, N, B), else its first symbolic one; every other symbolic dimension is a symbol
-    of the graph (shared by name across inputs), at `reference` unless `pins` fix it."""
+def _graph_input(
+    graph: Graph, inp: onnx.ValueInfoProto, pins, reference: int, fixed_batch: bool = False
+) -> Value:
+    """Declare a graph input: its batch axis (see `_dims`) at 1, fixed there when
+    `fixed_batch`; every other symbolic dimension a symbol of the graph (shared by name
+    across inputs) at `reference`."""
     t = inp.type.tensor_type
     dtype = INPUT_DTYPES.get(t.elem_type)
     if dtype is None:
         kind = onnx.TensorProto.DataType.Name(t.elem_type)
         raise FrontendError(
-            f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs and int32/int64 ids"
+            f"input {inp.name!r} is {kind}; dlcc compiles float32 inputs, int32/int64 ids "
+            "and bool masks"
         )
+    dims, batch = _dims(inp, pins)
+    symbols = {
+        i: d if d != BATCH_SYMBOL else f"{BATCH_SYMBOL}_"
+        for i, d in enumerate(dims)
+        if isinstance(d, str) and i != batch
+    }
+    shape = tuple(1 if i == batch else reference if i in symbols else d for i, d in enumerate(dims))
+    try:
+        return graph.add_input(inp.name, shape, None if fixed_batch else batch, dtype, symbols)
+    except DlccError as e:
+        raise FrontendError(str(e)) from None
+
+
+def _dims(inp: onnx.ValueInfoProto, pins) -> tuple[list[int | str], int | None]:
+    """An input's dimensions (a name for each symbolic one: its dim_param, or input_axis
+    where that is empty or no name, like "?"; a negative size, as some exporters write,
+    is symbolic too) after `pins`, and its batch axis: the symbolic
+    dimension named like a batch (batch, N, B), else axis 0 when it is symbolic."""
     dims: list[int | str] = [
-        d.dim_value if d.HasField("dim_value") else d.dim_param or f"{inp.name}_{i}"
-        for i, d in enumerate(t.shape.dim)
+        d.dim_value
+        if d.HasField("dim_value") and d.dim_value >= 0
+        else d.dim_param
+        if d.dim_param.isidentifier()
+        else f"{inp.name}_{i}"
+        for i, d in enumerate(inp.type.tensor_type.shape.dim)
     ]
     if pins is not None:
         if len(pins) != len(dims):
@@ -362,29 +413,17 @@ def _graph_input(graph: Graph, inp: onnx.ValueInfoProto, pins, reference: int) -
             )
         dims = [d if p is None else p for d, p in zip(dims, pins)]
     symbolic = [i for i, d in enumerate(dims) if isinstance(d, str)]
-    named = [
-        i for i in symbolic if dims[i].lower() in ("n", "b", "batch") or "batch" in dims[i].lower()
-    ]
-    batch = (named or symbolic or [None])[0]
-    symbols = {
-        i: dims[i] if dims[i] != BATCH_SYMBOL else f"{BATCH_SYMBOL}_"
-        for i in symbolic
-        if i != batch
-    }
-    shape = tuple(1 if i == batch else reference if i in symbols else d for i, d in enumerate(dims))
-    try:
-        return graph.add_input(inp.name, shape, batch, dtype, symbols)
-    except DlccError as e:
-        raise FrontendError(str(e)) from None
+    named = [i for i in symbolic if dims[i].lower() in ("n", "b") or "batch" in dims[i].lower()]
+    batch = (named or [i for i in symbolic if i == 0] or [None])[0]
+    return dims, batch
 
 
 def _has_free_symbols(model: onnx.ModelProto, shapes: dict) -> bool:
-    """Whether some input has a symbolic dimension besides its first (which may be the batch)
-    that `shapes` leaves symbolic: another reference value could then help."""
+    """Whether some input has a symbolic dimension besides its batch that `shapes` leaves
+    symbolic: another reference value could then help."""
     for inp in model.graph.input:
-        dims = [not d.HasField("dim_value") for d in inp.type.tensor_type.shape.dim]
-        pins = shapes.get(inp.name) or [None] * len(dims)
-        if sum(free and (p is None or isinstance(p, str)) for free, p in zip(dims, pins)) > 1:
+        dims, batch = _dims(inp, shapes.get(inp.name))
+        if any(isinstance(d, str) and i != batch for i, d in enumerate(dims)):
             return True
     return False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlcc.runtime.kernels import NoAttrs, register_kernel
+from dlcc.runtime.kernels import F32, INDEX_DTYPES, NoAttrs, register_kernel
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -28,6 +28,13 @@ def _binary_grad(da, db):
     return rule
 
 
+def arithmetic(attrs, a: str, b: str) -> str:
+    """Dtype rule of binary arithmetic: float32, or one integer dtype (index arithmetic)."""
+    if a != b or a not in (F32, *INDEX_DTYPES):
+        raise ValueError(f"takes two float32 or two int32/int64 inputs, got {a}, {b}")
+    return a
+
+
 def broadcast_shape(attrs, a, b):
     """Shape function of a broadcasting binary op: np.broadcast_shapes(a, b)."""
     return (tuple(np.broadcast_shapes(tuple(a), tuple(b))),)
@@ -39,6 +46,7 @@ def broadcast_shape(attrs, a, b):
     code=11,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d, lambda a, b, d: d),
+    dtype=arithmetic,
     broadcasting=True,
 )
 def add(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,6 +60,7 @@ def add(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     code=12,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d, lambda a, b, d: -d),
+    dtype=arithmetic,
     broadcasting=True,
 )
 def sub(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -65,6 +74,7 @@ def sub(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     code=13,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d * b, lambda a, b, d: d * a),
+    dtype=arithmetic,
     broadcasting=True,
 )
 def mul(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -78,6 +88,7 @@ def mul(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     code=14,
     shape=broadcast_shape,
     grad=_binary_grad(lambda a, b, d: d / b, lambda a, b, d: -d * a / (b * b)),
+    dtype=arithmetic,
     broadcasting=True,
 )
 def div(attrs, a: np.ndarray, b: np.ndarray) -> np.ndarray:
