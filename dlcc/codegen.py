@@ -22,6 +22,7 @@ import numpy as np
 
 from dlcc import __version__
 from dlcc.encoding import DENSE, Encoding
+from dlcc.errors import DlccError
 from dlcc.formats import isa
 from dlcc.formats.bundle import DERIVED as DERIVED_DIM
 from dlcc.formats.bundle import STATIC, BufferRecord, BundleFile
@@ -148,6 +149,7 @@ def generate(
         "array": list(array),
         **(meta or {}),
     }
+    _check_capacity(graph, e)
     records, data = _layout(e.tensors)
     return BundleFile(
         meta=header,
@@ -160,6 +162,32 @@ def generate(
         program=e.program,
         symbols=symbols,
     )
+
+
+# What the instruction stream's fields can address (formats/isa.py, formats/schema.py).
+CAPACITY = {
+    "inputs": 255,
+    "outputs": 255,
+    "buffers": 0xFFFF,
+    "tensors": isa.NO_TENSOR,
+    "attrs": 0xFFFF,
+}
+
+
+def _check_capacity(graph: Graph, e: Emitter) -> None:
+    """Refuse a graph whose bundle the format cannot address (clean, naming the count)."""
+    counts = {
+        "inputs": len(graph.inputs),
+        "outputs": len(graph.outputs),
+        "buffers": len(e.buffers),
+        "tensors": len(e.tensors),
+        "attrs": len(e.attrs),
+    }
+    for what, count in counts.items():
+        if count > CAPACITY[what]:
+            raise DlccError(
+                f"graph {graph.name!r}: {count} {what}; a bundle holds at most {CAPACITY[what]}"
+            )
 
 
 def fusable_activation(graph: Graph, node: Node) -> Node | None:

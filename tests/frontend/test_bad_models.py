@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dlcc
 from dlcc.cli import main
-from dlcc.errors import FrontendError
+from dlcc.errors import DlccError, FrontendError
 from dlcc.ir import MAX_ELEMENTS
 
 
@@ -179,3 +179,11 @@ def test_a_one_element_infinite_fill_is_a_mask_value_not_a_bad_weight(tmp_path):
             assert np.array_equal(out["y"], [[-np.inf, 2, -np.inf, 3]])
         else:
             refused(path, "'where'", "'fill'")
+
+
+def test_more_outputs_than_a_bundle_addresses_is_a_clean_error(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], [f"y{i}"], name=f"relu{i}") for i in range(300)]
+    outs = [tensor(f"y{i}", ["N", 4]) for i in range(300)]
+    path = save(tmp_path, nodes, [tensor("x", ["N", 4])], outs, [])
+    with pytest.raises(DlccError, match="300 outputs; a bundle holds at most 255"):
+        dlcc.compile(path)
