@@ -1,12 +1,15 @@
-"""Huffman stream vs zlib and lzma on a quantized-weight-like stream: size and decode speed.
+"""Huffman stream vs zlib, lzma (and zstd) on a quantized-weight-like stream: size and speed.
 
-    python benchmarks/huffman.py [--count N]
+    python benchmarks/huffman.py [--count N] [--repeat R]
 
 Draws N (default 10 M) symbols from a discretized Laplace over 32 symbols (what weight sharing
-with 5-bit indices produces), codes them with `pack_stream`, and prints, beside zlib (level 9)
-and lzma (preset 6) compressing the same symbols as uint8 bytes: the size, its ratio to the
-Shannon bound, the decode time and the throughput (M symbols/s = MB/s of uint8 symbols).
-Decode times are the best of a few runs after a warm-up; the machine is shared and noisy.
+with 5-bit indices produces), codes them with `pack_stream`, and prints, beside zlib (level 9),
+lzma (preset 6) and zstd (level 19, only if the `zstandard` module is importable) compressing
+the same symbols as uint8 bytes: the size, its ratio to the Shannon bound, the decode time, the
+throughput (M symbols/s = MB/s of uint8 symbols) and each codec's throughput as a multiple of
+dlcc's. Decode times are the best of R runs after a warm-up; the machine is shared and noisy.
+Then it checks the size bar of the issue "Speed": stream <= 1.02 x (Shannon bound + the
+stream's header, code table and block offsets).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from _common import best_time, table
 
 from dlcc.formats.huffman import HUFFMAN_STREAM, pack_stream, shannon_bits, unpack_stream
 
+SIZE_BAR = 1.02  # stream / (Shannon bound + header, table and offsets)
+
 
 def laplace_stream(count: int, seed: int = 0) -> np.ndarray:
     """`count` symbols of a discretized Laplace (scale 3) clipped to 0..31, as uint8."""
@@ -28,10 +33,26 @@ def laplace_stream(count: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(rng.laplace(0.0, 3.0, count)) + 16, 0, 31).astype(np.uint8)
 
 
+def byte_codecs() -> tuple[list[tuple], str]:
+    """(name, compress, decompress, slow) of the general-purpose codecs here, and a note."""
+    codecs = [
+        ("zlib -9", lambda raw: zlib.compress(raw, 9), zlib.decompress, False),
+        ("lzma -6", lambda raw: lzma.compress(raw, preset=6), lzma.decompress, True),
+    ]
+    try:
+        import zstandard
+    except ImportError:
+        return codecs, "zstd: skipped, the zstandard module is not importable"
+    compressor, decompressor = zstandard.ZstdCompressor(level=19), zstandard.ZstdDecompressor()
+    codecs.append(("zstd -19", compressor.compress, decompressor.decompress, False))
+    return codecs, ""
+
+
 def main() -> None:
-    """Measure the three codecs on one stream and print the table."""
+    """Measure the codecs on one stream and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=5, help="timed decodes of dlcc's stream")
     args = parser.parse_args()
     symbols = laplace_stream(args.count)
     raw = symbols.tobytes()
@@ -42,22 +63,21 @@ def main() -> None:
     encode_s = time.perf_counter() - start
     assert np.array_equal(unpack_stream(stream), symbols)
     payload = len(HUFFMAN_STREAM.parse(stream).payload)
-    codecs = [
-        ("huffman (dlcc)", stream, lambda: unpack_stream(stream), encode_s, 3),
-    ]
-    for name, compress, decompress, repeat in (
-        ("zlib -9", lambda: zlib.compress(raw, 9), zlib.decompress, 3),
-        ("lzma -6", lambda: lzma.compress(raw, preset=6), lzma.decompress, 1),
-    ):
+    codecs = [("huffman (dlcc)", stream, lambda: unpack_stream(stream), encode_s, args.repeat)]
+    others, note = byte_codecs()
+    for name, compress, decompress, slow in others:
         start = time.perf_counter()
-        blob = compress()
+        blob = compress(raw)
         seconds = time.perf_counter() - start
         assert decompress(blob) == raw
+        repeat = 1 if slow else args.repeat
         codecs.append((name, blob, lambda d=decompress, b=blob: d(b), seconds, repeat))
 
-    rows = [("shannon bound", f"{bound:,.0f}", "1.000", "", "", "", "")]
+    rows = [("shannon bound", f"{bound:,.0f}", "1.000", "", "", "", "", "")]
+    speeds = {}
     for name, blob, decode, encode_seconds, repeat in codecs:
         seconds = best_time(decode, repeat)
+        speeds[name] = args.count / seconds / 1e6
         rows.append(
             (
                 name,
@@ -66,18 +86,26 @@ def main() -> None:
                 f"{8 * len(blob) / args.count:.3f}",
                 f"{encode_seconds:.2f}",
                 f"{seconds * 1e3:.0f}",
-                f"{args.count / seconds / 1e6:.1f}",
+                f"{speeds[name]:.1f}",
+                f"{speeds[name] / speeds['huffman (dlcc)']:.2f}",
             )
         )
-    header = ("codec", "bytes", "/ shannon", "bits/sym", "encode s", "decode ms", "M sym/s")
+    header = (
+        "codec", "bytes", "/ shannon", "bits/sym", "encode s", "decode ms", "M sym/s", "x dlcc"
+    )  # fmt: skip
     print(
         f"{args.count:,} symbols, 32-symbol Laplace stream, {bound * 8 / args.count:.3f} bits/sym"
     )
     print(table(rows, header))
+    dlcc = speeds.pop("huffman (dlcc)")
+    ratios = ", ".join(f"{dlcc / speed:.2f}x {name}" for name, speed in speeds.items())
+    print(f"dlcc decodes {dlcc:.1f} M sym/s: {ratios}" + (f"; {note}" if note else ""))
     overhead = len(stream) - payload
+    bar = len(stream) / (bound + overhead)
     print(
         f"huffman payload {payload:,} B = {payload / bound:.4f} x shannon; "
-        f"header + code table + block offsets {overhead:,} B"
+        f"header + code table + block offsets {overhead:,} B; stream / (shannon + those) = "
+        f"{bar:.4f} ({'within' if bar <= SIZE_BAR else 'OVER'} {SIZE_BAR})"
     )
 
 

@@ -1,22 +1,27 @@
 """Canonical, length-limited Huffman coding stored as code lengths only (Deep Compression, §4).
 
-Lengths come from package-merge (optimal under a maximum length, at most 16 bits). Codes are
+Lengths come from package-merge (optimal under a maximum length). `pack_stream` limits codes to
+14 bits, or to as many as the alphabet needs (at most 16): the decoder's table has 2**longest
+entries or more, and the limit costs ~0.02% of size on ResNet-50's streams. Codes are
 canonical: present symbols sorted by (length, symbol) get consecutive codes, so the lengths
 alone define the code. Each code is written MSB-first, codes are concatenated, and the bit
 stream is MSB-first within each byte, zero-padded to a whole byte.
 
 Decoding is vectorized over blocks: the encoder records the bit offset of every `block`-th
-symbol, and the decoder advances all blocks in lockstep, `block` steps, each step one table
-look-up per block (numpy gathers over a max_len-bit window). The cost is about
-``block * (~15 us of numpy overhead) + count * (~10 ns)``, so a block should leave hundreds of
-blocks; each block costs a few bits of offset in the stream (`pack_stream` picks ~sqrt(4n)).
+symbol, and the decoder runs each block as a lane, all lanes in lockstep (`_decode_lanes`). A
+step loads the 64 bits at each lane's position and looks up two k-bit windows of them in a
+multi-symbol table (k >= the longest code, 16 on large streams): an entry gives every code
+lying whole in its window, up to 4 bytes of symbols, so a step decodes ~6 symbols of a 4-bit
+stream, written out as one 8-byte word. A step is 24 numpy calls over the lanes, so the cost
+is about ``block / 6 * (~15 us) + count * (~5 ns) + 2**k * (~20 ns)``: a block should leave
+hundreds of blocks, and each block costs a few bits of offset (`pack_stream` picks ~sqrt(4n)).
 
 HUFFMAN_STREAM, a self-contained coded stream (sizes in bytes; VarInt is LEB128, 1+):
 
     count          Int64ul   8   number of symbols
     alphabet_size  Int32ul   4   symbols are < alphabet_size
-    block          VarInt        symbols per decoding block (1..MAX_BLOCK: the decoder steps
-                                 `block` times, so this bounds its time)
+    block          VarInt        symbols per decoding block (1..MAX_BLOCK: a lane steps at most
+                                 `block` + 16 times, so this bounds the decoder's loop)
     n_entries      VarInt        dense table: largest present symbol + 1; sparse: present count
     len_bits       Int8ul    1   width of a stored code length (dense: l; sparse: l - 1)
     gap_bits       Int8ul    1   0: dense table; else sparse, present symbols as gaps
@@ -38,6 +43,7 @@ from dlcc.formats.bitpack import pack_bits, packed_size, unpack_bits
 
 MAX_LEN = 16
 MAX_BLOCK = 4096
+FAST_LEN = 14  # pack_stream's default length limit, where the alphabet allows it
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_LEN) -> np.ndarray:
@@ -133,17 +139,139 @@ def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = 4096) -> tuple
     return out[:nbytes].astype(np.uint8).tobytes(), offsets[::block].astype(np.uint64)
 
 
+_WINDOW = 16  # widest table window (bits): 2**16 entries; two windows fit a loaded word
+_TABLE_SHARE = 16  # an entry costs ~20 ns to build: a table of ~count / 16 entries, >= 2**top
+_ENTRY_BYTES = 4  # symbol bytes in an entry, so that two entries fill one 8-byte write
+_STEPS = 8  # steps between two checks for finished and stuck lanes
+_LANES = 8192  # lanes stepped together; a stream of more blocks is decoded in batches
+
+
+def _lookup_table(values, lens, slots, top: int, k: int, width: int) -> np.ndarray:
+    """The multi-symbol table of k-bit windows (top <= k <= 16): 2**k uint64 entries.
+
+    Entry of window w: the codes lying whole in w, read from its top bit, at most
+    _ENTRY_BYTES // width of them (none if w opens with no code). Bits 0..31 hold their values,
+    `width` bytes each, the first lowest, zeros after the last; bits 40..47 hold 8 times their
+    byte count, bits 56..63 their total length (0 only when w opens with no code).
+    """
+    opening = np.zeros(1 << top, dtype=np.int64)  # value << 5 | length of the code opening w
+    opening[: int(slots[-1] + (1 << (top - lens[-1])))] = np.repeat(
+        values.astype(np.int64) << 5 | lens, np.left_shift(1, top - lens)
+    )
+    windows = np.arange(1 << k, dtype=np.int64)
+    used, entry = np.zeros((2, windows.size), dtype=np.int64)
+    live = np.ones(windows.size, dtype=bool)
+    for j in range(min(_ENTRY_BYTES // width, k // int(lens[0]))):  # lens[0] is the shortest
+        code = opening[((windows << used) & ((1 << k) - 1)) >> (k - top)]
+        length = code & 31
+        live &= (length > 0) & (used + length <= k)
+        entry += np.where(live, (code >> 5) << (8 * width * j) | (8 * width) << 40, 0)
+        used += np.where(live, length, 0)
+    return (entry | used << 56).astype(np.uint64)
+
+
+def _decode_lanes(words, table, k: int, starts, targets, width: int, code_len):
+    """Lanes in lockstep, lane i decoding targets[i] symbols from bit starts[i] of `words`.
+
+    Returns (rows, ends): rows[i, :targets[i]] (uint8 or uint16 by `width`) are lane i's
+    symbols and ends[i] is the bit just past their codes. A step loads each lane's 64-bit word,
+    looks up two k-bit windows of it (at most 31 + 2 * 16 bits in) and writes both entries'
+    symbols as one unaligned 8-byte word at the lane's output byte; the bytes past the decoded
+    ones are garbage that the next write overwrites. Every _STEPS steps the lanes that reached
+    their target retire and a lane that has not moved (it met an invalid code) is an error.
+    Retired lanes ran past their block: the lengths of the extra symbols, back from their end
+    bit, give the exact end of the block.
+    """
+    lanes, most = starts.size, int(targets.max())
+    row = most * width + 8 * _STEPS + 8  # a lane writes 8 bytes and ends < 8 * _STEPS past
+    buf = np.empty(lanes * row, dtype=np.uint8)
+    sink = np.ndarray((buf.size - 7,), dtype="<u8", buffer=buf, strides=(1,))  # unaligned
+    base = np.arange(lanes, dtype=np.uint64) * np.uint64(row)
+    pos, out_bits = starts.astype(np.uint64), base << np.uint64(3)
+    goal = (base + targets.astype(np.uint64) * np.uint64(width)) << np.uint64(3)
+    ids, final_pos, final_bits = np.arange(lanes), pos.copy(), out_bits.copy()
+    scratch = np.empty((7, lanes), dtype=np.uint64)  # rows 0 and 1 also serve as int64 indices
+    # Array operands and `out` by position: numpy's overhead per call is then ~3x smaller.
+    consts = np.array([5, 31, 64 - k, 56, 40, 255, 0xFFFFFFFF, 3], dtype=np.uint64)
+    consts = np.repeat(consts[:, None], lanes, axis=1)
+    shr, shl, band, bor, add = np.right_shift, np.left_shift, np.bitwise_and, np.bitwise_or, np.add
+    take_word, take_entry = words.take, table.take
+    for _ in range(most // _STEPS + 2):  # a lane not stuck decodes >= 1 symbol a step
+        live = pos.size
+        index, window, shift, word, first, second, field = scratch[:, :live]
+        c5, c31, drop, c56, c40, c255, low, c3 = consts[:, :live]
+        index_i, window_i = index.view(np.int64), window.view(np.int64)
+        before = pos.copy()
+        for _ in range(_STEPS):
+            shr(pos, c5, index)
+            band(pos, c31, shift)
+            take_word(index_i, None, word, "clip")  # past the end: the last word, zeros
+            shl(word, shift, word)  # the lane's next bits, from the top
+            shr(word, drop, window)
+            take_entry(window_i, None, first, "clip")
+            shr(first, c56, field)  # its code bits
+            add(pos, field, pos)
+            shl(word, field, word)
+            shr(word, drop, window)
+            take_entry(window_i, None, second, "clip")
+            shr(second, c56, field)
+            add(pos, field, pos)
+            shr(first, c40, field)
+            band(field, c255, field)  # 8 * its symbol bytes
+            shl(second, field, word)
+            band(first, low, first)
+            bor(first, word, first)  # both entries' symbols
+            shr(out_bits, c3, index)
+            sink[index_i] = first
+            add(out_bits, field, out_bits)
+            shr(second, c40, field)
+            band(field, c255, field)
+            add(out_bits, field, out_bits)
+        done = out_bits >= goal
+        if np.count_nonzero(done):
+            gone, keep = np.flatnonzero(done), np.flatnonzero(~done)
+            final_pos[ids[gone]], final_bits[ids[gone]] = pos[gone], out_bits[gone]
+            if keep.size == 0:
+                break
+            ids, pos, out_bits, goal, before = (a[keep] for a in (ids, pos, out_bits, goal, before))
+        if np.count_nonzero(pos == before):
+            raise BundleFormatError("Huffman stream: invalid code in payload")
+    else:
+        raise BundleFormatError("Huffman stream: a lane did not finish")  # unreachable
+    rows = buf.view(np.uint8 if width == 1 else "<u2").reshape(lanes, row // width)
+    extra = ((final_bits >> np.uint64(3)) - base).astype(np.int64) // width - targets
+    span = 8 * _STEPS // width  # > extra
+    tail = np.take_along_axis(rows, targets[:, None] + np.arange(span), axis=1)
+    tail_bits = np.where(np.arange(span) < extra[:, None], code_len[tail], 0).sum(axis=1)
+    return rows, final_pos.astype(np.int64) - tail_bits
+
+
+def _words(data: bytes) -> np.ndarray:
+    """uint64 words[i] = bits 32 * i .. 32 * i + 63 of `data` (MSB first), zeros past its end."""
+    pairs = len(data) // 8 + 2  # words[2 * j] starts at byte 8 * j, words[2 * j + 1] at 8 * j + 4
+    whole = max(len(data) - 4, 0) // 8  # pairs lying whole in `data`
+    words = np.empty((pairs, 2), dtype=np.uint64)
+    if whole:
+        words[:whole, 0] = np.frombuffer(data, dtype=">u8", count=whole)
+        words[:whole, 1] = np.frombuffer(data, dtype=">u8", count=whole, offset=4)
+    tail = np.zeros(8 * (pairs - whole) + 8, dtype=np.uint8)
+    tail[: len(data) - 8 * whole] = np.frombuffer(data, dtype=np.uint8, offset=8 * whole)
+    words[whole:, 0] = tail[: 8 * (pairs - whole)].view(">u8")
+    words[whole:, 1] = tail[4 : 8 * (pairs - whole) + 4].view(">u8")
+    return words.reshape(-1)
+
+
 def decode(
     data: bytes, lengths: np.ndarray, count: int, block_offsets: np.ndarray, block: int = 4096
 ) -> np.ndarray:
     """The `count` symbols coded in `data` (smallest unsigned dtype of the alphabet).
 
-    All ceil(count / block) blocks step in lockstep, `block` steps: gather the 32-bit
-    big-endian word at each block's byte, shift out its max_len-bit window, look it up in a
-    2**max_len table of (symbol << 5 | length), advance. Every block must end exactly where the
-    next begins and the last at the end of `data`, else BundleFormatError.
+    Block i is a lane decoding from bit block_offsets[i] (`_decode_lanes`), _LANES lanes at a
+    time at most. Every block must end exactly where the next begins and the last at the end
+    of `data`, and no lane may meet an invalid code, else BundleFormatError.
     """
     lengths = np.asarray(lengths).ravel()
+    dtype = np.min_scalar_type(max(lengths.size - 1, 0))
     nblocks = -(-int(count) // block) if count >= 0 and block >= 1 else -1
     offsets = np.asarray(block_offsets).ravel().astype(np.uint64)
     if nblocks < 0 or offsets.size != nblocks or count > 8 * len(data):
@@ -152,35 +280,38 @@ def decode(
             f"a {len(data)}-byte payload"
         )
     if count == 0:
-        return np.zeros(0, dtype=np.min_scalar_type(max(lengths.size - 1, 0)))
+        return np.zeros(0, dtype=dtype)
     order, lens, slots, top = _canonical(lengths)
     if order.size == 0 or offsets[0] != 0 or np.any(np.diff(offsets.astype(np.int64)) < 0):
         raise BundleFormatError("Huffman stream: no code, or block offsets not increasing from 0")
     if int(offsets[-1]) > 8 * len(data):
         raise BundleFormatError(f"Huffman stream: block offset beyond the {len(data)}-byte payload")
-    entry = np.int32 if lengths.size < 1 << 26 else np.int64
-    table = np.zeros(1 << top, dtype=entry)  # length 0: no code starts with this window
-    table[: int(slots[-1] + (1 << (top - lens[-1])))] = np.repeat(
-        (order << 5 | lens).astype(entry), np.left_shift(1, top - lens)
-    )
-    raw = np.pad(np.frombuffer(data, np.uint8).astype(np.int64), (0, 3))  # reads clip at end
-    words = raw[:-3] << 24 | raw[1:-2] << 16 | raw[2:-1] << 8 | raw[3:]
-    pos = offsets.astype(np.int64)
-    steps, last = min(block, count), count - (nblocks - 1) * block
-    out = np.empty((steps, nblocks), dtype=entry)
-    live, base, mask = pos, 32 - top, (1 << top) - 1
-    for step in range(steps):
-        if step == last:
-            live = pos[: nblocks - 1]  # the last block is done
-        window = words.take(live >> 3, mode="clip") >> (base - (live & 7))
-        np.take(table, window & mask, out=out[step, : live.size], mode="clip")
-        live += out[step, : live.size] & 31
-    flat = out.T.reshape(-1)[:count]
-    if not np.all(flat & 31):
-        raise BundleFormatError("Huffman stream: invalid code in payload")
-    if np.any(pos[:-1] != offsets[1:].astype(np.int64)) or (int(pos[-1]) + 7) // 8 != len(data):
+    width = min(dtype.itemsize, 2)  # wider alphabets decode canonical ranks, mapped back below
+    values = order if dtype.itemsize <= 2 else np.arange(order.size)
+    k = max(top, min(_WINDOW, (count // _TABLE_SHARE).bit_length()))
+    table = _lookup_table(values, lens, slots, top, k, width)
+    code_len = np.zeros(1 << 8 * width, dtype=np.int64)
+    code_len[values] = lens
+    words, starts = _words(data), offsets.astype(np.int64)
+    targets = np.full(nblocks, block, dtype=np.int64)
+    targets[-1] = count - (nblocks - 1) * block
+    out = np.empty(count, dtype=np.uint8 if width == 1 else np.uint16)
+    ends = np.empty(nblocks, dtype=np.int64)
+    per = -(-nblocks // -(-nblocks // _LANES))  # even batches of at most _LANES lanes
+    for lo in range(0, nblocks, per):
+        hi = min(lo + per, nblocks)
+        rows, ends[lo:hi] = _decode_lanes(
+            words, table, k, starts[lo:hi], targets[lo:hi], width, code_len
+        )
+        whole = hi - lo - (hi == nblocks and targets[-1] < block)  # lanes of `block` symbols
+        if whole:
+            dest = out[lo * block : (lo + whole) * block].reshape(whole, block)
+            np.copyto(dest, rows[:whole, :block])
+        if whole < hi - lo:
+            out[(hi - 1) * block :] = rows[-1, : targets[-1]]
+    if np.any(ends[:-1] != starts[1:]) or (int(ends[-1]) + 7) // 8 != len(data):
         raise BundleFormatError("Huffman stream: block boundaries or payload length do not match")
-    return (flat >> 5).astype(np.min_scalar_type(max(lengths.size - 1, 0)))
+    return out.astype(dtype, copy=False) if dtype.itemsize <= 2 else order[out].astype(dtype)
 
 
 def shannon_bits(counts: np.ndarray) -> float:
@@ -228,9 +359,16 @@ def _auto_block(count: int) -> int:
 
 
 def pack_stream(
-    symbols: np.ndarray, alphabet_size: int, block: int | None = None, max_len: int = MAX_LEN
+    symbols: np.ndarray,
+    alphabet_size: int,
+    block: int | None = None,
+    max_len: int | None = None,
 ) -> bytes:
-    """`symbols` (< alphabet_size) as a self-contained HUFFMAN_STREAM; block: see module doc."""
+    """`symbols` (< alphabet_size) as a self-contained HUFFMAN_STREAM; block: see module doc.
+
+    max_len: the code length limit; by default FAST_LEN, or as many bits as the present symbols
+    need (<= MAX_LEN), which keeps the decoder's table small (module doc).
+    """
     symbols = np.asarray(symbols).ravel()
     if not 0 < alphabet_size <= 0xFFFFFFFF:
         raise ValueError(f"alphabet_size must be in 1..2**32 - 1, got {alphabet_size}")
@@ -244,6 +382,8 @@ def pack_stream(
     else:  # canonical order survives renumbering present symbols by rank
         present, counts = np.unique(symbols, return_counts=True)
         ranks = np.searchsorted(present, symbols)
+    if max_len is None:
+        max_len = min(MAX_LEN, max(FAST_LEN, _width(present.size - 1)))
     lens = code_lengths(counts, max_len).astype(np.int64)
     payload, offsets = encode(ranks, lens, block)
     top = int(lens.max(initial=0))
@@ -303,4 +443,4 @@ def unpack_stream(data: bytes) -> np.ndarray:
     offsets = np.concatenate([[0], np.cumsum(sizes)])[: -(-s.count // s.block)]
     ranks = decode(s.payload, lens, s.count, offsets.astype(np.uint64), s.block)
     symbols = ranks if np.array_equal(present, np.arange(present.size)) else present[ranks]
-    return symbols.astype(np.min_scalar_type(max(s.alphabet_size - 1, 0)))
+    return symbols.astype(np.min_scalar_type(max(s.alphabet_size - 1, 0)), copy=False)
