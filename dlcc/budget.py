@@ -31,6 +31,14 @@ PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
 
 
+def searchable(model: str) -> bool:
+    """Whether `faithful` can search `model`: its first output holds class scores."""
+    from dlcc.frontend import import_onnx
+    from dlcc.passes.sensitivity import is_classifier
+
+    return is_classifier(import_onnx(model).outputs[0].shape)
+
+
 def faithful(
     model: str, calibration: dict | None, data: dict | None, level: str, progress=None
 ) -> tuple[str, dict, dict, dict]:
@@ -93,12 +101,16 @@ def choose(
     floor = table["baseline"] - max_drop if max_drop is not None else min_agreement
     allowance = table["baseline"] - floor  # recovery steps absorb much of the combination
     calibrated = calibration is not None
-    for _ in range(ROUNDS + 1):
+    for round_ in range(ROUNDS + 1):
+        if progress:
+            progress("budget: compiling and scoring", round_, ROUNDS + 1)
         chosen = _settings(graph, table["layers"], allowance, settings)
         score = _score(graph, model, _pipeline(chosen, calibrated), data, calibration, truth)
         if score >= floor:
+            if progress:
+                progress("budget: compiling and scoring", ROUNDS + 1, ROUNDS + 1)
             chosen, score = _push(
-                graph, model, chosen, score, floor, settings, data, calibration, truth
+                graph, model, chosen, score, floor, settings, data, calibration, truth, progress
             )
             text = _pipeline(chosen, calibrated)
             return text, {
@@ -145,7 +157,7 @@ def _most_aggressive(kind: str, values: list[float]) -> float:
     return max(values) if kind == "prune" else min(values)
 
 
-def _push(graph, model, chosen, score, floor, settings, data, calibration, truth):
+def _push(graph, model, chosen, score, floor, settings, data, calibration, truth, progress):
     """Step the largest layers one setting further, one at a time, while the real score
     holds: rounds over the layers until one changes nothing or PUSHES compiles are spent."""
     from dlcc.passes.manager import weight_layers
@@ -166,6 +178,8 @@ def _push(graph, model, chosen, score, floor, settings, data, calibration, truth
             text = _pipeline(trial, calibration is not None)
             got = _score(graph, model, text, data, calibration, truth)
             compiles += 1
+            if progress:
+                progress("budget: pushing layers", compiles, PUSHES)
             if got >= floor:
                 chosen, score, progressed = trial, got, True
             else:  # this layer has reached its limit for this pass

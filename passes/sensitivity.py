@@ -48,14 +48,19 @@ def scorer(graph: Graph, data: dict, truth: np.ndarray, batch: int = 256):
 def predictions(graph: Graph, data: dict, batch: int) -> np.ndarray:
     """Top-1 class of the graph's first output for every sample, streamed in batches."""
     out = graph.outputs[0]
-    if len(out.shape) != 2:
+    if not is_classifier(out.shape):
         raise PassError(f"output {out.name!r} is not [batch, classes]: no top-1 to score")
     tops = []
     for feeds in batches(graph, data, batch):
         for value, array in evaluate(graph, feeds):
             if value is out:
-                tops.append(array.argmax(1))
+                tops.append(array.reshape(len(array), -1).argmax(1))
     return np.concatenate(tops)
+
+
+def is_classifier(shape: tuple[int, ...]) -> bool:
+    """Whether an output of `shape` holds class scores: [batch, classes] (trailing 1s too)."""
+    return len(shape) >= 2 and shape[1] > 1 and all(d == 1 for d in shape[2:])
 
 
 def noise_band(score: float, samples: int, sigma: float | None = None) -> float:
