@@ -29,6 +29,7 @@ PUSHES = 8  # compiles spent pushing single layers past the table's choice
 DEFAULT_AGREEMENT = 0.99  # the -O levels' fidelity target for a classifier's top-1
 PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
+SEARCH_SECONDS = 300.0  # a faithful -O search estimated longer falls back to fixed rates
 
 
 def searchable(model: str) -> bool:
@@ -61,6 +62,12 @@ def faithful(
     # The search must clear the target by one binomial standard error at the target, so
     # that what it keeps on the samples it sees holds on samples it does not.
     margin = float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
+    seconds = _search_seconds(graph, model, search, calibration, level)
+    if seconds > SEARCH_SECONDS:
+        raise SearchTooLong(
+            f"-{level}: searching per-layer rates would take about {seconds / 60:.0f} min "
+            f"(limit {SEARCH_SECONDS / 60:.0f} min): the fixed rates are used"
+        )
     text, report = choose(
         model,
         search,
@@ -70,6 +77,33 @@ def faithful(
         passes=PRESET_PASSES[level],
     )
     return text, report, calibration, data
+
+
+class SearchTooLong(DlccError):
+    """The faithful search was estimated to take longer than SEARCH_SECONDS."""
+
+
+def _search_seconds(graph, model, search, calibration, level) -> float:
+    """An estimate of the search's time: one float evaluation of the search data per
+    sensitivity job, and one compile with refit per round and push (timing one of each)."""
+    import time
+
+    import dlcc
+    from dlcc.passes.manager import PRESETS, weight_layers
+    from dlcc.passes.sensitivity import BITS, PRUNE, predictions
+
+    start = time.perf_counter()
+    predictions(graph, search, 256)
+    evaluate = time.perf_counter() - start
+    jobs = len(weight_layers(graph)) * (1 + len(PRUNE) + (len(BITS) if level == "O3" else 0))
+    start = time.perf_counter()
+    dlcc.compile(
+        model,
+        passes=PRESETS[level].replace(",quantize", ",refit,quantize"),
+        calibration=calibration,
+    )
+    compile_ = time.perf_counter() - start
+    return jobs * evaluate + (ROUNDS // 2 + 1 + PUSHES) * (compile_ + evaluate)
 
 
 def choose(

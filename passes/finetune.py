@@ -264,14 +264,13 @@ def with_retraining(pipeline_text: str, epochs: int, steps: int = 3, seed: int =
     step. `kmeans` gets rate=RETRAIN_RATE (unless it sets one) and is followed by
     ceil(epochs / 2) epochs of centroid training. Options come from `RETRAIN`, plus `seed`
     when nonzero; a step the pipeline already follows with a finetune gets no second one.
-    with_retraining("-O3", 10) gives (one line):
-        prune(sparsity=0.569113,layers=Conv#0:0.133761;Conv:0.468671),
+    with_retraining("-O2", 10) gives (one line):
+        prune(sparsity=0.569113,layers=Conv#0:0.133761;#-1:0.206299;Conv:0.468671),
         finetune(epochs=10,lr=0.0005),
-        prune(sparsity=0.814336,layers=Conv#0:0.24963;Conv:0.717689),
+        prune(sparsity=0.814336,layers=Conv#0:0.24963;#-1:0.370039;Conv:0.717689),
         finetune(epochs=10,lr=0.0005),
-        prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),
-        finetune(epochs=30,lr=0.002,weight_decay=0.1),
-        kmeans(rate=0.5),finetune(epochs=5,lr=0.0002),quantize,huffman
+        prune(sparsity=0.92,layers=Conv#0:0.35;#-1:0.5;Conv:0.85),
+        finetune(epochs=30,lr=0.002,weight_decay=0.1),quantize,huffman
     """
 
     def tune(after: str, epochs: int) -> Step:

@@ -24,9 +24,13 @@ PRESETS = {
     "O0": "",
     "O1": "quantize",
     # Han et al.'s rates: the first convolution (it sees the raw input) keeps ~2/3 of its weights,
-    # later convolutions ~15%, fully connected layers ~8%.
-    "O2": "prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),quantize,huffman",
-    "O3": "prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),kmeans,quantize,huffman",
+    # later convolutions ~15%, fully connected layers ~8%; milder on the output layer (half
+    # kept, 8-bit codebook), whose errors nothing downstream averages out: on LeNet-5 that
+    # lifts top-1 agreement from 57% to 94% for 5% of the ratio. With data, the CLI's -O2 and
+    # -O3 search per-layer rates instead (dlcc.budget.faithful).
+    "O2": "prune(sparsity=0.92,layers=Conv#0:0.35;#-1:0.5;Conv:0.85),quantize,huffman",
+    "O3": "prune(sparsity=0.92,layers=Conv#0:0.35;#-1:0.5;Conv:0.85),kmeans(layers=#-1:8),"
+    "quantize,huffman",
 }
 
 

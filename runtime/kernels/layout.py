@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from dlcc.runtime.kernels import any_dtype, axis_in, check, register_kernel
+from dlcc.runtime.kernels.elementwise import unbroadcast
 
 MAX_RANGE = 1 << 31  # elements of a Range: what a dimension may hold
 
@@ -117,8 +118,18 @@ def _expand_dtype(attrs: ExpandAttrs, x: str, like: str | None = None) -> str:
     return any_dtype(attrs, x)  # `like` is read for its shape: any dtype
 
 
+def _expand_grad(attrs: ExpandAttrs, args, y, dy, want):
+    return [unbroadcast(dy, args[0].shape) if want[0] else None, None][: len(args)]
+
+
 @register_kernel(
-    "Expand", ExpandAttrs, code=60, shape=_expand_shape, dtype=_expand_dtype, int8="same"
+    "Expand",
+    ExpandAttrs,
+    code=60,
+    shape=_expand_shape,
+    dtype=_expand_dtype,
+    grad=_expand_grad,
+    int8="same",
 )
 def expand(attrs: ExpandAttrs, x: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
     """y = x broadcast to broadcast_shapes(x.shape, shape), entries of `shape` from `like`"""

@@ -20,6 +20,7 @@ from dlcc.passes.backprop import (
 from dlcc.passes.finetune import with_retraining
 from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline, weight_layers
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
+from dlcc.runtime.kernels.layout import ExpandAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs
 from dlcc.runtime.kernels.normalization import BatchNormAttrs
 from dlcc.runtime.kernels.pooling import PoolAttrs
@@ -99,6 +100,7 @@ CASES = {
     "flatten": lambda: unary("Flatten", FlattenAttrs(1)),
     "transpose": lambda: unary("Transpose", TransposeAttrs((0, 2, 3, 1))),
     "where": lambda: where(),
+    "expand": lambda: unary("Expand", ExpandAttrs((1, 3, 4)), shape=(2, 1, 4)),
     "chain": lambda: chain(),
 }
 
@@ -180,7 +182,7 @@ def test_every_rule_is_exercised():
     exercised = {"Dense", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
     exercised |= {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax", "BatchNormalization"}
     exercised |= {"Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten", "Transpose"}
-    exercised |= {"Where"}
+    exercised |= {"Where", "Expand"}
     assert trainable_ops() == exercised
 
 
@@ -309,10 +311,13 @@ def test_without_data_or_after_quantize_it_is_skipped_with_a_note():
 def test_with_retraining_makes_an_iterative_schedule():
     tune = "lr=0.0005"
     assert with_retraining("-O3", 4) == (
-        f"prune(sparsity=0.569113,layers=Conv#0:0.133761;Conv:0.468671),finetune(epochs=4,{tune}),"
-        f"prune(sparsity=0.814336,layers=Conv#0:0.24963;Conv:0.717689),finetune(epochs=4,{tune}),"
-        "prune(sparsity=0.92,layers=Conv#0:0.35;Conv:0.85),finetune(epochs=12,lr=0.002,weight_decay=0.1),"
-        "kmeans(rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
+        "prune(sparsity=0.569113,layers=Conv#0:0.133761;#-1:0.206299;Conv:0.468671),"
+        f"finetune(epochs=4,{tune}),"
+        "prune(sparsity=0.814336,layers=Conv#0:0.24963;#-1:0.370039;Conv:0.717689),"
+        f"finetune(epochs=4,{tune}),"
+        "prune(sparsity=0.92,layers=Conv#0:0.35;#-1:0.5;Conv:0.85),"
+        "finetune(epochs=12,lr=0.002,weight_decay=0.1),"
+        "kmeans(layers=#-1:8,rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
     )
     assert with_retraining("prune(quality=1.0),finetune(epochs=9)", 2, seed=5) == (
         "prune(quality=1.0),finetune(epochs=9)"
