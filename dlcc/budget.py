@@ -29,6 +29,7 @@ PUSHES = 8  # compiles spent pushing single layers past the table's choice
 DEFAULT_AGREEMENT = 0.99  # the -O levels' fidelity target for a classifier's top-1
 PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
+MARGIN = 1.5  # standard errors the search's agreement must clear the target by
 SEARCH_SECONDS = 300.0  # a faithful -O search estimated longer falls back to fixed rates
 
 
@@ -59,9 +60,9 @@ def faithful(
     search = {k: v for k, v in calibration.items() if k != "labels"}
     first = graph.inputs[0]
     samples = np.shape(search[first.name])[sample_axis(first.shape, first.batch_axis) or 0]
-    # The search must clear the target by one binomial standard error at the target, so
+    # The search must clear the target by MARGIN binomial standard errors at the target, so
     # that what it keeps on the samples it sees holds on samples it does not.
-    margin = float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
+    margin = MARGIN * float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
     seconds = _search_seconds(graph, model, search, calibration, level)
     if seconds > SEARCH_SECONDS:
         raise SearchTooLong(
