@@ -85,17 +85,24 @@ def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> d
     return measure(model, weight_bytes, loaded, data, getattr(data, "source", "--data"))
 
 
-def load_bytes(blob: bytes, source: str = "<memory>") -> LoadedBundle:
+def load_bytes(blob: bytes, source: str = "<memory>", threads: int | None = None) -> LoadedBundle:
     """Verify and load a bundle held in memory (e.g. `compile(...).to_bytes()`)."""
     from dlcc.formats.bundle import BundleFile
     from dlcc.runtime.loader import bind_bundle
+    from dlcc.runtime.threads import check_threads
 
-    return bind_bundle(BundleFile.from_bytes(blob, source), source)
+    bundle = bind_bundle(BundleFile.from_bytes(blob, source), source)
+    bundle.threads = check_threads(threads)
+    return bundle
 
 
-def load(path: str) -> LoadedBundle:
-    """Load and verify the bundle at `path`; call `.run(inputs, target=...)` on the result."""
-    return load_bundle(path)
+def load(path: str, threads: int | None = None) -> LoadedBundle:
+    """Load and verify the bundle at `path`; call `.run(inputs, target=...)` on the result.
+
+    `threads`: how many threads BLAS may use in its runs (None: the physical cores); a
+    run's own `threads=` overrides it (runtime/threads.py).
+    """
+    return load_bundle(path, threads=threads)
 
 
 def to_onnx(bundle: LoadedBundle | str, output: str | None = None, format: str = "float"):  # noqa: A002

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from dlcc.cli_common import emit, fail_cleanly, json_option
+from dlcc.cli_common import emit, fail_cleanly, json_option, threads_option
 from dlcc.errors import DlccError
 
 
@@ -25,9 +25,10 @@ from dlcc.errors import DlccError
     "--max-drop",
     help="Exit 1 when accuracy (with labels) or top-1 agreement drops more than this, e.g. 0.5%.",
 )
+@threads_option
 @json_option
 @fail_cleanly
-def verify(model, bundle, data_path, target, layers, max_drop, as_json) -> None:
+def verify(model, bundle, data_path, target, layers, max_drop, threads, as_json) -> None:
     """Check BUNDLE against the original MODEL (onnxruntime) on --data.
 
     Reports top-1 agreement, accuracy of both (with labels), max |error|, cosine similarity
@@ -37,18 +38,15 @@ def verify(model, bundle, data_path, target, layers, max_drop, as_json) -> None:
     \b
     Example:
       dlcc verify samples/lenet5.onnx lenet5.bin --data samples/mnist_test_256.npz --layers
+      dlcc verify samples/lenet5.onnx lenet5.bin --data samples/mnist_test_256.npz --threads 1
     """
     from dlcc.data import read
+    from dlcc.runtime.threads import blas_threads
     from dlcc.verify import render
     from dlcc.verify import verify as check
 
-    report = check(
-        model,
-        bundle,
-        read(data_path),
-        target=target,
-        layers=layers,
-    )
+    with blas_threads(threads):  # every run of the bundle below (the outermost setting wins)
+        report = check(model, bundle, read(data_path), target=target, layers=layers)
     failed = False
     if max_drop is not None:
         limit = fraction(max_drop)

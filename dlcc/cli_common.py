@@ -21,6 +21,12 @@ input_option = click.option(
     help=".npy for a one-input model, or .npz keyed by input name (+ optional 'labels').",
 )
 
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads of dlcc's matrix products (BLAS) for the whole run [default: physical cores].",
+)
+
 
 def fail_cleanly(fn):
     """Turn a DlccError into `dlcc: error: ...` on stderr and exit code 2."""

@@ -8,15 +8,17 @@ freed after their last use, so peak memory follows the live activations, not the
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from dlcc.errors import ExecutionError
 from dlcc.formats import isa
+from dlcc.runtime.activate import ActivateUnit
 from dlcc.runtime.kernels import NoAttrs, get_kernel
-from dlcc.runtime.kernels.quant import lut, requantize
 from dlcc.runtime.loader import LoadedBundle
+from dlcc.runtime.threads import blas_threads
 from dlcc.runtime.verifier import function_kernel
 
 
@@ -28,14 +30,18 @@ class MatrixEngine(Protocol):
     def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray: ...
 
 
+_DENSE, _CONV = get_kernel("Dense").fn, get_kernel("Conv").fn
+_NO_ATTRS = NoAttrs()
+
+
 class NumpyEngine:
     """Whole-tensor matrix products through the shared Dense and Conv kernels."""
 
     def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int) -> np.ndarray:
-        return get_kernel("Dense").fn(NoAttrs(), x, w, None)
+        return _DENSE(_NO_ATTRS, x, w, None)
 
     def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray:
-        return get_kernel("Conv").fn(attrs, x, w, None)
+        return _CONV(attrs, x, w, None)
 
 
 class Interpreter:
@@ -49,62 +55,128 @@ class Interpreter:
     def run(self, bundle: LoadedBundle, inputs, watch=()) -> dict[str, np.ndarray]:
         """Outputs by name for `inputs` (one array, or a dict keyed by input name).
 
-        The arrays written to the buffers in `watch` are kept in `self.watched`.
+        The arrays written to the buffers in `watch` are kept in `self.watched`. BLAS runs
+        on `bundle.threads` threads unless an enclosing run has set them (runtime/threads).
         """
         self.watched: dict[int, np.ndarray] = {}
         host_in = bind_inputs(bundle, inputs)
-        program = bundle.file.program
-        last_use = _last_uses(program)
+        if bundle._steps is None:
+            bundle._steps = compile_program(bundle)
         ub: dict[int, np.ndarray] = {}
-        fifo: deque[int] = deque()  # weight tensor ids
         outputs: dict[str, np.ndarray] = {}
-        w = bundle.weights
-        for k, (instr, attrs) in enumerate(zip(program, bundle.attrs)):
-            if isinstance(instr, isa.ReadHost):
-                ub[instr.dst] = host_in[instr.input]
-            elif isinstance(instr, isa.ReadWeights):
-                fifo.append(instr.tensor)
-            elif isinstance(instr, isa.MatrixMultiply):
-                t = fifo.popleft()
-                ub[instr.dst] = self.engine.matmul(ub[instr.src], w[t], t)
-            elif isinstance(instr, isa.Convolve):
-                t = fifo.popleft()
-                ub[instr.dst] = self.engine.convolve(ub[instr.src], w[t], attrs, t)
-            elif isinstance(instr, isa.Activate):
-                ub[instr.dst] = activate(instr, attrs, ub[instr.src], w)
-            elif isinstance(instr, isa.Vector):
-                args = [_operand(o, ub, w) for o in instr.inputs]
-                results = function_kernel(instr)(attrs, *args)
-                for dst, value in zip(instr.outputs, results):
-                    ub[dst] = value
-            elif isinstance(instr, isa.WriteHost):
-                name = bundle.file.outputs[instr.output][0]
-                outputs[name] = np.asarray(ub[instr.src], order="C")
-            elif isinstance(instr, isa.Halt):
-                break
-            for b in watch:
-                if b in ub and b not in self.watched:
-                    self.watched[b] = ub[b]
-            for b in last_use.get(k, ()):
-                ub.pop(b, None)
+        engine = self.engine
+        with blas_threads(bundle.threads):
+            if not watch:
+                for step, free in bundle._steps:
+                    step(ub, engine, host_in, outputs, True)
+                    for b in free:
+                        ub.pop(b, None)
+                return outputs
+            for step, free in bundle._steps:
+                step(ub, engine, host_in, outputs, False)  # in place never: watched values
+                for b in watch:
+                    if b in ub and b not in self.watched:
+                        self.watched[b] = ub[b]
+                for b in free:
+                    ub.pop(b, None)
         return outputs
+
+
+Step = Callable[[dict, MatrixEngine, list, dict, bool], None]
+
+
+def compile_program(bundle: LoadedBundle) -> list[tuple[Step, tuple[int, ...]]]:
+    """The program as (step, buffers freed after it) pairs, resolved once per bundle.
+
+    A step is step(ub, engine, host_inputs, outputs, inplace). Kernels, attributes, constant
+    operands and each matrix instruction's weight (the FIFO's order, which the verifier has
+    proved balanced) are bound here, so a run only moves arrays. With `inplace`, an Activate
+    may write over accumulators that only it reads and a matrix instruction produced.
+    """
+    program = bundle.file.program
+    readers: dict[int, int] = {}
+    for instr in program:
+        for b in isa.reads(instr):
+            readers[b] = readers.get(b, 0) + 1
+    last_use = _last_uses(program)
+    fifo: deque[int] = deque()
+    matrix_out: set[int] = set()
+    steps = []
+    for k, (instr, attrs) in enumerate(zip(program, bundle.attrs)):
+        if isinstance(instr, isa.Halt):
+            break
+        if isinstance(instr, isa.ReadWeights):
+            fifo.append(instr.tensor)
+            continue
+        if isinstance(instr, isa.MatrixMultiply | isa.Convolve):
+            matrix_out.add(instr.dst)
+        owned = isinstance(instr, isa.Activate) and (
+            instr.src in matrix_out and readers.get(instr.src) == 1
+        )
+        steps.append((_step(bundle, instr, attrs, fifo, owned), tuple(last_use.get(k, ()))))
+    return steps
+
+
+def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> Step:
+    """One instruction as a closure over everything that does not change between runs."""
+    w = bundle.weights
+    if isinstance(instr, isa.ReadHost):
+        i, dst = instr.input, instr.dst
+
+        def read_host(ub, engine, host_in, outputs, inplace):
+            ub[dst] = host_in[i]
+
+        return read_host
+    if isinstance(instr, isa.MatrixMultiply):
+        t = fifo.popleft()
+        src, dst, weight = instr.src, instr.dst, w[t]
+
+        def matrix_multiply(ub, engine, host_in, outputs, inplace):
+            ub[dst] = engine.matmul(ub[src], weight, t)
+
+        return matrix_multiply
+    if isinstance(instr, isa.Convolve):
+        t = fifo.popleft()
+        src, dst, weight = instr.src, instr.dst, w[t]
+
+        def convolve(ub, engine, host_in, outputs, inplace):
+            ub[dst] = engine.convolve(ub[src], weight, attrs, t)
+
+        return convolve
+    if isinstance(instr, isa.Activate):
+        unit, src, dst = ActivateUnit(instr, attrs, w), instr.src, instr.dst
+
+        def activate(ub, engine, host_in, outputs, inplace):
+            ub[dst] = unit(ub[src], owned and inplace)
+
+        return activate
+    if isinstance(instr, isa.Vector):
+        kernel, dsts = function_kernel(instr), instr.outputs
+        sources = [
+            (o.index, None) if o.memory == "UB" else (None, _operand(o, {}, w))
+            for o in instr.inputs
+        ]
+
+        def vector(ub, engine, host_in, outputs, inplace):
+            args = [c if b is None else ub[b] for b, c in sources]
+            for dst, value in zip(dsts, kernel(attrs, *args)):
+                ub[dst] = value
+
+        return vector
+    if isinstance(instr, isa.WriteHost):
+        name, src = bundle.file.outputs[instr.output][0], instr.src
+
+        def write_host(ub, engine, host_in, outputs, inplace):
+            outputs[name] = np.asarray(ub[src], order="C")
+
+        return write_host
+    raise ExecutionError(f"instruction {instr} has no interpreter step")
 
 
 def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -> np.ndarray:
     """The Activate unit: bias, then requantization and table (int8 out), or dequantization
-    (int32 accumulators, float32 out), then the float function."""
-    if instr.bias != isa.NO_TENSOR:
-        acc = acc + w[instr.bias]
-    if instr.requant != isa.NO_TENSOR:
-        requant = w[instr.requant]
-        if requant.dtype.kind == "f":  # per-channel scales of one accumulator unit
-            acc = (acc * requant.astype(np.float64)).astype(np.float32)
-        else:
-            acc = requantize(acc, *requant)
-            if instr.lut != isa.NO_TENSOR:
-                return lut(None, acc, w[instr.lut])
-    kernel = function_kernel(instr)
-    return kernel.fn(attrs, acc) if kernel else acc
+    (int32 accumulators, float32 out), then the float function (runtime/activate.py)."""
+    return ActivateUnit(instr, attrs, w)(acc)
 
 
 def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:

@@ -15,6 +15,9 @@ from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import STATIC, BundleFile
 from dlcc.formats.encodings import decode
+from dlcc.runtime.kernels.constants import mark_constant
+from dlcc.runtime.targets import get_target
+from dlcc.runtime.threads import blas_threads, check_threads
 from dlcc.runtime.verifier import DEFAULT_LIMITS, Binding, Limits, plan, verify
 
 
@@ -28,6 +31,9 @@ class LoadedBundle:
     attrs: list[object]  # per instruction: the typed attributes of its function (or NoAttrs)
     limits: Limits = DEFAULT_LIMITS
     _plans: dict[Binding, int] = dataclasses.field(default_factory=dict, repr=False)  # peaks
+    threads: int | None = None  # BLAS threads of its runs (None: the physical cores)
+    _steps: object = dataclasses.field(default=None, repr=False)  # the interpreter's program
+    _bindings: dict[tuple, Binding] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def input_names(self) -> list[str]:
@@ -40,6 +46,10 @@ class LoadedBundle:
     def bind(self, shapes: dict[str, tuple[int, ...]]) -> Binding:
         """The symbols' values given the inputs' shapes by name, the program proved to run
         at them (`plan`, cached); ExecutionError naming the input that does not fit."""
+        key = tuple(tuple(shapes[name]) for name in self.input_names)
+        binding = self._bindings.get(key)
+        if binding is not None:
+            return binding
         file = self.file
         values: dict[int, tuple[int, str]] = {}  # symbol id -> (value, the input that set it)
         for name, buf in file.inputs:
@@ -65,23 +75,33 @@ class LoadedBundle:
         binding = tuple(values.get(i + 1, (1, ""))[0] for i in range(len(file.symbols)))
         if binding not in self._plans:
             self._plans[binding] = plan(file, self.attrs, binding, self.limits, source=self.path)
+        if len(self._bindings) < 64:  # input shapes seen, each proved to run
+            self._bindings[key] = binding
         return binding
 
-    def run(self, inputs, target="interp") -> dict[str, np.ndarray]:
-        """Execute on `target` (a name or a target object); `inputs`: an array or a dict."""
-        from dlcc.runtime.targets import get_target
+    def run(self, inputs, target="interp", threads: int | None = None) -> dict[str, np.ndarray]:
+        """Execute on `target` (a name or a target object); `inputs`: an array or a dict.
 
-        return (get_target(target) if isinstance(target, str) else target).run(self, inputs)
+        `threads`: BLAS threads for this run (default: the bundle's `threads`, else the
+        physical cores; runtime/threads.py).
+        """
+        runner = get_target(target) if isinstance(target, str) else target
+        with blas_threads(check_threads(threads) or self.threads):
+            return runner.run(self, inputs)
 
 
-def load_bundle(path: str, limits: Limits = DEFAULT_LIMITS) -> LoadedBundle:
-    """Read and verify the bundle at `path`."""
+def load_bundle(
+    path: str, limits: Limits = DEFAULT_LIMITS, threads: int | None = None
+) -> LoadedBundle:
+    """Read and verify the bundle at `path`; `threads`: BLAS threads of its runs."""
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError as e:
         raise BundleFormatError(f"{path}: {e.strerror or e}") from None
-    return bind_bundle(BundleFile.from_bytes(blob, path, limits.meta_bytes), path, limits)
+    bundle = bind_bundle(BundleFile.from_bytes(blob, path, limits.meta_bytes), path, limits)
+    bundle.threads = check_threads(threads)
+    return bundle
 
 
 def bind_bundle(
@@ -91,7 +111,7 @@ def bind_bundle(
     attrs, peaks = verify(file, path, limits)
     weights = [decode(t, file.data) for t in file.tensors]
     for w in weights:
-        w.flags.writeable = False
+        mark_constant(w)  # read-only; the kernels may cache what they derive from it
     _check_requantization(file, weights, path)
     return LoadedBundle(path, file, weights, attrs, limits, peaks)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from dlcc.errors import ExecutionError
@@ -21,16 +22,22 @@ def register_target(name: str):
 
 @register_target("interp")
 def _interp():
-    from dlcc.runtime.interpreter import Interpreter
-
-    return Interpreter()
+    return _classes()[0]()
 
 
 @register_target("systolic")
 def _systolic():
+    return _classes()[1]()
+
+
+@functools.cache
+def _classes() -> tuple[type, type]:
+    """The target classes, imported on first use (they import the loader, which imports
+    this module), then held: a run imports nothing."""
+    from dlcc.runtime.interpreter import Interpreter
     from dlcc.runtime.systolic.engine import SystolicTarget
 
-    return SystolicTarget()
+    return Interpreter, SystolicTarget
 
 
 def target_names() -> list[str]:

@@ -241,6 +241,7 @@ def code_of(op: str) -> int:
     return code
 
 
+@functools.cache  # a hit never changes (an op registers once); a miss raises, uncached
 def get_kernel(op: str) -> Kernel:
     """The kernel of `op`; an ExecutionError lists the known ops on a miss."""
     registry = load_all()

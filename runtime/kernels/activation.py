@@ -60,8 +60,22 @@ class SoftmaxAttrs:
 )
 def sigmoid(attrs, x: np.ndarray) -> np.ndarray:
     """y = 1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
-    z = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
+    return sigmoid_into(x, np.empty(np.shape(x), np.result_type(x, np.float32)))
+
+
+def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[...] = sigmoid(x) (`out` may be x): with z = exp(-|x|) <= 1, never overflowing,
+    y = 1 / (1 + z) for x >= 0 and z / (1 + z) below. One exp, one division: the
+    numerator is chosen, not both quotients computed and one thrown away; max(z, sign(x))
+    is 1 for x > 0, z for x < 0, and z = 1 at 0 (numpy's masked copy is ~10x slower)."""
+    sign = np.sign(x)  # before `out` overwrites x
+    np.abs(x, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    denominator = out + 1
+    np.maximum(out, sign, out=out)
+    out /= denominator
+    return out
 
 
 @register_kernel(

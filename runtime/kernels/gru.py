@@ -1,8 +1,8 @@
 """The GRU recurrent op, ONNX semantics (activations sigmoid / tanh), beside the LSTM.
 
 Gate order in W, R and B is z, r, h. The input projection X @ W^T (+ the input biases) runs
-as one matmul over all time steps; only the recurrence loops, once per time step,
-vectorized over the batch:
+as one matmul over all time steps and directions; only the recurrence loops, once per time
+step, vectorized over the batch (feature-major, as the LSTM's):
 
     z = sigmoid(xw_z + h R_z^T + Rb_z)        r = sigmoid(xw_r + h R_r^T + Rb_r)
     n = tanh(xw_h + (r * h) R_h^T + Rb_h)     (linear_before_reset: r * (h R_h^T + Rb_h))
@@ -16,8 +16,13 @@ import dataclasses
 import numpy as np
 
 from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
-from dlcc.runtime.kernels.activation import sigmoid
-from dlcc.runtime.kernels.lstm import DIRECTIONS, recur, sequence_lengths
+from dlcc.runtime.kernels.activation import sigmoid_into
+from dlcc.runtime.kernels.lstm import (
+    DIRECTIONS,
+    initial_state,
+    run_directions,
+    sequence_lengths,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,23 +62,48 @@ def _gru_dtype(attrs: GRUAttrs, x, w, r, b=None, lens=None, h0=None):
 
 
 def _gru_cell(attrs: GRUAttrs, r: np.ndarray, rb: np.ndarray):
-    """The GRU step: (h,) -> (h',); xw holds the input projection plus the input biases."""
-    hs = r.shape[1]
-    r_zr, r_h = r[: 2 * hs], r[2 * hs :]
-    rb_zr, rb_h = np.split(rb, [2 * hs])
+    """The GRU step, feature-major: (h,) [(D,) H, B] -> (h',); x_t [(D,) 3H, B] holds the
+    input projection plus the input biases.
+
+    z and r come from one product and one sigmoid over a contiguous [2H, B] block; with
+    linear_before_reset the candidate's R_h h joins that product (one GEMM per step).
+    """
+    hs = r.shape[-1]
     cl = attrs.clip
+    lbr = attrs.linear_before_reset
+    r_zr, r_h = r[..., : 2 * hs, :], np.ascontiguousarray(r[..., 2 * hs :, :])
+    rb = rb[..., None]  # [(D,) 3H, 1]: broadcasts over the batch
+    rb_zr, rb_h = rb[..., : 2 * hs, :], rb[..., 2 * hs :, :]
 
     def cell(x_t, state):
         (h,) = state
-        x_zr, x_h = np.split(x_t, [2 * hs], axis=-1)
-        g = x_zr + h @ r_zr.T + rb_zr
-        z, reset = np.split(sigmoid(None, np.clip(g, -cl, cl) if cl else g), 2, axis=-1)
-        if attrs.linear_before_reset:
-            inner = x_h + reset * (h @ r_h.T + rb_h)
+        if lbr:  # r * (R_h h + Rb_h): all three products at once
+            hr = np.matmul(r, h)
+            g, hn = hr[..., : 2 * hs, :], hr[..., 2 * hs :, :]
         else:
-            inner = x_h + (reset * h) @ r_h.T + rb_h
-        n = np.tanh(np.clip(inner, -cl, cl) if cl else inner)
-        return ((1 - z) * n + z * h,)
+            g = np.matmul(r_zr, h)
+        g += x_t[..., : 2 * hs, :]
+        g += rb_zr
+        if cl:
+            np.clip(g, -cl, cl, out=g)
+        sigmoid_into(g, g)
+        z, reset = g[..., :hs, :], g[..., hs:, :]
+        if lbr:
+            hn += rb_h
+            hn *= reset
+            inner = hn
+        else:
+            inner = np.matmul(r_h, reset * h)
+        inner += x_t[..., 2 * hs :, :]  # (x_h + inner, the same sum)
+        if not lbr:
+            inner += rb_h
+        if cl:
+            np.clip(inner, -cl, cl, out=inner)
+        n = np.tanh(inner, out=inner)
+        h_new = 1 - z
+        h_new *= n
+        h_new += z * h
+        return (h_new,)
 
     return cell
 
@@ -87,18 +117,16 @@ def gru(attrs: GRUAttrs, x, w, r, b=None, sequence_lens=None, initial_h=None):
     t_len, batch, _ = x.shape
     hs, dt = r.shape[-1], x.dtype
     lens = sequence_lengths(sequence_lens, t_len, "GRU")
-    outs = []
-    for d, rev in enumerate(DIRECTIONS[attrs.direction]):
-        xw = x @ w[d].T.astype(dt)
-        rb = np.zeros(3 * hs, dt)
-        if b is not None:
-            xw += b[d, : 3 * hs].astype(dt)
-            rb = b[d, 3 * hs :].astype(dt)
-        h0 = np.zeros((batch, hs), dt) if initial_h is None else initial_h[d].astype(dt)
-        y, (h,) = recur(xw, (h0,), _gru_cell(attrs, r[d].astype(dt), rb), lens, rev)
-        outs.append((y, h))
-    y = np.stack([o[0] for o in outs], axis=1)  # [T, D, B, H]
-    y_h = np.stack([o[1] for o in outs])  # [D, B, H]
+    n_dir = w.shape[0]
+    rb = np.zeros((n_dir, 3 * hs), dt) if b is None else b[:, 3 * hs :].astype(dt, copy=False)
+    states = (initial_state(initial_h, n_dir, batch, hs, dt),)
+    r = r.astype(dt, copy=False)
+
+    def make_cell(d: int | None):
+        return _gru_cell(attrs, r if d is None else r[d], rb if d is None else rb[d])
+
+    bias = None if b is None else b[:, : 3 * hs]
+    y, (y_h,) = run_directions(attrs, x, w, bias, states, make_cell, lens)
     if attrs.layout:
         return y.transpose(2, 0, 1, 3).copy(), y_h.swapaxes(0, 1).copy()
     return y, y_h

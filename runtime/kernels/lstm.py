@@ -1,8 +1,9 @@
 """The LSTM recurrent op, ONNX semantics (activations sigmoid / tanh / tanh).
 
 Gate order in W, R and B is i, o, f, c; peepholes P are ordered i, o, f. The input
-projection X @ W^T (+ both biases) runs as one matmul over all time steps; only the
-recurrence loops, once per time step, vectorized over the batch.
+projection X @ W^T (+ both biases) runs as one matmul over all time steps and directions;
+only the recurrence loops, once per time step, vectorized over the batch (and over both
+directions of a bidirectional layer), feature-major so each gate is one contiguous block.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
-from dlcc.runtime.kernels.activation import sigmoid
+from dlcc.runtime.kernels.activation import sigmoid_into
 
 DIRECTIONS = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
 
@@ -45,13 +46,37 @@ def sequence_lengths(sequence_lens, t_len: int, op: str) -> np.ndarray | None:
     return lens
 
 
+def input_projection(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, flip: tuple[bool, ...] = ()
+) -> np.ndarray:
+    """W X^T + bias for every time step and direction in one product (one GEMM):
+    x [T, B, I], w [D, G, I] (G = gates x hidden), bias [D, G] -> [D, T, G, B], the time
+    axis reversed for each direction d with flip[d] (a reverse pass reads it in order).
+
+    Feature-major, as the recurrence runs: each gate's rows are contiguous over the batch,
+    so the per-step gate math works on whole contiguous blocks, not strided columns.
+    """
+    t_len, batch, size = x.shape
+    d, g = w.shape[:2]
+    xw = np.matmul(w.reshape(d * g, size).astype(x.dtype, copy=False), x.reshape(-1, size).T)
+    xw = xw.reshape(d, g, t_len, batch)
+    if bias is not None:
+        xw += bias.astype(x.dtype, copy=False)[:, :, None, None]
+    out = np.empty((d, t_len, g, batch), xw.dtype)
+    for k in range(d):  # the one copy to the recurrence's layout (and order)
+        flipped = k < len(flip) and flip[k]
+        out[k] = (xw[k, :, ::-1] if flipped else xw[k]).transpose(1, 0, 2)
+    return out
+
+
 def recur(xw: np.ndarray, state: tuple, cell, lens: np.ndarray | None, reverse: bool):
-    """Run `cell(x_t, state) -> new state` (h first) over time; returns Y [T, B, H], zero
-    past each sequence's length, and the last state. One step per time slice, vectorized
-    over the batch; a reverse pass starts at each sequence's end."""
-    t_len, batch, _ = xw.shape
-    y = np.zeros((t_len, batch, state[0].shape[1]), dtype=xw.dtype)
-    rows = np.arange(batch)
+    """Run `cell(x_t, state) -> new state` (h first) over time, feature-major: xw [T, G, B],
+    states [H, B]; returns Y [T, H, B], zero past each sequence's length, and the last
+    state. One step per time slice, vectorized over the batch; a reverse pass starts at
+    each sequence's end."""
+    t_len, _, batch = xw.shape
+    y = np.zeros((t_len, state[0].shape[0], batch), dtype=xw.dtype)
+    cols = np.arange(batch)
     for s in range(t_len):
         if lens is None:  # full sequences: step s reads / writes one time slice
             t = t_len - 1 - s if reverse else s
@@ -60,29 +85,97 @@ def recur(xw: np.ndarray, state: tuple, cell, lens: np.ndarray | None, reverse: 
             continue
         valid = s < lens
         t = np.where(valid, lens - 1 - s, s) if reverse else np.full(batch, s)
-        new = cell(xw[t, rows], state)
-        m = valid[:, None]
+        new = cell(xw[t, :, cols].T, state)
+        m = valid[None, :]
         state = tuple(np.where(m, a, b) for a, b in zip(new, state))
-        y[t, rows] = np.where(m, new[0], 0)
+        y[t, :, cols] = np.where(m, new[0], 0).T
     return y, state
 
 
-def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray):
-    """The LSTM step: (h, c) -> (h', c'); xw holds the input projection plus both biases."""
-    hs = r.shape[1]
-    p_i, p_o, p_f = p[:hs], p[hs : 2 * hs], p[2 * hs :]
+def run_directions(attrs, x, w, bias, states: tuple, make_cell, lens) -> tuple:
+    """Y [T, D, B, H] and the last states [D, B, H] of every direction, from x [T, B, I],
+    w [D, G, I], bias [D, G] and initial states [D, H, B]; make_cell(d) is direction d's
+    cell, make_cell(None) both directions' stacked. Full sequences run every direction in
+    one loop over steps (a reverse direction's inputs stored in step order); ragged ones
+    run each direction alone, as `recur` does."""
+    reverse = tuple(DIRECTIONS[attrs.direction])
+    if lens is None:
+        xw = input_projection(x, w, bias, flip=reverse)  # [D, T, G, B], in step order
+        one = xw.shape[0] == 1
+        cell = make_cell(0 if one else None)
+        state = tuple(s[0] for s in states) if one else states
+        y = np.empty((xw.shape[1], *states[0].shape), xw.dtype)  # [T, D, H, B], by step
+        for t in range(xw.shape[1]):
+            state = cell(xw[0, t] if one else xw[:, t], state)
+            y[t] = state[0]
+        last = tuple(s[None] for s in state) if one else state
+        for k, rev in enumerate(reverse):
+            if rev:  # back in time order
+                y[:, k] = y[::-1, k].copy()
+    else:
+        xw = input_projection(x, w, bias)
+        runs = [
+            recur(xw[k], tuple(s[k] for s in states), make_cell(k), lens, rev)
+            for k, rev in enumerate(reverse)
+        ]
+        y = np.stack([run[0] for run in runs], axis=1)  # [T, D, H, B]
+        last = tuple(np.stack([run[1][i] for run in runs]) for i in range(len(states)))
+    y = np.ascontiguousarray(y.transpose(0, 1, 3, 2))
+    return y, tuple(np.ascontiguousarray(s.transpose(0, 2, 1)) for s in last)
+
+
+def initial_state(value: np.ndarray | None, n_dir: int, batch: int, hs: int, dt) -> np.ndarray:
+    """An initial state [D, B, H] (zeros when absent) as the recurrence holds it: [D, H, B]."""
+    if value is None:
+        return np.zeros((n_dir, hs, batch), dt)
+    return np.ascontiguousarray(value.astype(dt, copy=False).transpose(0, 2, 1))
+
+
+def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray | None):
+    """The LSTM step, feature-major: (h, c) [(D,) H, B] -> (h', c'); x_t [(D,) 4H, B] holds
+    the input projection plus both biases.
+
+    The four gates come from one product R h into one [4H, B] buffer; their order i, o, f, c
+    puts the three sigmoid gates in one contiguous block, so without peepholes one sigmoid
+    call covers them (with peepholes o waits for c' and runs alone).
+    """
+    hs = r.shape[-1]
+    if p is not None:
+        p = p[..., None]  # [(D,) 3H, 1]: broadcasts over the batch
     cl = attrs.clip
+    gates: list[np.ndarray] = []  # the step's scratch, sized by the first step's batch
 
     def pre(v: np.ndarray) -> np.ndarray:  # cell clip, applied to every activation input
-        return np.clip(v, -cl, cl) if cl > 0 else v
+        return np.clip(v, -cl, cl, out=v) if cl > 0 else v
 
     def cell(x_t, state):
         h, c = state
-        g_i, g_o, g_f, g_c = np.split(x_t + h @ r.T, 4, axis=-1)
-        i = sigmoid(None, pre(g_i + p_i * c))
-        f = 1 - i if attrs.input_forget else sigmoid(None, pre(g_f + p_f * c))
-        c_new = f * c + i * np.tanh(pre(g_c))
-        return sigmoid(None, pre(g_o + p_o * c_new)) * np.tanh(c_new), c_new
+        shape = (*r.shape[:-1], h.shape[-1])
+        if not gates or gates[0].shape != shape:
+            gates[:] = [np.empty(shape, h.dtype)]
+        g = np.matmul(r, h, out=gates[0])
+        g += x_t
+        g_i, g_o, g_f = g[..., :hs, :], g[..., hs : 2 * hs, :], g[..., 2 * hs : 3 * hs, :]
+        g_c = g[..., 3 * hs :, :]
+        if p is None:
+            pre(g)
+            sigmoid_into(g[..., : 3 * hs, :], g[..., : 3 * hs, :])  # i, o, f at once
+        else:
+            g_i += p[..., :hs, :] * c
+            g_f += p[..., 2 * hs :, :] * c
+            sigmoid_into(pre(g_i), g_i)
+            sigmoid_into(pre(g_f), g_f)
+            pre(g_c)
+        np.tanh(g_c, out=g_c)
+        f = 1 - g_i if attrs.input_forget else g_f
+        c_new = f * c
+        c_new += g_i * g_c
+        if p is not None:
+            g_o += p[..., hs : 2 * hs, :] * c_new
+            sigmoid_into(pre(g_o), g_o)
+        h_new = np.tanh(c_new)
+        h_new *= g_o
+        return h_new, c_new
 
     return cell
 
@@ -130,19 +223,15 @@ def lstm(
     hs = r.shape[-1]
     dt = x.dtype
     lens = sequence_lengths(sequence_lens, t_len, "LSTM")
-    outs = []
-    for d, rev in enumerate(DIRECTIONS[attrs.direction]):
-        xw = x @ w[d].T.astype(dt)
-        if b is not None:
-            xw += (b[d, : 4 * hs] + b[d, 4 * hs :]).astype(dt)
-        pd = np.zeros(3 * hs, dt) if p is None else p[d].astype(dt)
-        h0 = np.zeros((batch, hs), dt) if initial_h is None else initial_h[d].astype(dt)
-        c0 = np.zeros((batch, hs), dt) if initial_c is None else initial_c[d].astype(dt)
-        y, (h, c) = recur(xw, (h0, c0), _lstm_cell(attrs, r[d].astype(dt), pd), lens, rev)
-        outs.append((y, h, c))
-    y = np.stack([o[0] for o in outs], axis=1)  # [T, D, B, H]
-    y_h = np.stack([o[1] for o in outs])  # [D, B, H]
-    y_c = np.stack([o[2] for o in outs])
+    bias = None if b is None else b[:, : 4 * hs] + b[:, 4 * hs :]
+    n_dir = w.shape[0]
+    states = tuple(initial_state(v, n_dir, batch, hs, dt) for v in (initial_h, initial_c))
+    r, p = r.astype(dt, copy=False), None if p is None else p.astype(dt, copy=False)
+
+    def make_cell(d: int | None):
+        return _lstm_cell(attrs, r if d is None else r[d], p if p is None or d is None else p[d])
+
+    y, (y_h, y_c) = run_directions(attrs, x, w, bias, states, make_cell, lens)
     if attrs.layout:
         return y.transpose(2, 0, 1, 3).copy(), y_h.swapaxes(0, 1).copy(), y_c.swapaxes(0, 1).copy()
     return y, y_h, y_c

@@ -19,6 +19,7 @@ import numpy as np
 
 from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, check, register_kernel
+from dlcc.runtime.kernels.constants import derived
 from dlcc.runtime.kernels.elementwise import unbroadcast
 
 MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
@@ -108,7 +109,12 @@ def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
 
 
 def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
-    """Conv filters as matmul operand: w[M, C/G, kh, kw] -> [G, kh*kw*C/G, M/G]."""
+    """Conv filters as matmul operand: w[M, C/G, kh, kw] -> [G, kh*kw*C/G, M/G] (once per
+    constant filter tensor: kernels.constants)."""
+    return derived(w, f"conv-matrix/{group}", lambda v: _conv_weight_matrix(v, group))
+
+
+def _conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
     m, cg, kh, kw = w.shape
     wg = w.reshape(group, m // group, cg, kh, kw).transpose(0, 3, 4, 2, 1)
     return np.ascontiguousarray(wg).reshape(group, kh * kw * cg, m // group)
@@ -127,20 +133,24 @@ def grouped_matmul(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
     When M > P the product is taken as (weights^T @ patches^T)^T, which OpenBLAS runs several
     times faster for the deep, narrow layers of a small batch (e.g. 512 filters on 7x7).
     """
+    integer = patches.dtype.kind in "iu"
+    if integer:  # the float32 copies first, so a constant filter matrix converts once
+        patches, weights = as_float32(patches), as_float32(weights)
+    return _grouped_product(patches, weights, integer)
+
+
+def _grouped_product(patches: np.ndarray, weights: np.ndarray, integer: bool) -> np.ndarray:
+    """grouped_matmul of float32 operands (`integer`: holding int8 values; int32 out)."""
     if patches.shape[0] == 1:  # numpy's stacked matmul of one group is ~10x slower than 2-D
-        return _matmul_2d(patches[0], weights[0])[None]
+        a, b = patches[0], weights[0]
+        if b.shape[1] > a.shape[0]:
+            return _product(b.T, a.T, integer).T[None]
+        return _product(a, b, integer)[None]
     if weights.shape[2] > patches.shape[1]:
-        return exact_matmul(weights.transpose(0, 2, 1), patches.transpose(0, 2, 1)).transpose(
+        return _product(weights.transpose(0, 2, 1), patches.transpose(0, 2, 1), integer).transpose(
             0, 2, 1
         )
-    return exact_matmul(patches, weights)
-
-
-def _matmul_2d(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """patches @ weights for one group, transposed when that is OpenBLAS's faster shape."""
-    if weights.shape[1] > patches.shape[0]:
-        return exact_matmul(weights.T, patches.T).T
-    return exact_matmul(patches, weights)
+    return _product(patches, weights, integer)
 
 
 # int8 x int8 products are at most 128^2 = 2^14 in magnitude, so a float32 sum of up to
@@ -148,22 +158,36 @@ def _matmul_2d(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
 EXACT_K = (1 << 24) // (128 * 128)
 
 
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """An integer operand as float32 (exact for int8), once per constant tensor."""
+    return derived(a, "float32", lambda v: v.astype(np.float32))
+
+
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b; integer operands give the exact int32 accumulation (as the TPU's accumulators).
 
     Integers go through float32 BLAS (SGEMM), which is exact while every partial sum stays
-    below 2^24: K is split into blocks of EXACT_K, each block's product exact, summed in
-    int32. Several times faster than numpy's integer matmul or float64 DGEMM.
+    below 2^24 in magnitude, whatever order BLAS adds in: K is split into blocks of EXACT_K,
+    each block's product exact, summed in int32. Several times faster than numpy's integer
+    matmul or float64 DGEMM. A constant weight's float32 copy is made once.
     """
-    if a.dtype.kind not in "iu":
+    integer = a.dtype.kind in "iu"
+    if integer:
+        a, b = as_float32(a), as_float32(b)
+    return _product(a, b, integer)
+
+
+def _product(a: np.ndarray, b: np.ndarray, integer: bool) -> np.ndarray:
+    """a @ b of float32 operands; `integer`: they hold int8 values, the result is int32."""
+    if not integer:
         return np.matmul(a, b)
     k = a.shape[-1]
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
     out = None
     for start in range(0, max(k, 1), EXACT_K):
         block = slice(start, start + EXACT_K)
-        part = np.matmul(a32[..., block], b32[..., block, :]).astype(np.int32)
-        out = part if out is None else out + part
+        part = np.matmul(a[..., block], b[..., block, :]) if k > EXACT_K else np.matmul(a, b)
+        part = part.astype(np.int32)
+        out = part if out is None else np.add(out, part, out=out)
     return out
 
 
@@ -286,15 +310,49 @@ def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     except ValueError as e:
         raise ExecutionError(str(e)) from None
     kernel_hw = (w.shape[2], w.shape[3])
-    y = conv_from_matmul(
-        grouped_matmul(im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)),
-        x.shape[0],
-        oh,
-        ow,
-    )
+    if x.dtype.kind in "iu":  # widen the input once, not its kh*kw-times larger patches
+        x, w, integer = x.astype(np.float32), as_float32(w), True
+    else:
+        integer = False
+    cg = w.shape[1]
+    nhwc_run = kernel_hw[1] * cg if attrs.dilations[1] == 1 and attrs.group == 1 else cg
+    if ow > nhwc_run:  # patches gather longer contiguous runs from NCHW: channel-major
+        y = _conv_channel_major(attrs, x, w, oh, ow, integer)
+    else:
+        patches, weights = im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)
+        y = conv_from_matmul(_grouped_product(patches, weights, integer), x.shape[0], oh, ow)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return y
+
+
+def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool) -> np.ndarray:
+    """Conv as w[G, M/G, (c, i, j)] @ columns[G, (c, i, j), N*OH*OW] (Caffe's im2col): each
+    column row copies runs of OW pixels straight from the NCHW input, and the product comes
+    out channel-major, [M, N, OH*OW], one transpose from NCHW."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    g = attrs.group
+    top, left, bottom, right = attrs.pads
+    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    if any(attrs.pads):
+        xp = np.zeros((n, c, h + top + bottom, wd + left + right), x.dtype)
+        xp[:, :, top : top + h, left : left + wd] = x
+    else:
+        xp = np.ascontiguousarray(x)
+    s_n, s_c, s_h, s_w = xp.strides
+    windows = strided_view(
+        xp,
+        shape=(g, cg, kh, kw, n, oh, ow),
+        strides=(cg * s_c, s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
+    )
+    columns = np.ascontiguousarray(windows).reshape(g, cg * kh * kw, n * oh * ow)
+    weights = w.reshape(g, m // g, cg * kh * kw)
+    if g == 1:  # numpy's stacked matmul of one group is ~10x slower than 2-D
+        y = _product(weights[0], columns[0], integer)
+    else:
+        y = _product(weights, columns, integer)
+    return np.ascontiguousarray(y.reshape(m, n, oh * ow).transpose(1, 0, 2)).reshape(n, m, oh, ow)
 
 
 def _matmul_shape(attrs, a, b):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -73,8 +74,11 @@ def _window_slices(x: np.ndarray, attrs: PoolAttrs, fill) -> Iterator[np.ndarray
     except ValueError as e:
         raise ExecutionError(str(e)) from None
     (hp, wp), inside, taps = pool_taps(x.shape, attrs)
-    xp = np.full((*x.shape[:2], hp, wp), fill, dtype=x.dtype)
-    xp[inside] = x
+    if (hp, wp) == x.shape[2:]:  # no pads, no overhang: the taps read x itself
+        xp = x
+    else:
+        xp = np.full((*x.shape[:2], hp, wp), fill, dtype=x.dtype)
+        xp[inside] = x
     for tap in taps:
         yield xp[tap]
 
@@ -92,7 +96,12 @@ def _pool_shape(attrs: PoolAttrs, x):
 
 def pool_taps(shape: tuple, attrs: PoolAttrs):
     """Padded (H, W), the input's place in the padded copy, and per tap the slices it reads."""
-    h, w = shape[2:]
+    return _pool_taps(tuple(shape[2:]), attrs)
+
+
+@functools.lru_cache(maxsize=256)  # per layer and image size: a run computes nothing here
+def _pool_taps(hw: tuple[int, int], attrs: PoolAttrs):
+    h, w = hw
     oh, ow = pool_output_hw(h, w, attrs)
     top, left, _, _ = attrs.pads
     (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
@@ -188,15 +197,23 @@ def average_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     y = next(taps).copy()
     for tap in taps:
         y += tap
-    _, _, h, w = x.shape
-    oh, ow = y.shape[2:]
+    y /= _divisors(x.shape[2:], attrs, np.dtype(x.dtype))
+    return y
+
+
+@functools.lru_cache(maxsize=256)
+def _divisors(hw: tuple[int, int], attrs: PoolAttrs, dtype: np.dtype) -> np.ndarray:
+    """The number of taps each AveragePool window counts, [OH, OW] (read-only, cached)."""
+    h, w = hw
+    oh, ow = pool_output_hw(h, w, attrs)
     top, left, bottom, right = attrs.pads
     (kh, kw), (sh, sw), (dh, dw) = attrs.kernel, attrs.strides, attrs.dilations
     inc = attrs.count_include_pad
     count_h = _tap_counts(h, kh, sh, dh, top, bottom, oh, inc)
     count_w = _tap_counts(w, kw, sw, dw, left, right, ow, inc)
-    y /= np.outer(count_h, count_w).astype(x.dtype)
-    return y
+    divisors = np.outer(count_h, count_w).astype(dtype)
+    divisors.flags.writeable = False
+    return divisors
 
 
 def _global_shape(attrs, x):

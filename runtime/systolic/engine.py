@@ -6,6 +6,7 @@ a LayerRecord; every other instruction runs the interpreter's kernels.
 
 - fast mode: values through the very kernels the interpreter calls (int8 operands accumulate
   exactly in int32; tiling an integer sum over folds cannot change it), cycles closed-form;
+  the im2col patches feed the layer's record (MACs on zero operands), not the values;
 - exact timing (`exact_timing=True`, arrays up to 64 x 64): integer GEMMs are stepped on the
   registers by `regsim`, which gives both the values and the cycles. Float GEMMs (an -O0
   bundle) take their cycles from `regsim` and their values from the kernels, since a float
@@ -23,7 +24,6 @@ from dlcc.runtime.kernels.matrix import (
     conv_from_matmul,
     conv_output_hw,
     conv_weight_matrix,
-    grouped_matmul,
     im2col,
 )
 from dlcc.runtime.systolic import regsim
@@ -66,9 +66,9 @@ class SystolicEngine:
         patches = im2col(x, kernel_hw, attrs)
         wmat = conv_weight_matrix(w, attrs.group)
         y, cycles = self._simulate(patches, wmat) if self.exact_timing else (None, None)
-        if y is None:
-            y = grouped_matmul(patches, wmat)
         self._record("Conv", tensor, patches, wmat, cycles)
+        if y is None:  # the values of the interpreter's own kernel (float sums: its order)
+            return get_kernel("Conv").fn(attrs, x, w, None)
         return conv_from_matmul(y, x.shape[0], oh, ow)
 
     def _simulate(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, int]:

@@ -9,7 +9,7 @@ import numpy as np
 
 import dlcc
 
-BLOCKED = ("onnx", "onnxruntime", "click")
+BLOCKED = ("onnx", "onnxruntime", "click", "threadpoolctl")  # (threadpoolctl: optional)
 
 SCRIPT = """
 import sys

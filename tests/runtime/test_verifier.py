@@ -8,8 +8,8 @@ run — never another exception.
 from __future__ import annotations
 
 import dataclasses
-import re
 import json
+import re
 import time
 import zlib
 

@@ -1,0 +1,143 @@
+"""How many threads a run's BLAS (numpy's matrix products) may use: one setting per run.
+
+    with blas_threads(n):       # n threads for the block; None: the physical cores
+        ...                     # (nested blocks keep the outermost block's setting)
+
+numpy's BLAS starts one thread per logical CPU and spins them while it waits for work; on a
+shared or hyper-threaded machine that oversubscribes the cores and slows small products many
+times. A run therefore sets the count explicitly, for the whole run, and restores it after.
+The outermost block wins, so `dlcc run --threads 1` or `bundle.run(x, threads=1)` holds for
+every product below it, however the targets nest their calls.
+
+Two ways to apply it, the first available:
+- threadpoolctl (a small, well-kept package): sets the thread count of the BLAS libraries
+  already loaded into the process (OpenBLAS, MKL, BLIS), at a cost of about a microsecond;
+- the environment (OPENBLAS_NUM_THREADS and its peers): only BLAS libraries loaded after
+  it, and child processes, see it. numpy has loaded its BLAS by the time a bundle runs, so
+  without threadpoolctl an explicit count reaches the worker processes only (a warning
+  says so once); the runtime itself needs numpy and construct alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import warnings
+from collections.abc import Iterator
+
+import numpy  # noqa: F401  (loads the BLAS this module controls before anyone looks for it)
+
+from dlcc.errors import ExecutionError
+
+ENVIRONMENT = (
+    "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+)  # fmt: skip
+
+_active: list[int] = []  # the count set by the outermost open block (at most one entry)
+
+
+@functools.cache
+def physical_cores() -> int:
+    """The physical cores this process may run on: CPUs in its affinity mask, SMT siblings
+    counted once, within a cgroup CPU quota when one is set (at least 1)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2 or 1)
+    cores = set()
+    for cpu in cpus:
+        path = f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"
+        try:
+            with open(path) as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, min(len(cores), _cgroup_quota() or len(cores)))
+
+
+def _cgroup_quota() -> int | None:
+    """The CPUs a cgroup v2 quota allows (`cpu.max`: "max 100000" or "200000 100000")."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def check_threads(n: int | None) -> int | None:
+    """`n` itself when it is None or a positive int; ExecutionError otherwise."""
+    if n is not None and (type(n) is not int or n < 1):
+        raise ExecutionError(f"threads must be a positive integer (or None), not {n!r}")
+    return n
+
+
+@functools.cache
+def _blas_libraries() -> tuple:
+    """threadpoolctl's controllers of the BLAS libraries loaded now; () without it."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+def backend() -> str:
+    """How the count is applied: "threadpoolctl" or "environment"."""
+    return "threadpoolctl" if _blas_libraries() else "environment"
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None = None) -> Iterator[int]:
+    """BLAS runs on `n` threads inside the block (None: `physical_cores()`); yields the count.
+
+    Inside another block the outer setting holds and this one changes nothing.
+    """
+    check_threads(n)
+    if _active:
+        yield _active[0]
+        return
+    count = physical_cores() if n is None else n
+    libraries = _blas_libraries()
+    before = [lib.get_num_threads() for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(count)
+    environment = {} if libraries else _environment(count, explicit=n is not None)
+    _active.append(count)
+    try:
+        yield count
+    finally:
+        _active.clear()
+        for lib, old in zip(libraries, before):
+            lib.set_num_threads(old)
+        for name, old in environment.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def _environment(count: int, explicit: bool) -> dict[str, str | None]:
+    """The fallback: the count in the environment (for BLAS loaded later and child
+    processes) when it was asked for explicitly; returns the values it replaced."""
+    if not explicit:
+        return {}
+    _warn_once()
+    before = {name: os.environ.get(name) for name in ENVIRONMENT}
+    os.environ.update({name: str(count) for name in ENVIRONMENT})
+    return before
+
+
+@functools.cache
+def _warn_once() -> None:
+    warnings.warn(
+        "threadpoolctl is not installed: the thread count reaches child processes only, "
+        "not the BLAS numpy has already loaded (pip install threadpoolctl)",
+        RuntimeWarning,
+        stacklevel=5,
+    )
