@@ -14,8 +14,16 @@ import click
 
 from dlcc import __version__
 from dlcc.cli_accuracy import fraction, verify
-from dlcc.cli_common import emit, fail_cleanly, input_option, json_option, read_inputs
+from dlcc.cli_common import (
+    emit,
+    fail_cleanly,
+    input_option,
+    json_option,
+    read_inputs,
+    threads_option,
+)
 from dlcc.cli_hardware import profile, systolic_options, systolic_report, systolic_target
+from dlcc.cli_sweep import sweep
 from dlcc.errors import DlccError
 
 
@@ -76,6 +84,13 @@ def main() -> None:
     help="Retrain this many epochs after every prune and k-means step (needs --train).",
 )
 @click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the retraining (--finetune): same seed, same bundle bytes.",
+)
+@click.option(
     "--shape",
     "shapes",
     multiple=True,
@@ -99,6 +114,7 @@ def compile(
     array,
     train_path,
     finetune,
+    seed,
     shapes,
     report,
     as_json,
@@ -135,17 +151,30 @@ def compile(
     chosen = {}
     faithful_level = not passes and opt_level in ("2", "3") and not (max_drop or min_agreement)
     if faithful_level and (calibration is not None or data is not None):
-        from dlcc.budget import DEFAULT_AGREEMENT, faithful
+        from dlcc.budget import DEFAULT_AGREEMENT, SearchTooLong, faithful, searchable
 
-        pipeline, chosen, calibration, data = faithful(
-            model, calibration, data, f"O{opt_level}", progress=_progress_line()
-        )
-        click.echo(
-            f"dlcc: -O{opt_level}: chose {pipeline} (top-1 agreement {chosen['score']:.4f} >= "
-            f"{DEFAULT_AGREEMENT} on {len(next(iter(calibration.values())))} samples; "
-            f"the report below is on {data.source})",
-            err=True,
-        )
+        if not searchable(model):
+            click.echo(
+                f"dlcc: warning: -O{opt_level}: the model's first output is not [batch, "
+                "classes], so per-layer rates are not searched: the fixed rates are used; "
+                "the report below says how far the bundle moved",
+                err=True,
+            )
+        else:
+            try:
+                pipeline, chosen, calibration, data = faithful(
+                    model, calibration, data, f"O{opt_level}", progress=_progress_line()
+                )
+            except SearchTooLong as e:
+                click.echo(f"dlcc: warning: {e}; --min-agreement 99% searches anyway", err=True)
+            else:
+                click.echo(
+                    f"dlcc: -O{opt_level}: chose {pipeline} (top-1 agreement "
+                    f"{chosen['score']:.4f} >= {DEFAULT_AGREEMENT} on "
+                    f"{len(next(iter(calibration.values())))} samples; the report below "
+                    f"is on {data.source})",
+                    err=True,
+                )
     elif max_drop or min_agreement:
         from dlcc.budget import choose
 
@@ -170,7 +199,7 @@ def compile(
 
         if train is None or "labels" not in train:
             raise DlccError("--finetune needs --train data with 'labels'")
-        pipeline = with_retraining(pipeline, finetune)
+        pipeline = with_retraining(pipeline, finetune, seed=seed)
     if data is not None:  # the sensitivity table (measured, or the budget's) goes in the bundle
         analysis = (
             "sensitivity" if noise_sigma is None else f"sensitivity(noise_sigma={noise_sigma})"
@@ -272,16 +301,22 @@ def passes(as_json: bool) -> None:
 
 
 def _progress_line():
-    """A progress callback drawing one line on a terminal's stderr; None when not a terminal."""
-    if not sys.stderr.isatty():
-        return None
+    """A progress callback: one redrawn line on a terminal's stderr; off a terminal, a line
+    when a step starts, every PROGRESS_SECONDS, and when it ends (logs stay readable)."""
+    tty, last = sys.stderr.isatty(), {}
 
     def show(description: str, done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        click.echo(f"\r{description}: {done}/{total}", err=True, nl=False)
-        click.echo(end, err=True, nl=False)
+        now = time.monotonic()
+        if tty:
+            click.echo(f"\r{description}: {done}/{total}", err=True, nl=done >= total)
+        elif done >= total or now - last.get(description, -PROGRESS_SECONDS) >= PROGRESS_SECONDS:
+            click.echo(f"dlcc: {description}: {done}/{total}", err=True)
+            last[description] = now
 
     return show
+
+
+PROGRESS_SECONDS = 10.0
 
 
 @main.command()
@@ -296,6 +331,7 @@ def _progress_line():
 )
 @systolic_options
 @click.option("--stats", is_flag=True, help="systolic: print the cycle, traffic and energy report.")
+@threads_option
 @json_option
 @fail_cleanly
 def run(
@@ -308,6 +344,7 @@ def run(
     config_path,
     exact_timing,
     stats,
+    threads,
     as_json,
 ) -> None:
     """Run BUNDLE on the inputs in --input.
@@ -320,6 +357,7 @@ def run(
     Example:
       dlcc run lenet5.bin --input samples/mnist_test_256.npz
       dlcc run lenet5.bin --input samples/mnist_test_256.npz --target systolic --array 32x32 --stats
+      dlcc run lenet5.bin --input samples/mnist_test_256.npz --threads 1
     """
     import dlcc
     from dlcc.fileio import refuse_overwrite, write_arrays
@@ -331,7 +369,7 @@ def run(
         if target == "systolic"
         else get_target(target)
     )
-    loaded = dlcc.load(bundle)
+    loaded = dlcc.load(bundle, threads=threads)
     arrays, labels = read_inputs(loaded, input_path)
     start = time.perf_counter()
     outputs = loaded.run(arrays, target=engine)
@@ -366,20 +404,32 @@ def run(
 @main.command()
 @click.argument("bundle")
 @click.option("--asm", is_flag=True, help="Disassemble the instruction stream.")
+@click.option("--plot", "plot_path", help="Write where the bytes went (pass, tensor) to a PNG.")
+@click.option("--sensitivity-plot", "heat_path", help="Write the sensitivity heat map to a PNG.")
 @json_option
 @fail_cleanly
-def explain(bundle: str, asm: bool, as_json: bool) -> None:
+def explain(bundle: str, asm: bool, plot_path, heat_path, as_json: bool) -> None:
     """Show what BUNDLE holds: model, tensors with shapes and bytes, sections, program.
 
     \b
     Example:
       dlcc explain lenet5.bin --asm
+      dlcc explain lenet5.bin --plot size.png   # a waterfall from fp32 to the bundle
     """
     import dlcc
     from dlcc.explain import describe, render
+    from dlcc.fileio import refuse_overwrite
 
+    refuse_overwrite(plot_path, bundle)
+    refuse_overwrite(heat_path, bundle)
     loaded = dlcc.load(bundle)
     report = describe(loaded, os.path.getsize(bundle), asm=asm)
+    for path, name in ((plot_path, "size_png"), (heat_path, "sensitivity_png")):
+        if path:
+            from dlcc import plot
+
+            getattr(plot, name)(report, path)
+            click.echo(f"dlcc: wrote {path}", err=True)
     emit(report, as_json, render(report))
 
 
@@ -419,3 +469,4 @@ def export(bundle: str, output: str, fmt: str, as_json: bool) -> None:
 
 main.add_command(profile)
 main.add_command(verify)
+main.add_command(sweep)

@@ -484,6 +484,61 @@ def _as_inputs(*names: str, optional: bool = False):
     return form
 
 
+def _from_like(ex, values, sources, like: str | None, base: str) -> str:
+    """An int64 vector input: values[k], or dimension sources[k] of the tensor `like` where
+    sources[k] >= 0 (a size that follows a symbolic dimension): Where(from, Gather(Shape))."""
+    values = np.asarray(values, np.int64)
+    if like is None or all(s < 0 for s in sources):
+        return ex.const(values, base)
+    shape = ex.node("Shape", [like], ex.fresh(f"{base}_shape"))
+    picks = ex.const(np.asarray([max(s, 0) for s in sources], np.int64), f"{base}_dims")
+    dims = ex.node("Gather", [shape, picks], ex.fresh(f"{base}_like"), axis=0)
+    taken = ex.const(np.asarray([s >= 0 for s in sources]), f"{base}_from")
+    return ex.node("Where", [taken, dims, ex.const(values, base)], ex.fresh(base))
+
+
+def _reshape(ex, op, attrs, inputs):
+    """Target entries -2 - i copy dimension i of the `like` input."""
+    codes = attrs.shape
+    values = [d if d >= -1 else 0 for d in codes]
+    sources = [-2 - d if d < -1 else -1 for d in codes]
+    like = inputs[1] if len(inputs) > 1 else None
+    return op, [inputs[0], _from_like(ex, values, sources, like, "shape")], {}
+
+
+def _expand(ex, op, attrs, inputs):
+    like = inputs[1] if len(inputs) > 1 else None
+    shape = _from_like(ex, attrs.shape, attrs.shape_from or [-1] * len(attrs.shape), like, "shape")
+    return op, [inputs[0], shape], {}
+
+
+def _slice(ex, op, attrs, inputs):
+    like = inputs[1] if len(inputs) > 1 else None
+    sources = attrs.ends_from or [-1] * len(attrs.ends)
+    extra = [
+        ex.const(np.asarray(attrs.starts, np.int64), "starts"),
+        _from_like(ex, attrs.ends, sources, like, "ends"),
+        ex.const(np.asarray(attrs.axes, np.int64), "axes"),
+        ex.const(np.asarray(attrs.steps, np.int64), "steps"),
+    ]
+    return op, [inputs[0], *extra], {}
+
+
+def _range(ex, op, attrs, inputs):
+    """limit = dimension `axis` of the like input, in the Range's dtype."""
+    dtype = np.dtype(attrs.dtype)
+    shape = ex.node("Shape", [inputs[0]], ex.fresh("range_shape"))
+    axis = ex.const(np.asarray(attrs.axis, np.int64), "range_axis")
+    limit = ex.node("Gather", [shape, axis], ex.fresh("range_limit"), axis=0)
+    to = helper.np_dtype_to_tensor_dtype(dtype)
+    limit = ex.node("Cast", [limit], ex.fresh("range_limit_cast"), to=to)
+    start, delta = (
+        ex.const(np.asarray(v, dtype), n)
+        for v, n in ((attrs.start, "start"), (attrs.delta, "delta"))
+    )
+    return op, [start, limit, delta], {}
+
+
 def _recurrent(ex, op, attrs, inputs):
     return op, inputs, _fields(attrs, drop=("clip",) if attrs.clip == 0 else ())
 
@@ -520,10 +575,11 @@ _ONNX_FORMS = {
     "MaxPool": _renamed({"kernel": "kernel_shape"}, drop=("count_include_pad",)),
     "AveragePool": _renamed({"kernel": "kernel_shape"}),
     "Transpose": lambda ex, op, a, i: (op, i, _fields(a, drop=() if a.perm else ("perm",))),
-    "Reshape": _as_inputs("shape"),
-    "Expand": _as_inputs("shape"),
+    "Reshape": _reshape,
+    "Expand": _expand,
     "Tile": _as_inputs("repeats"),
-    "Slice": _as_inputs("starts", "ends", "axes", "steps"),
+    "Slice": _slice,
+    "Range": _range,
     "Split": _as_inputs("sizes"),
     "Clip": _clip,
     "Pad": _pad,
