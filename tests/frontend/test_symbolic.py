@@ -48,7 +48,7 @@ def _check(path, feeds, targets=("interp",), rtol=1e-4):
 def crnn(tmp_path_factory) -> str:
     """A CRNN-style recognizer on [N, 1, 8, W]: a strided conv, the batch folded into the
     time steps (T*N, C*H) for a projection, then unfolded to (T, N, K) with dims taken from
-    Shape() of an earlier tensor, as the classic CRNN code writes `view(T * b, h)` / `view(T, b, -1)`."""
+    Shape() of an earlier tensor, as the CRNN code writes `view(T * b, h)`, `view(T, b, -1)`."""
     w = RNG.standard_normal((4, 1, 3, 3)).astype(np.float32)
     p = RNG.standard_normal((32, 5)).astype(np.float32)
     nodes = [
