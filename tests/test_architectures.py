@@ -179,3 +179,29 @@ def test_O1_with_calibration_runs_and_reports_its_fidelity(case, work):
                 + ("" if top1 is None else f", top-1 agreement {top1:.1%}")
             )
         print(f"\n{case} -O1 at {shapes(feeds)}: " + "; ".join(figures))
+
+
+@pytest.mark.parametrize("level", ["-O0", "-O1"])
+@pytest.mark.parametrize("case", [c for c in CASES if "legacy" in c.id])
+def test_export_runs_in_onnxruntime_like_dlcc_run(case, level, work, tmp_path):
+    """`dlcc export --format float` (issue "Deploy and explore"): onnxruntime on the exported
+    model answers like `dlcc run` at both settings: within 1e-5 for a float bundle; for an
+    int8 bundle within its rounding: float ops put a value at a rounding boundary one int8
+    step over now and then, and deep nets carry it on (MobileNetV3 -O1: 28 dB), so >= 20 dB."""
+    model = model_of(case)
+    spec = ARCH[model]
+    calibration = inputs_at(model, 0, batch=spec.calibration_batch, seed=1)
+    bundle_path = str(tmp_path / "b.bin")
+    dlcc.compile(work.model(case), bundle_path, passes=level, calibration=calibration)
+    exported = str(tmp_path / "b.onnx")
+    dlcc.to_onnx(bundle_path, exported)
+    session = ort.InferenceSession(exported, providers=["CPUExecutionProvider"])
+    bundle = dlcc.load(bundle_path)
+    for setting in (0, 1):
+        feeds = inputs_at(model, setting, seed=3)
+        ours = bundle.run(feeds)
+        for name, got in zip(bundle.output_names, session.run(bundle.output_names, feeds)):
+            if level == "-O0":
+                assert max_rel_error(got, ours[name]) <= 1e-5, name
+            else:
+                assert sqnr_db(got, ours[name]) >= 20, name
