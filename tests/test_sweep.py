@@ -1,7 +1,7 @@
 """`dlcc sweep`, the executor under it, and the pictures (sweep plots, `explain --plot`).
 
 The sweeps here are tiny (3 pipelines x 2 arrays x 2 dataflows on the 256 sample images) and
-run on real worker processes; the Ray run is marked slow and needs `pip install ray`.
+run on real worker processes; the Ray run (marked slow) starts a local Ray in-process.
 """
 
 from __future__ import annotations
@@ -275,7 +275,6 @@ def test_sweep_cli_prints_the_front_and_refuses_bad_input(local, tmp_path):
         invoke("sweep", MODEL, "--data", DATA, "-o", local["files"]["points_csv"]),
         "not a directory",
     )
-    pytest.importorskip("ray")
     result = invoke("sweep", MODEL, "--data", DATA, "--grid", "@" + str(tmp_path / "grid.txt"),
                     "-o", str(tmp_path / "r"), "--ray", "127.0.0.1:1")  # fmt: skip
     assert_clean_error(result, "cannot reach")
@@ -287,7 +286,6 @@ def legend_texts(ax) -> list[str]:
 
 
 def test_sweep_figures_have_titles_units_and_legends(local):
-    pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
     from dlcc.plot import sweep_figures
@@ -309,7 +307,6 @@ def test_sweep_figures_have_titles_units_and_legends(local):
 
 
 def test_explain_plot_draws_where_the_bytes_went(tmp_path):
-    pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
     import dlcc
@@ -345,7 +342,6 @@ def test_explain_plot_draws_where_the_bytes_went(tmp_path):
 
 
 def test_sensitivity_heat_map(tmp_path, sample_images):
-    pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
     import dlcc
@@ -379,7 +375,8 @@ def test_sensitivity_heat_map(tmp_path, sample_images):
 # -- Ray --------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ray_gives_the_same_table_as_local_processes(local, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray  # in the test extra: this test runs in CI
+
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
