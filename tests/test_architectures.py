@@ -181,7 +181,7 @@ def test_O1_with_calibration_runs_and_reports_its_fidelity(case, work):
         print(f"\n{case} -O1 at {shapes(feeds)}: " + "; ".join(figures))
 
 
-@pytest.mark.parametrize("level", ["-O0", "-O1"])
+@pytest.mark.parametrize("level", ["-O0", "-O1", "-O3"])
 @pytest.mark.parametrize("case", [c for c in CASES if "legacy" in c.id])
 def test_export_runs_in_onnxruntime_like_dlcc_run(case, level, work, tmp_path):
     """`dlcc export --format float` (issue "Deploy and explore"): onnxruntime on the exported
