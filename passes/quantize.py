@@ -89,6 +89,12 @@ class Quantize(Pass):
         for node in graph.nodes:
             if get_kernel(node.op).int8 == "same":
                 node.outputs[0].scale = node.inputs[0].scale
+        bumped = _fit_biases(graph)
+        if bumped:
+            ctx.notes.append(
+                f"quantize: the input scale of {', '.join(bumped)} was raised so that the "
+                "int32 bias fits (the calibration data left the input near zero)"
+            )
         for node in graph.nodes:
             for value in node.outputs:
                 if value in graph.outputs or not any(int8_reader(u.op) for u, _ in value.uses):
@@ -100,9 +106,29 @@ class Quantize(Pass):
         return {"layers": layers, "activations": len(bounds)}
 
 
+def _fit_biases(graph: Graph) -> list[str]:
+    """Raise a matrix layer's input scale where its bias in accumulator units (s_w * s_x)
+    would overflow int32 (an input the calibration data left at ~0 gets a tiny scale); the
+    layers changed, by name."""
+    bumped = []
+    for node in weight_layers(graph):
+        x, b = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None
+        if x.scale is None or b is None or not b.is_constant:
+            continue
+        s_w = np.asarray(node.inputs[1].encoding.scales, np.float64)
+        units = np.abs(b.data).astype(np.float64).reshape(-1) / (s_w * x.scale)
+        if units.max(initial=0.0) > INT32_HEADROOM:
+            x.scale = float((np.abs(b.data).reshape(-1) / s_w).max() / INT32_HEADROOM)
+            bumped.append(node.name)
+    return bumped
+
+
 def _channel_axis(node: Node) -> int:
     """Output channels: axis 0 of a Conv weight [M, C, kh, kw], axis 1 of a Dense one [K, N]."""
     return 0 if node.op == "Conv" else 1
+
+
+INT32_HEADROOM = 2.0**30  # a bias in accumulator units stays below this (products add to it)
 
 
 def symmetric_int8(x: np.ndarray, max_abs) -> tuple[np.ndarray, np.ndarray]:

@@ -77,3 +77,37 @@ def test_table_activation_matches_float_within_a_step(tmp_path):
     got = bundle.run(x)["y"]
     expected = ort.InferenceSession(model).run(None, {"x": x})[0]
     assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+
+
+def test_a_bias_behind_an_input_calibration_left_at_zero_still_fits_int32(tmp_path):
+    """Relu(x @ W1) (W1 pruned to zeros) is 0 on every calibration sample, so its scale
+    would be ~1e-10 and the
+    next layer's bias (1.5 in accumulator units of s_w * s_x) would overflow int32: the
+    quantize pass raises that input's scale instead, with a note."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1 = np.zeros((4, 3), np.float32)
+    w2, b2 = np.full((3, 2), 0.5, np.float32), np.array([1.5, -0.25], np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("w2", w2), ("b2", b2))]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        inits,
+    )
+    path = str(tmp_path / "m.onnx")
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    calib = {"x": np.abs(np.random.default_rng(0).standard_normal((8, 4))).astype(np.float32)}
+    with np.errstate(all="raise"):
+        bundle = dlcc.compile(path, passes="-O1", calibration=calib)
+    assert any("was raised so that the int32 bias fits" in n for n in bundle.meta["notes"])
+    out = dlcc.load_bytes(bundle.to_bytes()).run(calib["x"][:2])["y"]
+    np.testing.assert_allclose(out, np.broadcast_to(b2, (2, 2)), atol=1e-6)
