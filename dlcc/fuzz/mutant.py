@@ -181,7 +181,7 @@ def mutant(case: str, seeds: list[Seed]) -> tuple[bytes, str]:
     base = _choice(rng, usable or seeds)
     f = base.file
     copies = {k: list(getattr(f, k)) for k in ("tensors", "buffers", "attrs", "program")}
-    copies |= {"inputs": list(f.inputs), "outputs": list(f.outputs)}
+    copies |= {"inputs": list(f.inputs), "outputs": list(f.outputs), "symbols": list(f.symbols)}
     m = Mutant(base, dataclasses.replace(f, meta=copy.deepcopy(f.meta), **copies))
     registry[kind](rng, m)
     return m.to_bytes(), f"{base.name}: " + "; ".join(m.notes or ["no change"])

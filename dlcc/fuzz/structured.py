@@ -129,6 +129,23 @@ def buffer_record(rng, m: Mutant) -> None:
     m.note(f"buffer {k} {field} -> {value!r}")
 
 
+@_kind(STRUCTURED)
+def symbol_table(rng, m: Mutant) -> None:
+    """The symbol names (ids 1, 2, ...): one dropped, copied, swapped or added (a fresh name,
+    a repeat, or none), and now and then an input's batch axis renamed to a new symbol."""
+    fresh = lambda: _choice(rng, ("W", "N", "", "x" * 300, "seq"))  # noqa: E731
+    m.note("symbols: " + _edit_list(rng, m.file.symbols, fresh))
+    if m.file.inputs and rng.random() < 0.3:
+        _, buf = _choice(rng, m.file.inputs)
+        if buf < len(m.file.buffers):
+            b = m.file.buffers[buf]
+            code = len(m.file.symbols) + 1
+            m.file.buffers[buf] = dataclasses.replace(
+                b, dims=tuple(code if d == 1 else d for d in b.dims)
+            )
+            m.note(f"input buffer {buf}: batch -> symbol {code}")
+
+
 def _attr_value(rng: np.random.Generator):
     ints = (0, -1, 1, 2, -(2**31), 2**31, 2**63, -(2**63), 2**100, int(rng.integers(-9, 9)))
     return _choice(
