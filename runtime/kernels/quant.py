@@ -138,19 +138,18 @@ class Requantizer:
         # or a float64 -> int8 output, run through casting buffers at a fraction of the
         # speed). Small ones: the fewest calls, since each costs more than its arithmetic.
         small = scratch is None and out.size <= _SMALL
-        if small:
-            t = np.multiply(s, constants[0])
-        else:
-            t = np.empty(out.shape) if scratch is None else scratch[0]
-            np.copyto(t, s)
-            t *= constants[0]
-        if self.method == "split":
+
+        def times(c, slot: int) -> np.ndarray:  # s * c in float64, in place when large
             if small:
-                part = np.multiply(s, constants[1])
-            else:
-                part = np.empty(out.shape) if scratch is None else scratch[1]
-                np.copyto(part, s)
-                part *= constants[1]
+                return np.multiply(s, c)
+            t = np.empty(out.shape) if scratch is None else scratch[slot]
+            np.copyto(t, s)
+            t *= c
+            return t
+
+        t = times(constants[0], 0)
+        if self.method == "split":
+            part = times(constants[1], 1)
             np.floor(part, out=part)
             part *= constants[2]
             t += part
