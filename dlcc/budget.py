@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlcc.errors import DlccError
-from dlcc.ir import Graph, sample_axis
+from dlcc.ir import Graph
 
 ROUNDS = 6
 PUSHES = 8  # compiles spent pushing single layers past the table's choice
@@ -31,14 +31,6 @@ PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
 MARGIN = 1.5  # standard errors the search's agreement must clear the target by
 SEARCH_SECONDS = 300.0  # a faithful -O search estimated longer falls back to fixed rates
-
-
-def searchable(model: str) -> bool:
-    """Whether `faithful` can search `model`: its first output holds class scores."""
-    from dlcc.frontend import import_onnx
-    from dlcc.passes.sensitivity import is_classifier
-
-    return is_classifier(import_onnx(model).outputs[0].shape)
 
 
 def faithful(
@@ -53,21 +45,28 @@ def faithful(
     """
     from dlcc.data import split
     from dlcc.frontend import import_onnx
+    from dlcc.passes.calibrate import sample_count
+    from dlcc.passes.sensitivity import is_classifier
 
     graph = import_onnx(model)
+    if not is_classifier(graph.outputs[0].shape):
+        raise FixedRates(
+            f"-{level}: the model's first output is not [batch, classes], so per-layer rates "
+            "are not searched: the fixed rates are used"
+        )
     if calibration is None or data is None:
         calibration, data = split(calibration if data is None else data, graph, 1 - HELD_OUT)
     search = {k: v for k, v in calibration.items() if k != "labels"}
-    first = graph.inputs[0]
-    samples = np.shape(search[first.name])[sample_axis(first.shape, first.batch_axis) or 0]
+    samples = sample_count(graph, search)
     # The search must clear the target by MARGIN binomial standard errors at the target, so
     # that what it keeps on the samples it sees holds on samples it does not.
     margin = MARGIN * float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
     seconds = _search_seconds(graph, model, search, calibration, level)
     if seconds > SEARCH_SECONDS:
-        raise SearchTooLong(
+        raise FixedRates(
             f"-{level}: searching per-layer rates would take about {seconds / 60:.0f} min "
-            f"(limit {SEARCH_SECONDS / 60:.0f} min): the fixed rates are used"
+            f"(limit {SEARCH_SECONDS / 60:.0f} min): the fixed rates are used; "
+            "--min-agreement 99% searches anyway"
         )
     text, report = choose(
         model,
@@ -76,12 +75,14 @@ def faithful(
         min_agreement=min(DEFAULT_AGREEMENT + margin, 1.0),
         progress=progress,
         passes=PRESET_PASSES[level],
+        graph=graph,
     )
     return text, report, calibration, data
 
 
-class SearchTooLong(DlccError):
-    """The faithful search was estimated to take longer than SEARCH_SECONDS."""
+class FixedRates(DlccError):
+    """`faithful` cannot search this model (not a classifier, or estimated to take longer
+    than SEARCH_SECONDS): the level's fixed rates are used; the message says why."""
 
 
 def _search_seconds(graph, model, search, calibration, level) -> float:
@@ -115,15 +116,17 @@ def choose(
     min_agreement: float | None = None,
     progress=None,
     passes: tuple[str, ...] = ("prune", "kmeans"),
+    graph: Graph | None = None,
 ) -> tuple[str, dict]:
-    """(pipeline text, report) for the smallest bundle within the budget, using `passes`."""
+    """(pipeline text, report) for the smallest bundle within the budget, using `passes`
+    (`graph`: the model already imported, when the caller has it)."""
     from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
     from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, targets
 
     if (max_drop is None) == (min_agreement is None):
         raise DlccError("give one budget: --max-drop (with labels) or --min-agreement")
-    graph = import_onnx(model)
+    graph = graph or import_onnx(model)
     data = for_graph(data, graph, "evaluation data")  # labels become class ids here
     if max_drop is not None and "labels" not in data:
         raise DlccError("--max-drop needs labels in --data; use --min-agreement without them")

@@ -151,30 +151,21 @@ def compile(
     chosen = {}
     faithful_level = not passes and opt_level in ("2", "3") and not (max_drop or min_agreement)
     if faithful_level and (calibration is not None or data is not None):
-        from dlcc.budget import DEFAULT_AGREEMENT, SearchTooLong, faithful, searchable
+        from dlcc.budget import DEFAULT_AGREEMENT, FixedRates, faithful
 
-        if not searchable(model):
+        try:
+            pipeline, chosen, calibration, data = faithful(
+                model, calibration, data, f"O{opt_level}", progress=_progress_line()
+            )
+        except FixedRates as e:
+            click.echo(f"dlcc: warning: {e}", err=True)
+        else:
             click.echo(
-                f"dlcc: warning: -O{opt_level}: the model's first output is not [batch, "
-                "classes], so per-layer rates are not searched: the fixed rates are used; "
-                "the report below says how far the bundle moved",
+                f"dlcc: -O{opt_level}: chose {pipeline} (top-1 agreement {chosen['score']:.4f} "
+                f">= {DEFAULT_AGREEMENT} on {chosen['sensitivity']['samples']} samples; the "
+                f"report below is on {data.source})",
                 err=True,
             )
-        else:
-            try:
-                pipeline, chosen, calibration, data = faithful(
-                    model, calibration, data, f"O{opt_level}", progress=_progress_line()
-                )
-            except SearchTooLong as e:
-                click.echo(f"dlcc: warning: {e}; --min-agreement 99% searches anyway", err=True)
-            else:
-                click.echo(
-                    f"dlcc: -O{opt_level}: chose {pipeline} (top-1 agreement "
-                    f"{chosen['score']:.4f} >= {DEFAULT_AGREEMENT} on "
-                    f"{len(next(iter(calibration.values())))} samples; the report below "
-                    f"is on {data.source})",
-                    err=True,
-                )
     elif max_drop or min_agreement:
         from dlcc.budget import choose
 
