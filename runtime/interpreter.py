@@ -7,6 +7,7 @@ freed after their last use, so peak memory follows the live activations, not the
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +19,7 @@ from dlcc.formats import isa
 from dlcc.runtime.activate import ActivateUnit
 from dlcc.runtime.kernels import NoAttrs, get_kernel
 from dlcc.runtime.loader import LoadedBundle
+from dlcc.runtime.sparse import sparse_product
 from dlcc.runtime.threads import blas_threads
 from dlcc.runtime.verifier import function_kernel
 
@@ -35,9 +37,18 @@ _NO_ATTRS = NoAttrs()
 
 
 class NumpyEngine:
-    """Whole-tensor matrix products through the shared Dense and Conv kernels."""
+    """Whole-tensor matrix products through the shared Dense and Conv kernels; with `sparse`,
+    an int8 Dense of a few rows runs over its active weight rows where that pays (its
+    exact result is the dense one: runtime/sparse.py)."""
+
+    def __init__(self, sparse: bool = True) -> None:
+        self.sparse = sparse
 
     def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int) -> np.ndarray:
+        if self.sparse and x.ndim == 2 and x.dtype == np.int8:
+            y = sparse_product(x, w)
+            if y is not None:
+                return y
         return _DENSE(_NO_ATTRS, x, w, None)
 
     def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray:
@@ -59,20 +70,21 @@ class Interpreter:
         on `bundle.threads` threads unless an enclosing run has set them (runtime/threads).
         """
         self.watched: dict[int, np.ndarray] = {}
-        host_in = bind_inputs(bundle, inputs)
-        if bundle._steps is None:
-            bundle._steps = compile_program(bundle)
+        program = bundle._steps
+        if program is None:
+            program = bundle._steps = compile_program(bundle)
+        host_in = bind_inputs(bundle, inputs, program.inputs)
         ub: dict[int, np.ndarray] = {}
         outputs: dict[str, np.ndarray] = {}
         engine = self.engine
         with blas_threads(bundle.threads):
             if not watch:
-                for step, free in bundle._steps:
+                for step, free in program.steps:
                     step(ub, engine, host_in, outputs, True)
                     for b in free:
                         ub.pop(b, None)
                 return outputs
-            for step, free in bundle._steps:
+            for step, free in program.steps:
                 step(ub, engine, host_in, outputs, False)  # in place never: watched values
                 for b in watch:
                     if b in ub and b not in self.watched:
@@ -85,7 +97,15 @@ class Interpreter:
 Step = Callable[[dict, MatrixEngine, list, dict, bool], None]
 
 
-def compile_program(bundle: LoadedBundle) -> list[tuple[Step, tuple[int, ...]]]:
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A bundle's program resolved for the interpreter, once per bundle."""
+
+    steps: list[tuple[Step, tuple[int, ...]]]  # (step, buffers freed after it)
+    inputs: list[tuple[str, np.dtype]]  # the host inputs in order: name, dtype
+
+
+def compile_program(bundle: LoadedBundle) -> Program:
     """The program as (step, buffers freed after it) pairs, resolved once per bundle.
 
     A step is step(ub, engine, host_inputs, outputs, inplace). Kernels, attributes, constant
@@ -114,7 +134,8 @@ def compile_program(bundle: LoadedBundle) -> list[tuple[Step, tuple[int, ...]]]:
             instr.src in matrix_out and readers.get(instr.src) == 1
         )
         steps.append((_step(bundle, instr, attrs, fifo, owned), tuple(last_use.get(k, ()))))
-    return steps
+    buffers = bundle.file.buffers
+    return Program(steps, [(name, np.dtype(buffers[b].dtype)) for name, b in bundle.file.inputs])
 
 
 def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> Step:
@@ -156,6 +177,14 @@ def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> 
             (o.index, None) if o.memory == "UB" else (None, _operand(o, {}, w))
             for o in instr.inputs
         ]
+        if len(dsts) == 1 and len(sources) == 1 and sources[0][1] is None:
+            fn, src, dst = kernel.fn, sources[0][0], dsts[0]
+
+            def unary(ub, engine, host_in, outputs, inplace):  # most vector ops: no lists
+                y = fn(attrs, ub[src])
+                ub[dst] = y[0] if type(y) is tuple else y
+
+            return unary
 
         def vector(ub, engine, host_in, outputs, inplace):
             args = [c if b is None else ub[b] for b, c in sources]
@@ -173,40 +202,38 @@ def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> 
     raise ExecutionError(f"instruction {instr} has no interpreter step")
 
 
-def activate(instr: isa.Activate, attrs, acc: np.ndarray, w: list[np.ndarray]) -> np.ndarray:
-    """The Activate unit: bias, then requantization and table (int8 out), or dequantization
-    (int32 accumulators, float32 out), then the float function (runtime/activate.py)."""
-    return ActivateUnit(instr, attrs, w)(acc)
-
-
-def bind_inputs(bundle: LoadedBundle, inputs) -> list[np.ndarray]:
-    """Host input arrays in program order, checked against the bundle's input buffers and
-    the program proved to run at the symbols they bind (`LoadedBundle.bind`)."""
-    names = bundle.input_names
+def bind_inputs(bundle: LoadedBundle, inputs, specs: list[tuple[str, np.dtype]]) -> list:
+    """Host input arrays in program order (`specs`: name and dtype of each), checked against
+    the bundle's input buffers and the program proved to run at the symbols they bind
+    (`LoadedBundle.bind`). An array of the buffer's dtype, C-ordered, is taken as it is."""
     if isinstance(inputs, np.ndarray):
-        if len(names) != 1:
-            raise ExecutionError(
-                f"the model has {len(names)} inputs ({', '.join(names)}); pass them by name"
-            )
-        inputs = {names[0]: inputs}
-    missing = [n for n in names if n not in inputs]
+        if len(specs) != 1:
+            names = ", ".join(name for name, _ in specs)
+            raise ExecutionError(f"the model has {len(specs)} inputs ({names}); pass them by name")
+        inputs = {specs[0][0]: inputs}
+    missing = [name for name, _ in specs if name not in inputs]
     if missing:
-        raise ExecutionError(
-            f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}"
-        )
+        names = ", ".join(name for name, _ in specs)
+        raise ExecutionError(f"missing input(s) {', '.join(missing)}; the model takes {names}")
     arrays = []
-    for name, buf in bundle.file.inputs:
-        record = bundle.file.buffers[buf]
-        x = np.asarray(inputs[name])
-        if x.dtype.kind not in "fiub":
-            raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
-        if record.dtype.startswith("int") and x.dtype.kind not in "iub":
-            raise ExecutionError(f"input {name!r} takes integers ({record.dtype}), not {x.dtype}")
-        if record.dtype == "bool" and x.dtype.kind != "b":
-            raise ExecutionError(f"input {name!r} is {record.dtype}; got {x.dtype}")
-        arrays.append(np.asarray(x, dtype=record.dtype, order="C"))  # keeps 0-d inputs 0-d
-    bundle.bind({name: x.shape for name, x in zip(names, arrays)})
+    for name, dtype in specs:
+        x = inputs[name]
+        if not (type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous):
+            x = _converted(name, np.asarray(x), dtype)
+        arrays.append(x)
+    bundle.bind({name: x.shape for (name, _), x in zip(specs, arrays)})
     return arrays
+
+
+def _converted(name: str, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Input `name` as a C-ordered array of `dtype`, or the ExecutionError that says why not."""
+    if x.dtype.kind not in "fiub":
+        raise ExecutionError(f"input {name!r}: {x.dtype} is not numeric")
+    if dtype.kind == "i" and x.dtype.kind not in "iub":
+        raise ExecutionError(f"input {name!r} takes integers ({dtype}), not {x.dtype}")
+    if dtype.kind == "b" and x.dtype.kind != "b":
+        raise ExecutionError(f"input {name!r} is {dtype}; got {x.dtype}")
+    return np.asarray(x, dtype=dtype, order="C")  # keeps 0-d inputs 0-d
 
 
 def _operand(o: isa.Operand, ub: dict[int, np.ndarray], w: list[np.ndarray]):

@@ -136,7 +136,8 @@ class Requantizer:
             return
         # Large arrays: same-dtype, in-place passes (numpy's mixed-dtype loops, int32 * float64
         # or a float64 -> int8 output, run through casting buffers at a fraction of the
-        # speed). Small ones: the fewest calls, since each costs more than its arithmetic.
+        # speed). Small ones: the fewest Python-level calls, since each costs more than its
+        # arithmetic (np.maximum and np.minimum cost less than the clip method's wrapper).
         small = scratch is None and out.size <= _SMALL
 
         def times(c, slot: int) -> np.ndarray:  # s * c in float64, in place when large
@@ -154,7 +155,11 @@ class Requantizer:
             part *= constants[2]
             t += part
         t += 0.5
-        t.clip(_BOUNDS[lo], _BOUNDS[QMAX], out=t)  # before the floor: the bounds are integers
+        if small:  # before the floor: the bounds are integers
+            np.maximum(t, _BOUNDS[lo], out=t)
+            np.minimum(t, _BOUNDS[QMAX], out=t)
+        else:
+            t.clip(_BOUNDS[lo], _BOUNDS[QMAX], out=t)
         np.floor(t, out=out, casting="unsafe")
 
 
@@ -176,9 +181,11 @@ def quantize(attrs: ScaleAttrs, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, order="C")  # (keeps 0-d inputs 0-d)
     q = np.empty(x.shape, np.int8)
     if 0 < x.ndim and x.size <= _SMALL:  # the fewest calls (see Requantizer.into)
-        t = np.divide(x, np.float64(attrs.scale), dtype=np.float64)
+        t = x.astype(np.float64)  # then same-dtype division: ~2x a mixed-dtype np.divide
+        t /= np.float64(attrs.scale)
         t += 0.5
-        t.clip(_BOUNDS[-QMAX], _BOUNDS[QMAX], out=t)
+        np.maximum(t, _BOUNDS[-QMAX], out=t)
+        np.minimum(t, _BOUNDS[QMAX], out=t)
         np.floor(t, out=q, casting="unsafe")
         return q
     flat_x, flat_q = x.reshape(-1), q.reshape(-1)
