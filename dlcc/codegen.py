@@ -4,7 +4,8 @@
                                ACTIVATE ub[y] <- Act(acc + b)
     Conv(x, W, b) -> Act       READ_WEIGHTS W; CONVOLVE acc <- ub[x] * fifo;
                                ACTIVATE ub[y] <- Act(acc + b)          (b stored as M x 1 x 1)
-    any other op               VECTOR ub[ys] <- op(ub[xs] | w[...])
+    any other op               VECTOR ub[ys] <- op(ub[xs] | w[...])    (its weights stored as
+                               the passes encoded them, decoded to float32 at load)
 
 An activation is fused into the Activate of the matrix op that feeds it when it is that
 value's only use, as the TPU's Activate unit does.
@@ -129,12 +130,13 @@ def generate(
     for node in graph.nodes:
         if id(node) in fused:
             continue
-        act = fusable_activation(graph, node) if node.op in ("Dense", "Conv") else None
+        matrix = get_kernel(node.op).int8 == "matrix"
+        act = fusable_activation(graph, node) if matrix else None
         if act is not None:
             fused.add(id(act))
         if lowering_int8.emit(e, node, act):
             continue
-        if node.op in ("Dense", "Conv"):
+        if matrix:
             _matrix(e, node, act)
         else:
             ins = tuple(e.operand(v) for v in node.inputs)

@@ -27,7 +27,8 @@ from dlcc.runtime.kernels.quant import build_lut, quantize_multiplier, round_hal
 
 def emit(e: Emitter, node: Node, act: Node | None) -> bool:
     """Emit `node` (with its fused activation `act`) on the integer path if it can run there."""
-    if node.op in ("Dense", "Conv"):
+    kernel = get_kernel(node.op)
+    if kernel.int8 == "matrix":
         x, w = node.inputs[:2]
         if w.encoding.int8 and x.scale is not None:
             _matrix(e, node, act)
@@ -37,7 +38,6 @@ def emit(e: Emitter, node: Node, act: Node | None) -> bool:
     if x is None or x.is_constant or not e.has(x, I8):
         return False
     y = node.outputs[0]
-    kernel = get_kernel(node.op)
     if kernel.int8 == "same" and y.scale == x.scale:
         ins = (isa.Operand("UB", e.read(x, I8)),) + tuple(e.operand(v) for v in node.inputs[1:])
         e.program.append(isa.Vector(code_of(node.op), ins, (e.write(y, I8),), e.attr(node.attrs)))

@@ -18,7 +18,15 @@ import dataclasses
 import numpy as np
 
 from dlcc.ir import Graph, Node
-from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
+from dlcc.passes.manager import (
+    Pass,
+    PassContext,
+    PassOptions,
+    matrix_layers,
+    option,
+    register_pass,
+    skipped_rows,
+)
 from dlcc.passes.quantize import symmetric_int8
 from dlcc.passes.refit import layer_inputs, weight_matrix
 
@@ -39,7 +47,7 @@ class BiasCorrect(Pass):
             ctx.notes.append("biascorrect: no calibration data (--calib): biases left as they are")
             return {"layers": []}
         layers = []
-        nodes = weight_layers(graph)
+        nodes = matrix_layers(graph)
         for position, node in enumerate(nodes):
             if ctx.progress:
                 ctx.progress("biascorrect", position, len(nodes))
@@ -64,7 +72,7 @@ class BiasCorrect(Pass):
             layers.append(row)
         if ctx.progress:
             ctx.progress("biascorrect", len(nodes), len(nodes))
-        return {"layers": layers}
+        return {"layers": layers + skipped_rows(graph, "no Dense/Conv bias to correct")}
 
 
 def _add_correction(graph: Graph, node: Node, correction: np.ndarray) -> str:

@@ -18,20 +18,21 @@ import dataclasses
 import numpy as np
 
 from dlcc.ir import Graph, Node
-from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
+from dlcc.passes.manager import Pass, PassContext, PassOptions, matrix_layers, option, register_pass
 from dlcc.runtime.kernels import get_kernel
 
 
 def equalizable_pairs(graph: Graph) -> list[tuple[Node, Node, tuple[str, ...]]]:
     """(layer1, layer2, ops between) for every pair the rewrite is exact for."""
     pairs = []
-    for first in weight_layers(graph):
+    layers = matrix_layers(graph)
+    for first in layers:
         if first.op == "Conv" and first.attrs.group != 1:
             continue
         value, path = first.outputs[0], []
         while value not in graph.outputs and len(value.uses) == 1 and value.uses[0][1] == 0:
             user = value.uses[0][0]
-            if user.op in ("Dense", "Conv") and user.inputs[1].is_constant:
+            if user in layers:
                 if _compatible(first, user, path, value):
                     pairs.append((first, user, tuple(path)))
                 break

@@ -16,7 +16,7 @@ from dlcc.passes.manager import (
     PassContext,
     PassOptions,
     register_pass,
-    weight_layers,
+    weights,
 )
 
 
@@ -27,9 +27,9 @@ class Huffman(Pass):
 
     def run(self, graph: Graph, options: PassOptions, ctx: PassContext) -> dict:
         layers = []
-        for node in weight_layers(graph):
-            w = node.inputs[1]
+        for weight in weights(graph):
+            w = weight.value
             encoding = dataclasses.replace(w.encoding, huffman=True)
-            graph.replace_weight(node, 1, w.data, encoding)
-            layers.append({"layer": node.name, "encoding": str(encoding)})
+            graph.replace_weight(weight.node, weight.index, w.data, encoding)
+            layers.append({"layer": weight.label, "encoding": str(encoding)})
         return {"layers": layers}

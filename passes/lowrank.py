@@ -1,4 +1,4 @@
-"""Low-rank factorization by truncated SVD, per Dense/Conv layer.
+"""Low-rank factorization by truncated SVD, per Dense/Conv layer (other weights: a row saying so).
 
     W = U·S·Vt -> (U_r·√S_r)·(√S_r·Vt_r): one Dense/Conv layer becomes two with rank r between
 
@@ -33,8 +33,10 @@ from dlcc.passes.manager import (
     Pass,
     PassContext,
     PassOptions,
+    matrix_layers,
     option,
     register_pass,
+    skipped_rows,
     weight_layers,
 )
 from dlcc.runtime.kernels.matrix import ConvAttrs
@@ -68,14 +70,14 @@ class LowRank(Pass):
         """Factor every Dense/Conv layer where that saves parameters; a row per layer."""
         layers = []
         nodes = weight_layers(graph)
-        for node in nodes:
+        for node in matrix_layers(graph):
             if options.ratio is None:
                 energy, ratio = float(self.for_layer(options, node, nodes)), None
             else:
                 override = options.layers.lookup(node, nodes)
                 energy, ratio = None, options.ratio if override is None else float(override)
             layers.append(_factor_layer(graph, node, energy, ratio))
-        return {"layers": layers}
+        return {"layers": layers + skipped_rows(graph, "not a Dense/Conv product to factor")}
 
 
 def _check_fraction(what: str, value) -> None:

@@ -18,7 +18,8 @@ import typing
 from typing import Any, ClassVar
 
 from dlcc.errors import DlccError, PassError, PipelineError
-from dlcc.ir import Graph, Node
+from dlcc.ir import Graph, Node, Value
+from dlcc.runtime.kernels import get_kernel
 
 PRESETS = {
     "O0": "",
@@ -50,16 +51,17 @@ def option(
 class LayerOverrides:
     """Per-layer values of a pass's main option: `fc1:0.95;Conv:0.5;conv*:0.6`.
 
-    A key selects a Dense/Conv layer by node name, weight name, op type, a component of the
-    node name (`fc1` selects `/fc1/Gemm`), a glob, or a position: `#0` is the first weight
-    layer, `#-1` the last, `Conv#0` the first convolution. The first matching key wins.
+    A key selects a weight layer (`weight_layers`) by node name, the name of one of its
+    weights, op type, a component of the node name (`fc1` selects `/fc1/Gemm`), a glob, or a
+    position: `#0` is the first weight layer, `#-1` the last, `Conv#0` the first convolution.
+    The first matching key wins; it sets every weight of the layer (an LSTM's W and R).
     """
 
     items: tuple[tuple[str, str], ...] = ()
 
     def lookup(self, node: Node, layers: list[Node] = ()) -> str | None:
         """The override for `node`, one of the graph's weight `layers`, or None."""
-        names = {node.name, node.op, node.inputs[1].name if len(node.inputs) > 1 else ""}
+        names = {node.name, node.op, *(w.value.name for w in node_weights(node))}
         names |= set(re.split(r"[/.:]", node.name)) - {""}
         for prefix, group in (("", layers), (node.op, [n for n in layers if n.op == node.op])):
             if node in group:
@@ -117,7 +119,7 @@ class PassContext:
     progress: Any = None  # callable(description, done, total) or None
     timings: dict[str, float] | None = None  # filled with seconds per pass when given
     notes: list[str] = dataclasses.field(default_factory=list)
-    # Each weight layer's weight before the pipeline ran, by node name (set by run_pipeline).
+    # Each matrix layer's weight before the pipeline ran, by node name (set by run_pipeline).
     original_weights: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -221,7 +223,13 @@ def run_pipeline(graph: Graph, pipeline: Pipeline, ctx: PassContext) -> list[dic
     """Run every step on `graph`, verifying after each; returns the pass log."""
     log = []
     passes = registered_passes()
-    ctx.original_weights = {n.name: n.inputs[1].data for n in weight_layers(graph)}
+    # Only the passes that fit to calibration data read the originals: without data, holding
+    # them would keep a second copy of every weight the passes replace.
+    ctx.original_weights = (
+        {n.name: n.inputs[1].data for n in matrix_layers(graph)}
+        if ctx.calibration is not None
+        else {}
+    )
     for i, step in enumerate(pipeline.steps):
         start = time.perf_counter()
         try:
@@ -285,9 +293,67 @@ def pass_table() -> list[dict[str, Any]]:
     return table
 
 
+@dataclasses.dataclass(frozen=True)
+class Weight:
+    """A compressible weight: input `index` of `node`, as its op record declares it."""
+
+    node: Node
+    index: int
+    channel_axis: int  # of its output channels: per-channel int8 scales run along it
+    label: str  # its per-layer rows' name: the node's, plus the role when it has several
+
+    @property
+    def value(self) -> Value:
+        return self.node.inputs[self.index]
+
+
+def node_weights(node: Node) -> list[Weight]:
+    """The weights of `node`: the inputs its op record declares (`Kernel.weights`) that hold
+    constant float data (an LSTM's W and R, a Gather's table; not runtime ids)."""
+    declared = [
+        d
+        for d in get_kernel(node.op).weights
+        if d.index < len(node.inputs)
+        and node.inputs[d.index] is not None
+        and node.inputs[d.index].is_constant
+        and node.inputs[d.index].data.dtype.kind == "f"
+    ]
+    return [
+        Weight(
+            node,
+            d.index,
+            d.channel_axis % node.inputs[d.index].data.ndim,
+            node.name if len(declared) == 1 else f"{node.name}.{d.role}",
+        )
+        for d in declared
+    ]
+
+
+def weights(graph: Graph) -> list[Weight]:
+    """Every compressible weight, in graph order: what prune, kmeans, quantize and huffman
+    rewrite."""
+    return [w for node in graph.nodes for w in node_weights(node)]
+
+
 def weight_layers(graph: Graph) -> list[Node]:
-    """The Dense and Conv nodes with a constant weight: what the weight passes rewrite."""
-    return [n for n in graph.nodes if n.op in ("Dense", "Conv") and n.inputs[1].is_constant]
+    """The nodes with a compressible weight: the layers `layers=` overrides select."""
+    return [node for node in graph.nodes if node_weights(node)]
+
+
+def matrix_layers(graph: Graph) -> list[Node]:
+    """The weight layers the systolic array runs (Dense, Conv: the record's int8 "matrix"),
+    their weight input 1: what the passes that model a matrix product rewrite."""
+    return [n for n in weight_layers(graph) if get_kernel(n.op).int8 == "matrix"]
+
+
+def skipped_rows(graph: Graph, why: str) -> list[dict[str, Any]]:
+    """The stats rows of a matrix-layer pass for the weights it leaves alone (an LSTM's, a
+    Gather's table): one per weight, `applied` false and the reason."""
+    return [
+        {"layer": w.label, "applied": False, "reason": f"{w.node.op}: {why}"}
+        for w in weights(graph)
+        if get_kernel(w.node.op).int8 != "matrix"
+    ]
 
 
 # -- option text <-> values -----------------------------------------------------------------

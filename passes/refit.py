@@ -26,9 +26,10 @@ from dlcc.passes.manager import (
     Pass,
     PassContext,
     PassOptions,
+    matrix_layers,
     option,
     register_pass,
-    weight_layers,
+    skipped_rows,
 )
 from dlcc.runtime.kernels.matrix import conv_weight_from_matrix, conv_weight_matrix, im2col
 
@@ -152,14 +153,14 @@ class Refit(Pass):
             ctx.notes.append("refit: no calibration data (--calib): weights left as they are")
             return {"layers": []}
         layers = []
-        nodes = weight_layers(graph)
+        nodes = matrix_layers(graph)
         for position, node in enumerate(nodes):
             if ctx.progress:
                 ctx.progress("refit", position, len(nodes))
             layers.append(self._layer(graph, node, options, ctx))
         if ctx.progress:
             ctx.progress("refit", len(nodes), len(nodes))
-        return {"layers": layers}
+        return {"layers": layers + skipped_rows(graph, "not a Dense/Conv product to refit")}
 
     def _layer(self, graph: Graph, node: Node, options: Options, ctx: PassContext) -> dict:
         """Refit one layer in place; its stats row."""

@@ -27,8 +27,12 @@ attributes, a shape function and a dtype rule:
   a matrix op), `broadcasting` (a binary elementwise op, multidirectional broadcasting),
   `per_channel` (each output channel from the same input channel alone, e.g. pooling),
   `homogeneous` (f(a x) = a f(x) for a > 0), and `int8`: "same" (runs on int8 values, the
-  output keeping the input's scale; the default dtype rule then admits int8) or "table"
-  (computed from int8 to int8 through a 256-entry lookup table).
+  output keeping the input's scale; the default dtype rule then admits int8), "table"
+  (computed from int8 to int8 through a 256-entry lookup table) or "matrix" (an int8 x int8
+  -> int32 product on the systolic array, its weight int8 too: dlcc/lowering_int8.py).
+- `weights`: the inputs that hold a learned weight when constant (`WeightInput`: which
+  input, the axis of its output channels), what the weight passes compress. An op without an
+  int8 kernel for them stores them compressed all the same and computes in float32.
 
 Modules in this package register on import; `load_all()` imports them once.
 """
@@ -104,6 +108,16 @@ def axis_in(axis: int, rank: int, what: str = "axis") -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class WeightInput:
+    """An input holding a learned weight when constant: `index` among the op's inputs, `role`
+    its ONNX name, and the axis of its output channels (per-channel int8 scales run along it)."""
+
+    index: int
+    role: str
+    channel_axis: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Kernel:
     """One op: its name, attribute type, implementation, shape and dtype rules, traits."""
 
@@ -119,7 +133,8 @@ class Kernel:
     broadcasting: bool = False
     per_channel: bool = False
     homogeneous: bool = False
-    int8: str | None = None  # "same" | "table" | None
+    int8: str | None = None  # "same" | "table" | "matrix" | None
+    weights: tuple[WeightInput, ...] = ()
 
     def __call__(self, attrs: Any, *inputs: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Run the kernel; always returns a tuple of outputs."""

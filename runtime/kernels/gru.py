@@ -19,6 +19,7 @@ from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
 from dlcc.runtime.kernels.activation import sigmoid_into
 from dlcc.runtime.kernels.lstm import (
     DIRECTIONS,
+    RECURRENT_WEIGHTS,
     initial_state,
     run_directions,
     sequence_lengths,
@@ -108,7 +109,9 @@ def _gru_cell(attrs: GRUAttrs, r: np.ndarray, rb: np.ndarray):
     return cell
 
 
-@register_kernel("GRU", GRUAttrs, code=66, shape=_gru_shape, dtype=_gru_dtype)
+@register_kernel(
+    "GRU", GRUAttrs, code=66, shape=_gru_shape, dtype=_gru_dtype, weights=RECURRENT_WEIGHTS
+)
 def gru(attrs: GRUAttrs, x, w, r, b=None, sequence_lens=None, initial_h=None):
     """(Y, Y_h) of a GRU over X, per direction (see the module doc for the gate math)"""
     if attrs.layout:

@@ -7,7 +7,14 @@ import dataclasses
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import INDEX_DTYPES, any_dtype, axis_in, check, register_kernel
+from dlcc.runtime.kernels import (
+    INDEX_DTYPES,
+    WeightInput,
+    any_dtype,
+    axis_in,
+    check,
+    register_kernel,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +59,13 @@ def _gather_dtype(attrs: GatherAttrs, x, indices):
 
 
 @register_kernel(
-    "Gather", GatherAttrs, code=22, shape=_gather_shape, dtype=_gather_dtype, int8="same"
+    "Gather",
+    GatherAttrs,
+    code=22,
+    shape=_gather_shape,
+    dtype=_gather_dtype,
+    int8="same",
+    weights=(WeightInput(0, "data", channel_axis=0),),  # a constant table: one scale per row
 )
 def gather(attrs: GatherAttrs, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """y = take(x, indices, axis)   (negative indices count from the end)"""

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import F32, INDEX_DTYPES, check, register_kernel
+from dlcc.runtime.kernels import F32, INDEX_DTYPES, WeightInput, check, register_kernel
 from dlcc.runtime.kernels.activation import sigmoid_into
 
 DIRECTIONS = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}
@@ -202,7 +202,14 @@ def _lstm_dtype(attrs: LSTMAttrs, x, w, r, b=None, lens=None, *states):
     return F32
 
 
-@register_kernel("LSTM", LSTMAttrs, code=21, shape=_lstm_shape, dtype=_lstm_dtype)
+# W [D, 4H, I] and R [D, 4H, H]: compressed in the bundle, computed in float32 (ESE's
+# pruned LSTM weights, without its int8 recurrence).
+RECURRENT_WEIGHTS = (WeightInput(1, "W", channel_axis=1), WeightInput(2, "R", channel_axis=1))
+
+
+@register_kernel(
+    "LSTM", LSTMAttrs, code=21, shape=_lstm_shape, dtype=_lstm_dtype, weights=RECURRENT_WEIGHTS
+)
 def lstm(
     attrs: LSTMAttrs,
     x: np.ndarray,

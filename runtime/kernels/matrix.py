@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from dlcc.errors import ExecutionError
-from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, check, register_kernel
+from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, WeightInput, check, register_kernel
 from dlcc.runtime.kernels.constants import derived
 from dlcc.runtime.kernels.elementwise import unbroadcast
 
@@ -233,6 +233,8 @@ def _dense_grad(attrs, args, y, dy, want):
     dtype=matrix_dtype,
     workspace=_dense_workspace,
     grad=_dense_grad,
+    int8="matrix",
+    weights=(WeightInput(1, "W", channel_axis=1),),  # [K, N]
 )
 def dense(attrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """y = x @ w + b over the last axis of x (w is [K, N]); int8 operands accumulate in int32."""
@@ -298,6 +300,8 @@ def _conv_grad(attrs: ConvAttrs, args, y, dy, want):
     dtype=matrix_dtype,
     workspace=_conv_workspace,
     grad=_conv_grad,
+    int8="matrix",
+    weights=(WeightInput(1, "W", channel_axis=0),),  # [M, C/G, kh, kw]
 )
 def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     """y[n, m, oh, ow] = sum_{c,i,j} x_pad[n, c_g(m)+c, oh*s+i*d, ow*s+j*d] * w[m, c, i, j] + b[m]
@@ -420,6 +424,7 @@ def _conv_transpose_workspace(attrs: ConvTransposeAttrs, x, w, b=None) -> int:
     code=64,
     shape=_conv_transpose_shape,
     workspace=_conv_transpose_workspace,
+    weights=(WeightInput(1, "W", channel_axis=1),),  # [C, M/G, kh, kw]
 )
 def conv_transpose(attrs: ConvTransposeAttrs, x: np.ndarray, w: np.ndarray, b=None):
     """y = the adjoint of Conv(y) -> x: each input pixel scatters x[n, c] * w[c, m] onto the

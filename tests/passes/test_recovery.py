@@ -172,7 +172,7 @@ def test_equalize_is_exact_and_equalizes_each_pair():
     x = rng.normal(size=(5, 4, 10, 10)).astype(np.float32)
     graph = cnn(rng)
     reference = forward(graph, x)
-    log, ctx = compress(graph, "equalize")
+    log, ctx = compress(graph, "equalize", calib=x)  # with data: the originals are recorded
     assert [(r["layer"], r["next"], r["via"]) for r in rows(log, 0)] == [
         ("conv1", "conv2", "Relu+MaxPool"),
         ("conv2", "fc", "Flatten"),
