@@ -19,6 +19,7 @@ from _common import SAMPLES, add_data_option, mnist, table, top1
 
 import dlcc
 from dlcc.budget import choose
+from dlcc.passes.fidelity import Target
 
 
 def main() -> None:
@@ -38,11 +39,12 @@ def main() -> None:
         fp32 = sum(t.nbytes for t in dlcc.compile(model).tensors)
         for label, budget in (
             ("max-drop 0.5%", {"max_drop": 0.005}),
-            ("min-agreement 99%", {"min_agreement": 0.99}),
+            ("min-agreement 99%", {"agreement": 0.99}),
         ):
             labels = {"labels": y[search]} if "max_drop" in budget else {}
             start = time.perf_counter()
-            text, report = choose(model, {"image": x[search], **labels}, calib, **budget)
+            target = Target(**budget)
+            text, report = choose(model, {"image": x[search], **labels}, calib, target)
             bundle = dlcc.compile(model, passes=text, calibration=calib)
             seconds = time.perf_counter() - start
             loaded = dlcc.load_bytes(bundle.to_bytes())

@@ -1,102 +1,116 @@
-"""The automatic budget: the smallest bundle whose score stays within a budget.
+"""The automatic budget: the smallest bundle that keeps a fidelity target.
 
-    --max-drop D        accuracy on --data (with labels) >= baseline - D
-    --min-agreement A   top-1 agreement with the uncompressed model on --data >= A
+    --max-drop D        accuracy (with labels) >= the original's - D
+    --min-agreement A   top-1 agreement with the original >= A
+    --min-sqnr S        output SQNR >= S dB (--min-cosine C: cosine >= C)
+    -O2 / -O3 with data the default target: agreement >= 99% for classifier outputs,
+                        SQNR >= 25 dB for the others (passes/fidelity.py)
 
-From the per-layer sensitivity table (passes/sensitivity.py), each layer gets the most
-aggressive pruning rate and k-means width whose drop, measured alone, stays within an
-allowance; the whole pipeline is then compiled and scored for real (int8 activations and
-all). While it misses the budget, the allowance halves; at zero allowance every layer gets
-its mildest setting, and if even that misses, the budget cannot be met: the error names the
-layers that lose the most at their mildest setting, and nothing is written. Once a pipeline
-meets the budget, the largest layers are pushed one setting further at a time while the
-real score holds (the table measures each layer alone and without the recovery passes,
-so it is conservative).
+From the per-layer sensitivity table (passes/sensitivity.py, on at most TABLE_SAMPLES
+samples), each layer gets the most aggressive pruning rate and k-means width whose loss,
+measured alone, stays within an allowance; the whole pipeline is then compiled and scored
+for real (int8 activations and all). While it misses the target, the allowance halves; at
+zero allowance every layer gets its mildest setting, and if even that misses, the target
+cannot be met: the error names the layers that lose the most at their mildest setting, and
+nothing is written. Once a pipeline meets the target, the largest layers are pushed one
+setting further at a time while the real score holds (the table measures each layer alone
+and without the recovery passes, so it is conservative).
 
-`faithful` is the same search for a named -O level: its passes only (-O2 prunes, -O3 also
-shares weights) and a default fidelity target, so a preset keeps the model's meaning.
+Which data is which: the search scores on the calibration data (it also calibrates), or on
+--data when the target needs labels the calibration data lacks; the report is measured on
+data the search did not see: the other set, or the last HELD_OUT of the one set searched.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from dlcc.errors import DlccError
 from dlcc.ir import Graph
+from dlcc.passes.fidelity import DEFAULT, Fidelity, Target, graph_outputs
 
 ROUNDS = 6
 PUSHES = 8  # compiles spent pushing single layers past the table's choice
-DEFAULT_AGREEMENT = 0.99  # the -O levels' fidelity target for a classifier's top-1
 PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
 MARGIN = 1.5  # standard errors the search's agreement must clear the target by
-SEARCH_SECONDS = 300.0  # a faithful -O search estimated longer falls back to fixed rates
+TABLE_SAMPLES = 1000  # the sensitivity table ranks settings: a subset is enough
+SEARCH_SECONDS = 300.0  # a preset's search estimated longer falls back to fixed rates
+BATCH = 256
 
 
-def faithful(
-    model: str, calibration: dict | None, data: dict | None, level: str, progress=None
+def search(
+    model: str,
+    calibration: dict | None,
+    data: dict | None,
+    level: str | None = None,
+    target: Target | None = None,
+    progress=None,
 ) -> tuple[str, dict, dict, dict]:
-    """-O2 / -O3 with data: (pipeline, report, calibration, held-out data).
+    """(pipeline, report, calibration, held-out data) for the smallest bundle of `level`'s
+    passes (-O2: prune; else prune and kmeans) that keeps `target` (default: DEFAULT, with
+    the agreement raised by MARGIN standard errors so that it holds on unseen data).
 
-    The smallest bundle of that level's passes whose top-1 agreement with the original is
-    at least DEFAULT_AGREEMENT on the data the search sees: the calibration data (which also
-    calibrates), or the first HELD_OUT part of the one set given; the report is measured
-    on data the search did not see: --data, or the rest of that set.
+    Without an explicit target, a search estimated longer than SEARCH_SECONDS raises
+    FixedRates: the level's fixed rates are then the caller's choice.
     """
     from dlcc.data import split
     from dlcc.frontend import import_onnx
     from dlcc.passes.calibrate import sample_count
-    from dlcc.passes.sensitivity import is_classifier
 
+    if calibration is None and data is None:
+        raise DlccError(f"a fidelity target ({target}) needs data to score on: --calib or --data")
     graph = import_onnx(model)
-    if not is_classifier(graph.outputs[0].shape):
-        raise FixedRates(
-            f"-{level}: the model's first output is not [batch, classes], so per-layer rates "
-            "are not searched: the fixed rates are used"
-        )
-    if calibration is None or data is None:
-        calibration, data = split(calibration if data is None else data, graph, 1 - HELD_OUT)
-    search = {k: v for k, v in calibration.items() if k != "labels"}
-    samples = sample_count(graph, search)
-    # The search must clear the target by MARGIN binomial standard errors at the target, so
-    # that what it keeps on the samples it sees holds on samples it does not.
-    margin = MARGIN * float(np.sqrt(DEFAULT_AGREEMENT * (1 - DEFAULT_AGREEMENT) / samples))
-    seconds = _search_seconds(graph, model, search, calibration, level)
-    if seconds > SEARCH_SECONDS:
-        raise FixedRates(
-            f"-{level}: searching per-layer rates would take about {seconds / 60:.0f} min "
-            f"(limit {SEARCH_SECONDS / 60:.0f} min): the fixed rates are used; "
-            "--min-agreement 99% searches anyway"
-        )
-    text, report = choose(
-        model,
-        search,
-        calibration,
-        min_agreement=min(DEFAULT_AGREEMENT + margin, 1.0),
-        progress=progress,
-        passes=PRESET_PASSES[level],
-        graph=graph,
-    )
-    return text, report, calibration, data
+    preset = target is None
+    target = target or DEFAULT
+    labels = target.max_drop is not None
+    if calibration is not None and data is not None and (not labels or "labels" in calibration):
+        searched, held = calibration, data
+    else:
+        searched, held = split(data if data is not None else calibration, graph, 1 - HELD_OUT)
+        calibration = searched if calibration is None else calibration
+    if preset:
+        samples = sample_count(graph, {k: v for k, v in searched.items() if k != "labels"})
+        a = DEFAULT.agreement
+        margin = MARGIN * float(np.sqrt(a * (1 - a) / samples))
+        target = dataclasses.replace(target, agreement=min(a + margin, 1.0))
+        seconds = _search_seconds(graph, model, searched, calibration, level)
+        if seconds > SEARCH_SECONDS:
+            raise FixedRates(
+                f"-{level}: searching per-layer rates would take about {seconds / 60:.0f} min "
+                f"(limit {SEARCH_SECONDS / 60:.0f} min): the fixed rates are used; "
+                "--min-agreement or --min-sqnr searches anyway"
+            )
+    if not labels:
+        searched = {k: v for k, v in searched.items() if k != "labels"}
+    passes = PRESET_PASSES.get(level or "", ("prune", "kmeans"))
+    text, report = choose(model, searched, calibration, target, progress, passes, graph)
+    return text, report, calibration, held
 
 
 class FixedRates(DlccError):
-    """`faithful` cannot search this model (not a classifier, or estimated to take longer
-    than SEARCH_SECONDS): the level's fixed rates are used; the message says why."""
+    """A preset's search is estimated to take longer than SEARCH_SECONDS: the level's fixed
+    rates are used; the message says why."""
 
 
 def _search_seconds(graph, model, search, calibration, level) -> float:
-    """An estimate of the search's time: one float evaluation of the search data per
-    sensitivity job, and one compile with refit per round and push (timing one of each)."""
+    """An estimate of the search's time: one float evaluation of the table's samples per
+    sensitivity job, and one compile with refit and one evaluation of the search data per
+    round and push (timing one of each)."""
     import time
 
     import dlcc
+    from dlcc.passes.calibrate import sample_count
     from dlcc.passes.manager import PRESETS, weight_layers
-    from dlcc.passes.sensitivity import BITS, PRUNE, predictions
+    from dlcc.passes.sensitivity import BITS, PRUNE
 
+    inputs = {k: v for k, v in search.items() if k != "labels"}
     start = time.perf_counter()
-    predictions(graph, search, 256)
+    graph_outputs(graph, inputs, BATCH)
     evaluate = time.perf_counter() - start
+    share = min(TABLE_SAMPLES / max(sample_count(graph, inputs), 1), 1.0)
     jobs = len(weight_layers(graph)) * (1 + len(PRUNE) + (len(BITS) if level == "O3" else 0))
     start = time.perf_counter()
     dlcc.compile(
@@ -105,72 +119,97 @@ def _search_seconds(graph, model, search, calibration, level) -> float:
         calibration=calibration,
     )
     compile_ = time.perf_counter() - start
-    return jobs * evaluate + (ROUNDS // 2 + 1 + PUSHES) * (compile_ + evaluate)
+    return jobs * evaluate * share + (ROUNDS // 2 + 1 + PUSHES) * (compile_ + evaluate)
 
 
 def choose(
     model: str,
     data: dict,
     calibration: dict | None,
-    max_drop: float | None = None,
-    min_agreement: float | None = None,
+    target: Target,
     progress=None,
     passes: tuple[str, ...] = ("prune", "kmeans"),
     graph: Graph | None = None,
 ) -> tuple[str, dict]:
-    """(pipeline text, report) for the smallest bundle within the budget, using `passes`
-    (`graph`: the model already imported, when the caller has it)."""
+    """(pipeline text, report) for the smallest bundle that keeps `target` on `data`, using
+    `passes` (`graph`: the model already imported, when the caller has it)."""
     from dlcc.data import for_graph
     from dlcc.frontend import import_onnx
-    from dlcc.passes.sensitivity import BITS, PRUNE, layer_table, targets
+    from dlcc.passes.sensitivity import BITS, PRUNE, layer_table
 
-    if (max_drop is None) == (min_agreement is None):
-        raise DlccError("give one budget: --max-drop (with labels) or --min-agreement")
     graph = graph or import_onnx(model)
     data = for_graph(data, graph, "evaluation data")  # labels become class ids here
-    if max_drop is not None and "labels" not in data:
+    if target.max_drop is not None and "labels" not in data:
         raise DlccError("--max-drop needs labels in --data; use --min-agreement without them")
-    if min_agreement is not None:
-        data = {k: v for k, v in data.items() if k != "labels"}
-    truth = targets(graph, data)  # labels, or the uncompressed model's top-1: computed once
+    fidelity = Fidelity(graph, data, target, BATCH)
+    table_data = _head(graph, data, TABLE_SAMPLES)
+    table_fidelity = Fidelity(graph, table_data, target, BATCH)
     settings = {"prune": (0.0, *PRUNE), "kmeans": BITS}
     settings = {kind: values for kind, values in settings.items() if kind in passes}
-    table = layer_table(graph, data, settings, progress=progress, truth=truth)
-    floor = table["baseline"] - max_drop if max_drop is not None else min_agreement
-    allowance = table["baseline"] - floor  # recovery steps absorb much of the combination
-    calibrated = calibration is not None
-    for round_ in range(ROUNDS + 1):
+    table = layer_table(
+        graph,
+        table_data,
+        settings,
+        progress=progress,
+        score=lambda: table_fidelity.score(graph_outputs(graph, table_fidelity.inputs, BATCH)),
+    )
+    table["metric"] = "fidelity score"  # 1: the original; 0: on the target (passes/fidelity.py)
+    score = _scorer(graph, model, fidelity, calibration)
+    allowance, mildest = table["baseline"], None  # the score's floor is 0
+    for round_ in range(ROUNDS):
         if progress:
-            progress("budget: compiling and scoring", round_, ROUNDS + 1)
+            progress("budget: compiling and scoring", round_, ROUNDS)
         chosen = _settings(graph, table["layers"], allowance, settings)
-        score = _score(graph, model, _pipeline(chosen, calibrated), data, calibration, truth)
-        if score >= floor:
-            if progress:
-                progress("budget: compiling and scoring", ROUNDS + 1, ROUNDS + 1)
-            chosen, score = _push(
-                graph, model, chosen, score, floor, settings, data, calibration, truth, progress
-            )
-            text = _pipeline(chosen, calibrated)
-            return text, {
-                "baseline": table["baseline"],
-                "floor": floor,
-                "score": score,
-                "pipeline": text,
-                "sensitivity": table,
-            }
-        allowance = allowance / 2 if allowance > 1e-6 else -1.0  # last round: mildest
-        if allowance < 0:
+        got, outputs = score(chosen)
+        if got >= 0:
             break
+        if mildest is None:  # after the first miss: can the target be met at all?
+            mildest = _settings(graph, table["layers"], -1.0, settings)
+            got, outputs = score(mildest)
+            if got < 0:
+                raise _unreachable(target, table, fidelity.describe(outputs))
+            mildest = (mildest, got, outputs)
+        allowance /= 2  # recovery absorbs less of the sum than hoped: tighten
+    else:
+        chosen, got, outputs = mildest
+    if progress:
+        progress("budget: compiling and scoring", ROUNDS, ROUNDS)
+    chosen, got, outputs = _push(graph, chosen, got, outputs, settings, score, progress)
+    text = _pipeline(chosen, calibration is not None)
+    return text, {
+        "target": str(target),
+        "score": got,
+        "fidelity": fidelity.describe(outputs),
+        "samples": fidelity.samples,
+        "pipeline": text,
+        "sensitivity": table,
+    }
+
+
+def _unreachable(target: Target, table: dict, measured: str) -> DlccError:
+    """The error of a target missed at every layer's mildest setting, naming the layers
+    that lose the most there."""
     blame = sorted(
-        (r for r in table["layers"] if r["setting"] in (0.0, 8)), key=lambda r: r["delta"]
+        (r for r in table["layers"] if r["setting"] in (0.0, 8) and r["delta"] < 0),
+        key=lambda r: r["delta"],
     )[:3]
     names = ", ".join(
-        f"{r['layer']} ({r['pass']} {r['setting']}: {r['delta']:+.4f})" for r in blame
+        f"{r['layer']} ({r['pass']} {r['setting']} alone uses {-r['delta']:.2f} of it)"
+        for r in blame
     )
-    raise DlccError(
-        f"the budget (score >= {floor:.4f}) cannot be met even at the mildest "
-        f"setting (no pruning, 8-bit codebooks): {score:.4f}; most sensitive: {names}"
+    return DlccError(
+        f"the target ({target}) cannot be met even at the mildest setting (no pruning, "
+        f"8-bit codebooks, int8): {measured}; most sensitive: {names}"
     )
+
+
+def _head(graph: Graph, data: dict, count: int) -> dict:
+    """The first `count` samples of `data` (all of it when it has no more)."""
+    from dlcc.data import split
+    from dlcc.passes.calibrate import sample_count
+
+    samples = sample_count(graph, {k: v for k, v in data.items() if k != "labels"})
+    return data if samples <= count else split(data, graph, count / samples)[0]
 
 
 def _settings(graph: Graph, rows: list[dict], allowance: float, settings: dict) -> dict:
@@ -195,12 +234,14 @@ def _most_aggressive(kind: str, values: list[float]) -> float:
     return max(values) if kind == "prune" else min(values)
 
 
-def _push(graph, model, chosen, score, floor, settings, data, calibration, truth, progress):
+def _push(graph, chosen, score, outputs, settings, scorer, progress):
     """Step the largest layers one setting further, one at a time, while the real score
     holds: rounds over the layers until one changes nothing or PUSHES compiles are spent."""
-    from dlcc.passes.manager import weight_layers
+    from dlcc.passes.manager import node_weights, weight_layers
 
-    sizes = {_key(n): n.inputs[1].data.size for n in weight_layers(graph)}
+    sizes = {
+        _key(n): sum(w.value.data.size for w in node_weights(n)) for n in weight_layers(graph)
+    }
     tries = [
         (layer, kind) for layer in sorted(sizes, key=sizes.get, reverse=True) for kind in settings
     ]
@@ -213,16 +254,15 @@ def _push(graph, model, chosen, score, floor, settings, data, calibration, truth
             if step >= len(ladder) or compiles >= PUSHES:
                 continue
             trial = {**chosen, layer: {**chosen[layer], kind: ladder[step]}}
-            text = _pipeline(trial, calibration is not None)
-            got = _score(graph, model, text, data, calibration, truth)
+            got, trial_outputs = scorer(trial)
             compiles += 1
             if progress:
                 progress("budget: pushing layers", compiles, PUSHES)
-            if got >= floor:
-                chosen, score, progressed = trial, got, True
+            if got >= 0:
+                chosen, score, outputs, progressed = trial, got, trial_outputs, True
             else:  # this layer has reached its limit for this pass
                 tries = [t for t in tries if t != (layer, kind)]
-    return chosen, score
+    return chosen, score, outputs
 
 
 def _pipeline(chosen: dict, calibrated: bool) -> str:
@@ -241,19 +281,24 @@ def _pipeline(chosen: dict, calibrated: bool) -> str:
 
 def _key(node) -> str:
     """A layers= key for `node`: its name, or its weight's when the name holds , ; : ( )."""
-    return node.inputs[1].name if any(c in node.name for c in ",;:()") else node.name
+    from dlcc.passes.manager import node_weights
+
+    unsafe = any(c in node.name for c in ",;:()")
+    return node_weights(node)[0].value.name if unsafe else node.name
 
 
-def _score(graph: Graph, model: str, text: str, data: dict, calibration, truth) -> float:
-    """Top-1 score of the compiled bundle (the real one: int8 activations and all)."""
+def _scorer(graph: Graph, model: str, fidelity: Fidelity, calibration):
+    """A function of per-layer settings: (score, outputs) of their compiled bundle (the
+    real one: int8 activations and all) on the fidelity's data."""
     import dlcc
     from dlcc.passes.calibrate import batches
     from dlcc.runtime.loader import bind_bundle
 
-    bundle = bind_bundle(dlcc.compile(model, passes=text, calibration=calibration))
-    inputs = {k: v for k, v in data.items() if k != "labels"}
-    first = bundle.output_names[0]
-    top = np.concatenate(
-        [bundle.run(feeds)[first].argmax(1) for feeds in batches(graph, inputs, 512)]
-    )
-    return float((top == truth).mean())
+    def score(chosen: dict) -> tuple[float, dict]:
+        text = _pipeline(chosen, calibration is not None)
+        bundle = bind_bundle(dlcc.compile(model, passes=text, calibration=calibration))
+        parts = [bundle.run(feeds) for feeds in batches(graph, fidelity.inputs, BATCH)]
+        outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return fidelity.score(outputs), outputs
+
+    return score

@@ -62,12 +62,14 @@ def verify(model, bundle, data_path, target, layers, max_drop, threads, as_json)
         sys.exit(1)
 
 
-def fraction(text: str | None) -> float | None:
-    """`0.5%` or `0.005` -> 0.005 (None stays None)."""
+def fraction(text: str | None, flag: str = "--max-drop") -> float | None:
+    """`0.5%` or `0.005` -> 0.005, within [0, 1] (None stays None)."""
     if text is None:
         return None
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
     except ValueError:
-        raise DlccError(f"--max-drop {text!r}: expected a number or a percentage") from None
+        raise DlccError(f"{flag} {text!r}: expected a number or a percentage") from None
+    if not 0 <= value <= 1:
+        raise DlccError(f"{flag} {text!r}: expected a fraction from 0 to 100%")
     return value

@@ -20,9 +20,18 @@ from dlcc.ir import Graph, Node
 from dlcc.passes.calibrate import batches
 from dlcc.passes.cluster1d import kmeans_1d
 from dlcc.passes.evaluate import evaluate
-from dlcc.passes.manager import Pass, PassContext, PassOptions, option, register_pass, weight_layers
+from dlcc.passes.manager import (
+    Pass,
+    PassContext,
+    PassOptions,
+    Weight,
+    node_weights,
+    option,
+    register_pass,
+    weight_layers,
+)
 from dlcc.passes.prune import _keep_largest
-from dlcc.passes.quantize import _channel_axis, _quantize_channels
+from dlcc.passes.quantize import _quantize_channels
 
 PRUNE = (0.5, 0.7, 0.8, 0.9, 0.95)
 BITS = (8, 6, 5, 4, 3)
@@ -68,9 +77,9 @@ def noise_band(score: float, samples: int, sigma: float | None = None) -> float:
     return sigma if sigma is not None else float(np.sqrt(score * (1 - score) / max(samples, 1)))
 
 
-def compressed(node: Node, kind: str, setting: float) -> np.ndarray:
-    """The layer's weight as one pass at one setting would leave it."""
-    w = node.inputs[1].data
+def compressed(weight: Weight, kind: str, setting: float) -> np.ndarray:
+    """The weight as one pass at one setting would leave it."""
+    w = weight.value.data
     if kind == "prune":
         return np.where(_keep_largest(np.abs(w), setting), w, 0).astype(w.dtype)
     if kind == "kmeans":
@@ -79,8 +88,17 @@ def compressed(node: Node, kind: str, setting: float) -> np.ndarray:
         shared = np.zeros_like(w)
         shared[keep] = centroids[labels]
         return shared
-    data, _ = _quantize_channels(w, node.inputs[1].encoding, _channel_axis(node))
+    data, _ = _quantize_channels(w, weight.value.encoding, weight.channel_axis)
     return data
+
+
+def _compress_layer(node: Node, kind: str, setting: float) -> list[np.ndarray]:
+    """Put every weight of `node` as one pass at one setting would leave it; the originals."""
+    originals = []
+    for weight in node_weights(node):
+        originals.append(weight.value.data)
+        weight.value.data = compressed(weight, kind, setting)
+    return originals
 
 
 def layer_table(
@@ -90,12 +108,14 @@ def layer_table(
     sigma: float | None = None,
     progress=None,
     truth: np.ndarray | None = None,
+    score=None,
 ) -> dict:
     """delta(L, s) for every weight layer and setting, with the noise band and safe marks.
 
-    `truth` is what top-1 is scored against (default: `targets(graph, data)`).
+    `score` scores the graph as it stands when called (default: top-1 against `truth`,
+    which defaults to `targets(graph, data)`).
     """
-    score = scorer(graph, data, targets(graph, data) if truth is None else truth)
+    score = score or scorer(graph, data, targets(graph, data) if truth is None else truth)
     base = score()
     samples = len(next(iter(v for k, v in data.items() if k != "labels")))
     band = noise_band(base, samples, sigma)
@@ -103,10 +123,10 @@ def layer_table(
     layers = weight_layers(graph)
     jobs = [(n, kind, s) for n in layers for kind, values in settings.items() for s in values]
     for done, (node, kind, setting) in enumerate(jobs):
-        original = node.inputs[1].data
-        node.inputs[1].data = compressed(node, kind, setting)
+        originals = _compress_layer(node, kind, setting)
         delta = score() - base
-        node.inputs[1].data = original
+        for weight, original in zip(node_weights(node), originals):
+            weight.value.data = original
         rows.append(
             {
                 "layer": node.name,
@@ -145,7 +165,7 @@ class Sensitivity(Pass):
         table = ctx.sensitivity or layer_table(
             graph, data, settings, options.noise_sigma, ctx.progress
         )
-        metric = "accuracy" if "labels" in data else "agreement"
+        metric = table.get("metric") or ("accuracy" if "labels" in data else "agreement")
         unsafe = sum(not r["safe"] for r in table["layers"])
         ctx.notes.append(
             f"sensitivity: {metric} {table['baseline']:.4f} +- "

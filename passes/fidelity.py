@@ -1,0 +1,208 @@
+"""How far a compressed model's outputs moved from the original's, in one unit.
+
+Each output gets its criteria from a `Target` (the -O levels' default in brackets):
+
+    class scores [batch, classes]   top-1 agreement with the original >= A        [99%]
+                                         (or, the first output with labels: accuracy >= base - D)
+    any other output                     SQNR >= S dB                                    [25]
+                                         and/or cosine similarity >= C
+
+(Class scores: a [batch, classes] output that is the model's only output or a softmax's.)
+A class-score output takes --min-agreement / --max-drop when given, else --min-sqnr /
+--min-cosine when given, else the default; any other output takes --min-sqnr / --min-cosine,
+else the default. A criterion's *use* is its loss over its allowance:
+
+    agreement  (1 - agreement) / (1 - A)        accuracy  (base - accuracy) / D
+    SQNR       NSR / 10^(-S/10)                 cosine    (1 - cosine) / (1 - C)
+
+(NSR: noise power over signal power, summed over all samples.) A model's score is 1 minus
+its largest use: 1 for the original itself, >= 0 when every target holds. Noise powers of
+independent per-layer errors add, so an SQNR target is spent across layers the way an
+agreement target is: the budget search (dlcc/budget.py) treats every target alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlcc.ir import Graph
+from dlcc.passes.calibrate import batches
+from dlcc.passes.evaluate import evaluate
+from dlcc.passes.sensitivity import is_classifier
+
+TINY = 1e-12  # an allowance of 0 (agreement 100%) makes any loss use "everything":
+MOST = 999.0  # a use is capped here, so messages stay readable
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The fidelity a compressed model must keep; None leaves a criterion unset."""
+
+    agreement: float | None = None
+    max_drop: float | None = None
+    sqnr_db: float | None = None
+    cosine: float | None = None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.agreement is not None:
+            parts.append(f"top-1 agreement >= {100 * self.agreement:.2f}%")
+        if self.max_drop is not None:
+            parts.append(f"accuracy drop <= {100 * self.max_drop:.2f} points")
+        if self.sqnr_db is not None:
+            parts.append(f"SQNR >= {self.sqnr_db:g} dB")
+        if self.cosine is not None:
+            parts.append(f"cosine >= {self.cosine:g}")
+        return ", ".join(parts)
+
+
+DEFAULT = Target(agreement=0.99, sqnr_db=25.0)  # the -O levels' target
+
+
+def is_class_output(graph: Graph, value) -> bool:
+    """Whether output `value` holds class scores: [batch, classes] and either the model's only
+    output or a softmax's (a detector's [batch, 4] boxes beside its scores are not classes)."""
+    producer = value.producer.op if value.producer is not None else None
+    single = len(graph.outputs) == 1
+    return is_classifier(value.shape) and (single or producer in ("Softmax", "LogSoftmax"))
+
+
+def criteria(target: Target, classes: bool, first: bool, labelled: bool) -> dict:
+    """{criterion: its bound} for one output, of class scores or not (see the docstring)."""
+    if classes:
+        top1 = {"agreement": target.agreement}
+        if first and labelled and target.max_drop is not None:
+            top1 = {"accuracy": target.max_drop}
+        for chosen in (top1, _signal(target)):
+            chosen = {k: v for k, v in chosen.items() if v is not None}
+            if chosen:
+                return chosen
+        return {"agreement": DEFAULT.agreement}
+    chosen = {k: v for k, v in _signal(target).items() if v is not None}
+    return chosen or {"sqnr_db": DEFAULT.sqnr_db}
+
+
+def _signal(target: Target) -> dict:
+    return {"sqnr_db": target.sqnr_db, "cosine": target.cosine}
+
+
+class Fidelity:
+    """The original's outputs on `data` (computed once), and the score of any other outputs
+    against them under `target`."""
+
+    def __init__(self, graph: Graph, data: dict, target: Target, batch: int = 256) -> None:
+        self.target = target
+        self.labels = data.get("labels")
+        self.inputs = {k: v for k, v in data.items() if k != "labels"}
+        self.reference = graph_outputs(graph, self.inputs, batch)
+        self.criteria = {
+            v.name: criteria(target, is_class_output(graph, v), i == 0, self.labels is not None)
+            for i, v in enumerate(graph.outputs)
+        }
+        self.samples = len(next(iter(self.inputs.values())))
+        first = graph.outputs[0].name
+        self.base_accuracy = (
+            _accuracy(self.reference[first], self.labels) if self.labels is not None else None
+        )
+
+    def measure(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """{output: {criterion: value}} of `outputs` against the original's."""
+        measured = {}
+        for name, wanted in self.criteria.items():
+            ref, got = self.reference[name], outputs[name]
+            values = {}
+            for criterion in wanted:
+                if criterion == "agreement":
+                    values[criterion] = _agreement(ref, got)
+                elif criterion == "accuracy":
+                    values[criterion] = _accuracy(got, self.labels)
+                elif criterion == "sqnr_db":
+                    values[criterion] = _sqnr_db(ref, got)
+                else:
+                    values[criterion] = _cosine(ref, got)
+            measured[name] = values
+        return measured
+
+    def uses(self, measured: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Each criterion's share of its allowance used (<= 1: within the target)."""
+        uses = {}
+        for name, values in measured.items():
+            bounds = self.criteria[name]
+            uses[name] = {k: self._use(k, v, bounds[k]) for k, v in values.items()}
+        return uses
+
+    def _use(self, criterion: str, value: float, bound: float) -> float:
+        if criterion == "agreement":
+            loss, allowance = 1 - value, 1 - bound
+        elif criterion == "accuracy":
+            loss, allowance = self.base_accuracy - value, bound
+        elif criterion == "sqnr_db":
+            loss, allowance = 10 ** (-value / 10), 10 ** (-bound / 10)
+        else:
+            loss, allowance = 1 - value, 1 - bound
+        return 0.0 if loss <= 0 else min(loss / max(allowance, TINY), MOST)
+
+    def score(self, outputs: dict[str, np.ndarray]) -> float:
+        """1 - the largest use: 1 for the original, >= 0 when every target holds."""
+        uses = self.uses(self.measure(outputs)).values()
+        return 1.0 - max(u for row in uses for u in row.values())
+
+    def describe(self, outputs: dict[str, np.ndarray]) -> str:
+        """The measured criteria beside their bounds, for people."""
+        parts = []
+        for name, values in self.measure(outputs).items():
+            for criterion, value in values.items():
+                bound = self.criteria[name][criterion]
+                parts.append(f"{name}: {_format(criterion, value, bound, self.base_accuracy)}")
+        return "; ".join(parts)
+
+
+def _format(criterion: str, value: float, bound: float, base: float | None) -> str:
+    if criterion == "agreement":
+        return f"top-1 agreement {100 * value:.2f}% (>= {100 * bound:.2f}%)"
+    if criterion == "accuracy":
+        return f"accuracy {100 * value:.2f}% (>= {100 * (base - bound):.2f}%)"
+    if criterion == "sqnr_db":
+        return f"SQNR {value:.1f} dB (>= {bound:g} dB)"
+    return f"cosine {value:.5f} (>= {bound:g})"
+
+
+def graph_outputs(graph: Graph, inputs: dict, batch: int) -> dict[str, np.ndarray]:
+    """The graph's outputs for every sample of `inputs`, streamed in batches, by name."""
+    wanted = {id(v): v.name for v in graph.outputs}
+    parts: dict[str, list] = {name: [] for name in wanted.values()}
+    for feeds in batches(graph, inputs, batch):
+        for value, array in evaluate(graph, feeds):
+            if id(value) in wanted:
+                parts[wanted[id(value)]].append(array)
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+def _top1(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1).argmax(1)
+
+
+def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    return float((_top1(ref) == _top1(got)).mean())
+
+
+def _accuracy(got: np.ndarray, labels: np.ndarray) -> float:
+    return float((_top1(got) == np.asarray(labels).reshape(-1)).mean())
+
+
+def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    noise, signal = float(((ref - got) ** 2).sum()), float((ref**2).sum())
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal else float("-inf")
+
+
+def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    ref, got = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
+    if not norms:
+        return 1.0 if not (ref.any() or got.any()) else 0.0
+    return float(ref @ got / norms)
