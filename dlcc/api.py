@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from dlcc.codegen import generate
@@ -64,10 +65,14 @@ def compile(  # noqa: A001
         "notes": ctx.notes,
     }
     bundle = generate(graph, meta, array)
-    bundle.meta["report"] = _loaded_report(model, bundle, weight_bytes, ctx.evaluation)
-    blob = bundle.to_bytes()
+    evaluation = ctx.evaluation
+    # Free the IR's weights (and the originals) before the load check decodes its own; nodes
+    # and values refer to each other, so only the cycle collector frees them.
+    del graph, ctx
+    gc.collect()
+    bundle.meta["report"] = _loaded_report(model, bundle, weight_bytes, evaluation)
     if output is not None:
-        write_atomic(output, blob)
+        write_atomic(output, bundle.to_bytes())
     return bundle
 
 
@@ -75,14 +80,25 @@ def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> d
     """Load the new bundle (a compile never writes one that does not load) and measure its
     before/after report; the decoded bundle is freed before the file is written."""
     from dlcc.report import measure
+    from dlcc.runtime.loader import bind_bundle
 
     try:
-        loaded = load_bytes(bundle.to_bytes())
+        loaded = bind_bundle(_parsed(bundle))
     except DlccError as e:
         raise DlccError(
             f"{model}: the compiled bundle does not load, nothing written: {e}"
         ) from None
     return measure(model, weight_bytes, loaded, data, getattr(data, "source", "--data"))
+
+
+def _parsed(bundle: BundleFile) -> BundleFile:
+    """`bundle` parsed back from its bytes, sharing its DATA section with `bundle` (equal
+    bytes): a large model's weights are held once here, not three times."""
+    blob, bundle.data = bundle.to_bytes(), b""
+    parsed = BundleFile.from_bytes(blob, "<memory>")
+    del blob  # the parse copied each section out of it
+    bundle.data = parsed.data
+    return parsed
 
 
 def load_bytes(blob: bytes, source: str = "<memory>", threads: int | None = None) -> LoadedBundle:

@@ -238,14 +238,16 @@ def matrix_instruction(e: Emitter, node: Node, src: int, acc: int) -> isa.Instru
 
 def _layout(tensors: list) -> tuple[list, bytes]:
     """Encode every tensor and lay the blobs out in the DATA section."""
-    records, data = [], bytearray()
+    records, pieces, size = [], [], 0
     for name, array, encoding, integer in tensors:
         record, blobs = encode(name, array, encoding, integer)
         spans = []
         for role, coding, blob in blobs:
             if coding == "raw" and record.value_bits == 32 and role == "VALUES":
-                data += bytes(-len(data) % ALIGN)  # plain numbers: keep them view-aligned
-            spans.append((role, coding, len(data), len(blob)))
-            data += blob
+                pieces.append(bytes(-size % ALIGN))  # plain numbers: keep them view-aligned
+                size += len(pieces[-1])
+            spans.append((role, coding, size, len(blob)))
+            pieces.append(blob)  # a raw blob may view the graph's array: joined once, below
+            size += len(blob)
         records.append(dataclasses.replace(record, blobs=tuple(spans)))
-    return records, bytes(data)
+    return records, b"".join(pieces)

@@ -218,7 +218,7 @@ def pack_sections(sections: dict[str, bytes]) -> bytes:
     """Header plus sections in SECTION_ORDER, each aligned to ALIGN with zero padding."""
     kinds = [k for k in SECTION_ORDER if k in sections]
     offset = _align(header_bytes(len(kinds)))
-    entries, body = [], bytearray()
+    entries, body = [], []
     for kind in kinds:
         payload = sections[kind]
         entries.append(
@@ -230,11 +230,12 @@ def pack_sections(sections: dict[str, bytes]) -> bytes:
                 "crc32": zlib.crc32(payload),
             }
         )
-        body += payload + bytes(_align(len(payload)) - len(payload))
+        body += [payload, bytes(_align(len(payload)) - len(payload))]
         offset += _align(len(payload))
     value = {"version": VERSION, "count": len(kinds), "sections": entries}
     header = HEADER.build({"body": {"value": value}})
-    return header + bytes(_align(len(header)) - len(header)) + bytes(body)
+    # One join: a large DATA section is copied once, into the file's bytes.
+    return b"".join([header, bytes(_align(len(header)) - len(header)), *body])
 
 
 def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:

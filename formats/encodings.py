@@ -60,6 +60,13 @@ def encode(
     array = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d 1-D
     if integer and not enc.int8:
         raise ValueError(f"tensor {name!r}: only an int8 encoding decodes to integers")
+    # Only the chosen layout's streams outlive the search (a large layer's symbols are freed).
+    best = _smallest_layout(name, array, enc, integer)
+    return best.record, best.blobs(enc.huffman)
+
+
+def _smallest_layout(name: str, array: np.ndarray, enc: EncodingSpec, integer: bool) -> _Layout:
+    """The layout of `array` (dense, bitmask or CSR positions) of the fewest estimated bytes."""
     values = _value_symbols(name, array, enc, integer)
     base = TensorRecord(
         name,
@@ -72,23 +79,35 @@ def encode(
     best = _dense_positions(base, values)
     if enc.sparse:
         mask = values.symbols != values.zero
-        candidates = [_bitmask_positions(base, values, mask)]
+        best_size = best.size(enc.huffman)
+        bitmask = _bitmask_positions(base, values, mask)
+        if bitmask.size(enc.huffman) < best_size:
+            best, best_size = bitmask, bitmask.size(enc.huffman)
         # Raw widths have a closed-form best; Huffman shifts it, so then try them all.
         widths = (
             range(sparse.MIN_INDEX_BITS, sparse.MAX_INDEX_BITS + 1)
             if enc.huffman
             else [sparse.best_index_bits(mask, values.bits)]
         )
-        candidates += [_csr_positions(base, values, mask, bits) for bits in widths]
-        # Layouts are compared by estimated size; only the smallest is coded.
-        for layout in candidates:
-            if layout is not None and layout.size(enc.huffman) < best.size(enc.huffman):
-                best = layout
-    return best.record, best.blobs(enc.huffman)
+        # Layouts are compared by estimated size; only the smallest is built and coded.
+        runs = sparse.zero_runs(mask)
+        nonzero = values.symbols[mask] if enc.huffman and values.bits <= 16 else None
+        chosen = None
+        for bits in widths:
+            size = _csr_size(values, runs, nonzero, bits, enc.huffman)
+            if size is not None and size < best_size:
+                chosen, best_size = bits, size
+        if chosen is not None:
+            best = _csr_positions(base, values, mask, chosen)
+    return best
 
 
 def decode(record: TensorRecord, data: bytes) -> np.ndarray:
-    """The values of `record`, read from the DATA section `data` (float array)."""
+    """The values of `record`, read from the DATA section `data` (float array); plain numbers
+    stored densely (an -O0 weight) are a read-only view of `data`, not a copy."""
+    view = _plain_view(record, data)
+    if view is not None:
+        return view
     blobs = {
         role: (coding, data[offset : offset + length])
         for role, coding, offset, length in record.blobs
@@ -108,6 +127,22 @@ def decode(record: TensorRecord, data: bytes) -> np.ndarray:
     out = np.zeros(size, dtype=record.dtype)
     out[positions] = values
     return out.reshape(record.shape)
+
+
+def _plain_view(record: TensorRecord, data: bytes) -> np.ndarray | None:
+    """Dense raw little-endian numbers as a view of `data`; None for anything else (or
+    anything inconsistent: the general path then says what)."""
+    dtype = np.dtype(record.dtype)
+    roles = [(role, coding) for role, coding, _, _ in record.blobs]
+    if (record.positions, record.values, roles) != ("dense", "raw", [("VALUES", "raw")]):
+        return None
+    size = int(np.prod(record.shape, dtype=np.int64))
+    _, _, offset, length = record.blobs[0]
+    plain = dtype.kind in "iuf" and record.value_bits == 8 * dtype.itemsize
+    if not plain or record.entries != size or length != size * dtype.itemsize:
+        return None
+    view = np.frombuffer(data, dtype.newbyteorder("<"), size, offset)
+    return view.astype(dtype, copy=False).reshape(record.shape)
 
 
 def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
@@ -147,17 +182,21 @@ def _value_symbols(name: str, array: np.ndarray, enc: EncodingSpec, integer: boo
     scales = [] if integer else [("SCALES", _f32(enc.scales))]  # integer use needs no scales
     if enc.codebook is not None:
         book = np.asarray(enc.codebook, dtype=array.dtype)
-        symbols = np.searchsorted(book, flat).clip(0, len(book) - 1)
-        if not np.array_equal(book[symbols], flat):
+        zero = int(np.searchsorted(book, 0.0)) if 0.0 in book else -1
+        # The zeros (most of a pruned tensor) need no search: only the rest is looked up.
+        where = np.flatnonzero(flat) if zero >= 0 else slice(None)
+        found = np.searchsorted(book, flat[where]).clip(0, len(book) - 1)
+        if not np.array_equal(book[found], flat[where]):
             raise ValueError(f"tensor {name!r}: a value is not in its codebook")
+        symbols = np.full(flat.size, max(zero, 0), np.uint8 if len(book) <= 256 else np.uint32)
+        symbols[where] = found
         bits = max(1, int(np.ceil(np.log2(len(book)))))
         if enc.int8:
             q = np.round(book / enc.scales[0]).astype(np.int8)
             tables = [("CODEBOOK", q.tobytes()), *scales]
         else:
             tables = [("CODEBOOK", book.astype("<f4").tobytes())]
-        zero = int(np.searchsorted(book, 0.0)) if 0.0 in book else -1
-        return _Values("codebook", symbols.astype(np.uint32), bits, zero, tables)
+        return _Values("codebook", symbols, bits, zero, tables)
     if enc.int8:
         q = np.round(array / _channel_scales(enc, array.shape)).reshape(-1)
         return _Values("int8", (q + 128).astype(np.uint32), 8, 128, scales)
@@ -166,7 +205,7 @@ def _value_symbols(name: str, array: np.ndarray, enc: EncodingSpec, integer: boo
         bits = max(1, int(zigzag.max()).bit_length())
         if bits <= 32:  # integers at their minimal width (biases, tables, indices)
             return _Values("zigzag", zigzag.astype(np.uint32), bits, 0, [])
-    words = flat.astype(array.dtype.newbyteorder("<")).view(f"<u{array.dtype.itemsize}")
+    words = flat.astype(array.dtype.newbyteorder("<"), copy=False).view(f"<u{array.dtype.itemsize}")
     return _Values("raw", words, 8 * array.dtype.itemsize, 0, [])
 
 
@@ -239,6 +278,31 @@ def _bitmask_positions(base: TensorRecord, values: _Values, mask: np.ndarray) ->
     return _Layout(record, streams, values.tables + [("POSITIONS", sparse.bitmask_encode(mask))])
 
 
+def _csr_size(
+    values: _Values, runs: np.ndarray, nonzero: np.ndarray | None, index_bits: int, huffman: bool
+) -> int | None:
+    """`_csr_positions(...).size(huffman)` without building the layout: its streams' counts
+    follow from the zero runs before each nonzero (`runs`) and the nonzero symbols."""
+    span = 1 << index_bits
+    fillers = int(np.sum(runs >> index_bits))
+    if values.zero < 0 and fillers:
+        return None
+    entries = runs.size + fillers
+    value_counts = gap_counts = None
+    if nonzero is not None and entries:  # value symbols Huffman may code
+        value_counts = np.bincount(nonzero, minlength=max(values.zero, 0) + 1)
+        value_counts[max(values.zero, 0)] += fillers
+    if huffman and entries:
+        gap_counts = np.bincount(runs & (span - 1), minlength=span)
+        gap_counts[span - 1] += fillers
+    tables = sum(len(blob) for _, blob in values.tables)
+    return (
+        _counted_size(value_counts, entries, values.bits, huffman)
+        + _counted_size(gap_counts, entries, index_bits, huffman)
+        + tables
+    )
+
+
 def _csr_positions(base: TensorRecord, values: _Values, mask: np.ndarray, index_bits: int):
     """CSR relative indices with filler zeros; None when fillers have no zero symbol."""
     gaps, slots = sparse.relative_index_encode(mask, index_bits)
@@ -268,23 +332,38 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
 # -- streams ------------------------------------------------------------------------------
 def _stream_size(symbols: np.ndarray, bits: int, allow_huffman: bool) -> int:
     """Bytes `_stream` will take: raw exactly, Huffman estimated from its code lengths."""
-    raw = (
-        len(symbols) * bits // 8
-        if bits in (8, 16, 32, 64)
-        else bitpack.packed_size(len(symbols), bits)
-    )
-    if not (allow_huffman and bits <= 16 and len(symbols)):
+    huffman = allow_huffman and bits <= 16 and len(symbols)
+    return _counted_size(_histogram(symbols) if huffman else None, len(symbols), bits, huffman)
+
+
+def _counted_size(counts: np.ndarray | None, count: int, bits: int, allow_huffman: bool) -> int:
+    """`_stream_size` of `count` symbols whose histogram is `counts` (needed for Huffman)."""
+    raw = count * bits // 8 if bits in (8, 16, 32, 64) else bitpack.packed_size(count, bits)
+    if not (allow_huffman and bits <= 16 and count):
         return raw
-    counts = np.bincount(symbols.astype(np.int64))
     lengths = huffman.code_lengths(counts)
-    table = 24 + np.count_nonzero(counts) + len(symbols) // 2048  # header, lengths, offsets
+    table = 24 + np.count_nonzero(counts) + count // 2048  # header, lengths, offsets
     return min(raw, -(-int(counts @ lengths.astype(np.int64)) // 8) + table)
+
+
+def _histogram(symbols: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """np.bincount of a symbol stream, a chunk at a time: a 100M-symbol stream is not
+    copied to int64 whole."""
+    counts = np.zeros(int(symbols.max()) + 1, np.int64)
+    for start in range(0, len(symbols), chunk):
+        part = np.bincount(symbols[start : start + chunk])
+        counts[: len(part)] += part
+    return counts
 
 
 def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
     """(role, coding, bytes): raw bit-packed, or Huffman where allowed and smaller."""
-    whole = bits in (8, 16, 32, 64)  # whole bytes: plain little-endian words
-    raw = symbols.astype(f"<u{bits // 8}").tobytes() if whole else bitpack.pack_bits(symbols, bits)
+    whole = bits in (8, 16, 32, 64)  # whole bytes: plain little-endian words (a view, no copy)
+    raw = (
+        memoryview(np.ascontiguousarray(symbols.astype(f"<u{bits // 8}", copy=False))).cast("B")
+        if whole
+        else bitpack.pack_bits(symbols, bits)
+    )
     if allow_huffman and bits <= 16 and len(symbols):
         coded = huffman.pack_stream(symbols, 1 << bits)
         if len(coded) < len(raw):

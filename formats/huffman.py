@@ -124,19 +124,27 @@ def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = 4096) -> tuple
     table_len, table_code = np.zeros((2, np.asarray(lengths).size), dtype=np.int64)
     table_len[order] = lens
     table_code[order] = slots >> (top - lens)
-    bits = table_len[symbols]
-    if not bits.all():
-        raise ValueError("a symbol to encode has code length 0")
-    ends = np.cumsum(bits)
-    offsets = ends - bits
-    nbytes = (int(ends[-1]) + 7) // 8
-    windows = table_code[symbols] << (24 - bits - (offsets & 7))
-    acc = np.bincount(offsets >> 3, weights=windows, minlength=nbytes).astype(np.int64)
+    # Whole blocks at a time: a 10M-symbol stream needs no int64 arrays of its length. Windows
+    # of two chunks meeting in a byte have disjoint bits, so their sums still add up.
+    step = block * max(1, (1 << 20) // block)
+    chunks = [symbols[i : i + step] for i in range(0, symbols.size, step)]
+    nbytes = (sum(int(table_len[c].sum()) for c in chunks) + 7) // 8
     out = np.zeros(nbytes + 2, dtype=np.int64)
-    out[:nbytes] += acc >> 16
-    out[1 : nbytes + 1] += (acc >> 8) & 255
-    out[2 : nbytes + 2] += acc & 255
-    return out[:nbytes].astype(np.uint8).tobytes(), offsets[::block].astype(np.uint64)
+    starts, start = [], 0
+    for chunk in chunks:
+        bits = table_len[chunk]
+        if not bits.all():
+            raise ValueError("a symbol to encode has code length 0")
+        offsets = np.cumsum(bits) - bits + start
+        windows = table_code[chunk] << (24 - bits - (offsets & 7))
+        first = int(offsets[0]) >> 3
+        acc = np.bincount((offsets >> 3) - first, weights=windows).astype(np.int64)
+        out[first : first + acc.size] += acc >> 16
+        out[first + 1 : first + acc.size + 1] += (acc >> 8) & 255
+        out[first + 2 : first + acc.size + 2] += acc & 255
+        starts.append(offsets[::block])
+        start = int(offsets[-1] + bits[-1])
+    return out[:nbytes].astype(np.uint8).tobytes(), np.concatenate(starts).astype(np.uint64)
 
 
 _WINDOW = 16  # widest table window (bits): 2**16 entries; two windows fit a loaded word

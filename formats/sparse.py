@@ -31,7 +31,7 @@ def _check_index_bits(index_bits: int) -> None:
         )
 
 
-def _zero_runs(mask: np.ndarray) -> np.ndarray:
+def zero_runs(mask: np.ndarray) -> np.ndarray:
     """Zeros skipped before each nonzero of the flattened mask (int64)."""
     positions = np.flatnonzero(np.asarray(mask).ravel())
     return np.diff(positions, prepend=-1) - 1
@@ -44,7 +44,7 @@ def relative_index_encode(mask: np.ndarray, index_bits: int) -> tuple[np.ndarray
     the flat position of every entry. A slot where `mask` is False is a filler: store value 0.
     """
     _check_index_bits(index_bits)
-    runs = _zero_runs(mask)
+    runs = zero_runs(mask)
     span = 1 << index_bits
     fillers = runs // span  # fillers chained before each nonzero
     gaps = np.full(int(runs.size + fillers.sum()), span - 1, dtype=np.uint8)
@@ -75,13 +75,13 @@ def relative_index_decode(gaps: np.ndarray, index_bits: int, size: int) -> np.nd
 def entry_count(mask: np.ndarray, index_bits: int) -> int:
     """Number of relative-index entries (nonzeros plus fillers) of `mask` at `index_bits`."""
     _check_index_bits(index_bits)
-    runs = _zero_runs(mask)
+    runs = zero_runs(mask)
     return int(runs.size + np.sum(runs >> index_bits))
 
 
 def best_index_bits(mask: np.ndarray, value_bits: int) -> int:
     """The index width in 3..8 minimising entries * (index_bits + value_bits); ties: narrower."""
-    runs = _zero_runs(mask)
+    runs = zero_runs(mask)
     widths = np.arange(MIN_INDEX_BITS, MAX_INDEX_BITS + 1)
     costs = [(runs.size + np.sum(runs >> b)) * (int(b) + value_bits) for b in widths]
     return int(widths[int(np.argmin(costs))])

@@ -17,9 +17,10 @@ def import_onnx(
     `shapes` pins input dimensions (see `lower_model`). What the frontend had to work
     around (see read_model) is appended to `notes`.
     """
-    model = read_model(path, notes)  # its errors name the file already
+    model, weights = read_model(path, notes)  # its errors name the file already
     try:
-        graph = lower_model(model, shapes, notes)
+        graph = lower_model(model, shapes, notes, weights)
+        del weights  # the graph holds what it uses; folding then frees what it replaces
         fold_batchnorm(graph)
         graph.verify()
     except DlccError as e:

@@ -124,10 +124,15 @@ def _attribute(a: onnx.AttributeProto):
 
 
 def lower_model(
-    model: onnx.ModelProto, shapes: dict[str, tuple] | None = None, notes: list[str] | None = None
+    model: onnx.ModelProto,
+    shapes: dict[str, tuple] | None = None,
+    notes: list[str] | None = None,
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Graph:
     """The IR graph of a checked ONNX model. `shapes` pins input dimensions by input name:
     an int fixes one, a name keeps it symbolic (renamed), None leaves it as declared.
+    `weights` are initializers read apart from the model (`read_model`), by name; the graph
+    holds these very arrays, not copies.
 
     A symbolic dimension other than the batch gets the first of `REFERENCES` at which the
     model lowers. A model that lowers only with its batch fixed at 1 (a recurrent state or a
@@ -141,7 +146,7 @@ def lower_model(
     for fixed_batch in (False, True):
         for reference in REFERENCES if _has_free_symbols(model, shapes) else REFERENCES[:1]:
             try:
-                graph = _lower(model, shapes, reference, fixed_batch)
+                graph = _lower(model, shapes, reference, fixed_batch, weights or {})
             except UnsupportedOpError:
                 raise
             except FrontendError as e:
@@ -158,12 +163,18 @@ def lower_model(
 
 
 def _lower(
-    model: onnx.ModelProto, shapes: dict[str, tuple], reference: int, fixed_batch: bool = False
+    model: onnx.ModelProto,
+    shapes: dict[str, tuple],
+    reference: int,
+    fixed_batch: bool,
+    weights: dict[str, np.ndarray],
 ) -> Graph:
     onnx_graph = model.graph
     graph = Graph(onnx_graph.name or "model")
     lowering = _Lowering(graph, _Folder(opset_of(model)))
     lowering.constants(onnx_graph.initializer)
+    for name, data in weights.items():
+        lowering.env[name] = graph.constant(name, data)
     try:
         for inp in onnx_graph.input:
             if inp.name not in lowering.env:

@@ -86,3 +86,23 @@ def test_dense_float_is_raw_bytes():
 def test_value_outside_codebook_is_refused():
     with pytest.raises(ValueError, match="not in its codebook"):
         encode("w", np.array([0.5], np.float32), Encoding(codebook=(0.0, 1.0)))
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.92, 0.999])
+@pytest.mark.parametrize("codebook_bits, int8", [(5, True), (0, True), (0, False)])
+def test_csr_size_estimate_equals_the_built_layout(sparsity, codebook_bits, int8):
+    """encode() sizes CSR layouts from the zero runs without building them: the estimate must
+    be the built layout's, at every index width (or the choice of layout would drift)."""
+    from dlcc.formats import encodings, sparse
+
+    w, enc = layer(np.random.default_rng(5), (300, 200), sparsity, codebook_bits, int8)
+    enc = dataclasses.replace(enc, huffman=True)
+    values = encodings._value_symbols("w", w, enc, False)
+    base = encodings.TensorRecord("w", "float32", w.shape, values.kind, value_bits=values.bits)
+    mask = values.symbols != values.zero
+    runs = sparse.zero_runs(mask)
+    nonzero = values.symbols[mask] if values.bits <= 16 else None
+    for bits in range(sparse.MIN_INDEX_BITS, sparse.MAX_INDEX_BITS + 1):
+        built = encodings._csr_positions(base, values, mask, bits)
+        estimate = encodings._csr_size(values, runs, nonzero, bits, True)
+        assert estimate == (None if built is None else built.size(True))

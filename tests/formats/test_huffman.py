@@ -345,3 +345,19 @@ def test_size_bar_of_the_speed_issue() -> None:
     data = pack_stream(symbols, 32)
     overhead = len(data) - len(HUFFMAN_STREAM.parse(data).payload)
     assert len(data) <= 1.02 * (bound + overhead)
+
+
+def test_a_stream_longer_than_one_encoding_chunk() -> None:
+    """encode() works a chunk of whole blocks at a time: codes meeting in a byte at a chunk
+    boundary, and the block offsets after it, must come out as if coded in one piece (a block
+    longer than the stream is one chunk)."""
+    rng = np.random.default_rng(6)
+    symbols = rng.zipf(1.3, (1 << 20) + 12_345).clip(max=200) - 1
+    lengths = code_lengths(np.bincount(symbols))
+    whole, _ = encode(symbols, lengths, 1 << 21)
+    bits = lengths.astype(np.int64)[symbols]
+    for block in (4096, 1000):
+        payload, offsets = encode(symbols, lengths, block)
+        assert payload == whole
+        assert offsets.tolist() == (np.cumsum(bits) - bits)[::block].tolist()
+    np.testing.assert_array_equal(unpack_stream(pack_stream(symbols, 200)), symbols)

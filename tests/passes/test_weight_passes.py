@@ -114,3 +114,37 @@ def test_keep_largest_equals_a_stable_sort_with_ties():
         expected = np.ones(n, bool)
         expected[np.argsort(magnitude, kind="stable")[: int(round(sparsity * n))]] = False
         np.testing.assert_array_equal(_keep_largest(magnitude, sparsity), expected)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "mostly_zero"])
+def test_kth_smallest_of_a_large_layer_equals_a_partition(kind):
+    """The sampled bracket (no copy of a large layer) finds exactly np.partition's answer."""
+    from dlcc.passes.prune import _kth_smallest
+
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_normal(2_000_003)).astype(np.float32)
+    if kind == "ties":
+        x = np.round(x * 4) / 4
+    if kind == "mostly_zero":
+        x[: x.size * 9 // 10] = 0
+    for k in (0, 1, x.size // 3, x.size * 92 // 100, x.size - 1):
+        assert _kth_smallest(x, k) == np.partition(x, k)[k]
+
+
+def test_kmeans_of_a_layer_above_the_fit_sample():
+    """Fitted on a sample, assigned in full: at most k ascending centroids, each the mean of
+    its members, within 5% of the exact k-means' squared error."""
+    import types
+
+    from dlcc.passes.cluster1d import kmeans_1d, quantization_error
+    from dlcc.passes.kmeans import FIT_SAMPLE, _cluster
+
+    values = np.random.default_rng(4).standard_normal(FIT_SAMPLE * 3).astype(np.float32)
+    options = types.SimpleNamespace(init="linear", iters=100, seed=0)
+    centroids, labels = _cluster(values, 31, options, 0.0)
+    assert len(centroids) <= 31 and np.all(np.diff(centroids) > 0)
+    means = np.bincount(labels, weights=values) / np.bincount(labels)
+    np.testing.assert_allclose(centroids, means, rtol=1e-12)
+    exact = kmeans_1d(values, 31)
+    ratio = quantization_error(values, centroids, labels) / quantization_error(values, *exact)
+    assert ratio < 1.05
