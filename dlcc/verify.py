@@ -133,10 +133,10 @@ def _input_graph(model: str):
 def _layer_pairs(model: str, bundle) -> tuple:
     """The float IR of `model`, and the bundle's matrix layers matched to its nodes."""
     from dlcc.codegen import fusable_activation
-    from dlcc.passes.manager import weight_layers
+    from dlcc.passes.manager import matrix_layers
 
     graph = _input_graph(model)
-    by_weight = {n.inputs[1].name: n for n in weight_layers(graph)}
+    by_weight = {n.inputs[1].name: n for n in matrix_layers(graph)}
     program, names = bundle.file.program, [t.name for t in bundle.file.tensors]
     pairs, fifo = [], []
     for k, instr in enumerate(program):
