@@ -9,10 +9,12 @@
 From the per-layer sensitivity table (passes/sensitivity.py, on at most TABLE_SAMPLES
 samples), each layer gets the most aggressive pruning rate and k-means width whose loss,
 measured alone, stays within an allowance; the whole pipeline is then compiled and scored
-for real (int8 activations and all). While it misses the target, the allowance halves; at
-zero allowance every layer gets its mildest setting, and if even that misses, the target
-cannot be met: the error names the layers that lose the most at their mildest setting, and
-nothing is written. Once a pipeline meets the target, the largest layers are pushed one
+for real (int8 activations and all). After the first miss, the mildest pipeline (no pruning,
+8-bit codebooks) is scored: if it misses with int8 activations, the search goes on with
+float activations (Deep Compression's own pipeline: shared weights, float compute); if it
+misses even then, the target cannot be met: the error names the layers that lose the most at
+their mildest setting, and nothing is written. Otherwise the allowance halves until the
+target holds (or the mildest pipeline is kept). Then the largest layers are pushed one
 setting further at a time while the real score holds (the table measures each layer alone
 and without the recovery passes, so it is conservative).
 
@@ -40,8 +42,7 @@ PUSHES = 8  # compiles spent pushing single layers past the table's choice
 PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
 FIT = 2 / 3  # of the calibration data searched on: what recovery fits; the search scores the rest
-MARGIN = 1.5  # standard errors the search's agreement must clear the target by
-MARGIN_DB = 1.0  # and the dB its SQNR must clear it by (oww "alexa": 25.1 dB unseen without)
+MARGIN = 1.5  # standard errors of its estimate each measure must clear its bound by
 TABLE_SAMPLES = 1000  # the sensitivity table ranks settings: a subset is enough
 SEARCH_SECONDS = 300.0  # a preset's search estimated longer falls back to fixed rates
 BATCH = 256
@@ -56,16 +57,15 @@ def search(
     progress=None,
 ) -> tuple[str, dict, dict, dict]:
     """(pipeline, report, calibration, held-out data) for the smallest bundle of `level`'s
-    passes (-O2: prune; else prune and kmeans) that keeps `target` (default: DEFAULT, with
-    the agreement raised by MARGIN standard errors and the SQNR by MARGIN_DB, so that it
-    holds on unseen data).
+    passes (-O2: prune; else prune and kmeans) that keeps `target` (default: DEFAULT) by
+    MARGIN standard errors of each measure on the data searched, so that it holds on unseen
+    data.
 
     Without an explicit target, a search estimated longer than SEARCH_SECONDS raises
     FixedRates: the level's fixed rates are then the caller's choice.
     """
     from dlcc.data import split
     from dlcc.frontend import import_onnx
-    from dlcc.passes.calibrate import sample_count
 
     if calibration is None and data is None:
         raise DlccError(f"a fidelity target ({target}) needs data to score on: --calib or --data")
@@ -82,13 +82,8 @@ def search(
         calibration = searched
     if searched is calibration:  # recovery fits the calibration data: score on other samples
         calibration, searched = split(searched, graph, FIT)
+    target = dataclasses.replace(target, z=MARGIN)
     if preset:
-        samples = sample_count(graph, {k: v for k, v in searched.items() if k != "labels"})
-        a = DEFAULT.agreement
-        margin = MARGIN * float(np.sqrt(a * (1 - a) / samples))
-        target = dataclasses.replace(
-            target, agreement=min(a + margin, 1.0), sqnr_db=DEFAULT.sqnr_db + MARGIN_DB
-        )
         seconds = _search_seconds(graph, model, searched, calibration, level)
         if seconds > SEARCH_SECONDS:
             raise FixedRates(
@@ -167,7 +162,12 @@ def choose(
         score=lambda: table_fidelity.score(graph_outputs(graph, table_fidelity.inputs, BATCH)),
     )
     table["metric"] = "fidelity score"  # 1: the original; 0: on the target (passes/fidelity.py)
-    score = _scorer(graph, model, fidelity, calibration)
+    scorer = _scorer(graph, model, fidelity, calibration)
+    int8 = True
+
+    def score(chosen: dict) -> tuple[float, dict]:
+        return scorer(_pipeline(chosen, calibration is not None, int8))
+
     allowance, mildest = table["baseline"], None  # the score's floor is 0
     for round_ in range(ROUNDS):
         if progress:
@@ -179,6 +179,9 @@ def choose(
         if mildest is None:  # after the first miss: can the target be met at all?
             mildest = _settings(graph, table["layers"], -1.0, settings)
             got, outputs = score(mildest)
+            if got < 0 and int8:  # int8 activations alone may miss it: keep them float
+                int8 = False
+                got, outputs = score(mildest)
             if got < 0:
                 raise _unreachable(target, table, fidelity.describe(outputs))
             mildest = (mildest, got, outputs)
@@ -188,13 +191,14 @@ def choose(
     if progress:
         progress("budget: compiling and scoring", ROUNDS, ROUNDS)
     chosen, got, outputs = _push(graph, chosen, got, outputs, settings, score, progress)
-    text = _pipeline(chosen, calibration is not None)
+    text = _pipeline(chosen, calibration is not None, int8)
     return text, {
         "target": str(target),
         "score": got,
         "fidelity": fidelity.describe(outputs),
         "samples": fidelity.samples,
         "pipeline": text,
+        "int8_activations": int8,
         "sensitivity": table,
     }
 
@@ -212,7 +216,7 @@ def _unreachable(target: Target, table: dict, measured: str) -> DlccError:
     )
     return DlccError(
         f"the target ({target}) cannot be met even at the mildest setting (no pruning, "
-        f"8-bit codebooks, int8): {measured}; most sensitive: {names}"
+        f"8-bit codebooks, float activations): {measured}; most sensitive: {names}"
     )
 
 
@@ -276,10 +280,12 @@ def _push(graph, chosen, score, outputs, settings, scorer, progress):
     return chosen, score, outputs
 
 
-def _pipeline(chosen: dict, calibrated: bool) -> str:
-    """The pipeline text of per-layer settings {layer key: {pass: setting}}."""
+def _pipeline(chosen: dict, calibrated: bool, int8: bool) -> str:
+    """The pipeline text of per-layer settings {layer key: {pass: setting}}: int8 weights and
+    activations, or (int8 False) shared float weights and float activations, as Deep
+    Compression's own pipeline."""
     # With calibration data the recovery steps run too (they need it, and they only help).
-    refit, correct = (",refit", ",biascorrect") if calibrated else ("", "")
+    refit = ",refit" if calibrated else ""
     steps = []
     prune = ";".join(f"{k}:{v['prune']}" for k, v in chosen.items() if "prune" in v)
     if prune:
@@ -287,7 +293,9 @@ def _pipeline(chosen: dict, calibrated: bool) -> str:
     bits = ";".join(f"{k}:{int(v['kmeans'])}" for k, v in chosen.items() if "kmeans" in v)
     if bits:
         steps.append(f"kmeans(layers={bits}){refit}")
-    return ",".join([*steps, f"quantize{correct}", "huffman"])
+    if int8:
+        steps.append(f"quantize{',biascorrect' if calibrated else ''}")
+    return ",".join([*steps, "huffman"])
 
 
 def _key(node) -> str:
@@ -299,14 +307,13 @@ def _key(node) -> str:
 
 
 def _scorer(graph: Graph, model: str, fidelity: Fidelity, calibration):
-    """A function of per-layer settings: (score, outputs) of their compiled bundle (the
-    real one: int8 activations and all) on the fidelity's data."""
+    """A function of a pipeline: (score, outputs) of its compiled bundle (the real one: int8
+    activations and all) on the fidelity's data."""
     import dlcc
     from dlcc.passes.calibrate import batches
     from dlcc.runtime.loader import bind_bundle
 
-    def score(chosen: dict) -> tuple[float, dict]:
-        text = _pipeline(chosen, calibration is not None)
+    def score(text: str) -> tuple[float, dict]:
         bundle = bind_bundle(dlcc.compile(model, passes=text, calibration=calibration))
         parts = [bundle.run(feeds) for feeds in batches(graph, fidelity.inputs, BATCH)]
         outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

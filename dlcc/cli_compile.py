@@ -215,6 +215,11 @@ def _search(model, calibration, data, level, target):
         f"on {chosen['samples']:,} samples; the report below is on {data.source})",
         err=True,
     )
+    if not chosen["int8_activations"]:
+        click.echo(
+            "dlcc: note: activations stay float32: int8 activations alone miss the target",
+            err=True,
+        )
     return pipeline, chosen, calibration, data
 
 

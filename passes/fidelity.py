@@ -2,10 +2,10 @@
 
 Each output gets its criteria from a `Target` (the -O levels' default in brackets):
 
-    class scores [batch, classes]   top-1 agreement with the original >= A        [99%]
-                                         (or, the first output with labels: accuracy >= base - D)
-    any other output                     SQNR >= S dB                                    [25]
-                                         and/or cosine similarity >= C
+    class scores [batch, classes]   top-1 agreement with the original >= A            [99%]
+                                    (the first output, with labels: accuracy >= base - D)
+    any other output                SQNR >= S dB                                       [25]
+                                    and/or cosine similarity >= C
 
 (Class scores: a [batch, classes] output that is the model's only output or a softmax's.)
 A class-score output takes --min-agreement / --max-drop when given, else --min-sqnr /
@@ -15,10 +15,13 @@ else the default. A criterion's *use* is its loss over its allowance:
     agreement  (1 - agreement) / (1 - A)        accuracy  (base - accuracy) / D
     SQNR       NSR / 10^(-S/10)                 cosine    (1 - cosine) / (1 - C)
 
-(NSR: noise power over signal power, summed over all samples.) A model's score is 1 minus
-its largest use: 1 for the original itself, >= 0 when every target holds. Noise powers of
-independent per-layer errors add, so an SQNR target is spent across layers the way an
-agreement target is: the budget search (dlcc/budget.py) treats every target alike.
+(NSR: noise power over signal power, summed over all samples.) With `Target.z`, each loss is
+taken z standard errors of its estimate higher, so a target met on the samples searched holds
+on others: binomial at the bound for agreement, of the paired per-sample difference for
+accuracy, of the per-sample noise powers for SQNR. A model's score is 1 minus its largest
+use: 1 for the original itself, >= 0 when every target holds. Noise powers of independent
+per-layer errors add, so an SQNR target is spent across layers the way an agreement target
+is: the budget search (dlcc/budget.py) treats every target alike.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Target:
     max_drop: float | None = None
     sqnr_db: float | None = None
     cosine: float | None = None
+    z: float = 0.0  # standard errors of its own estimate each loss must clear the bound by
 
     def __str__(self) -> str:
         parts = []
@@ -107,47 +111,55 @@ class Fidelity:
             _accuracy(self.reference[first], self.labels) if self.labels is not None else None
         )
 
-    def measure(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-        """{output: {criterion: value}} of `outputs` against the original's."""
-        measured = {}
+    def losses(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, tuple]]:
+        """{output: {criterion: (value, loss, standard error of the loss)}} of `outputs`."""
+        n = self.samples
+        table = {}
         for name, wanted in self.criteria.items():
             ref, got = self.reference[name], outputs[name]
-            values = {}
-            for criterion in wanted:
+            row = {}
+            for criterion, bound in wanted.items():
                 if criterion == "agreement":
-                    values[criterion] = _agreement(ref, got)
+                    value = _agreement(ref, got)
+                    row[criterion] = (value, 1 - value, np.sqrt(bound * (1 - bound) / n))
                 elif criterion == "accuracy":
-                    values[criterion] = _accuracy(got, self.labels)
+                    value = _accuracy(got, self.labels)
+                    flips = _correct(got, self.labels) - _correct(ref, self.labels)
+                    se = np.sqrt(max(float(flips.var()), bound) / n)  # paired, >= at-target
+                    row[criterion] = (value, self.base_accuracy - value, se)
                 elif criterion == "sqnr_db":
-                    values[criterion] = _sqnr_db(ref, got)
+                    noise, signal = _powers(ref, got)
+                    nsr = noise.sum() / signal if signal else float(noise.any()) * MOST
+                    se = np.sqrt(n) * noise.std() / signal if signal else 0.0
+                    db = -10 * np.log10(nsr) if nsr else float("inf")
+                    row[criterion] = (float(db), float(nsr), float(se))
                 else:
-                    values[criterion] = _cosine(ref, got)
-            measured[name] = values
-        return measured
+                    value = _cosine(ref, got)
+                    row[criterion] = (value, 1 - value, 0.0)
+            table[name] = row
+        return table
 
-    def uses(self, measured: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        """Each criterion's share of its allowance used (<= 1: within the target)."""
+    def measure(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """{output: {criterion: value}} of `outputs` against the original's."""
+        return {
+            name: {k: v[0] for k, v in row.items()} for name, row in self.losses(outputs).items()
+        }
+
+    def uses(self, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """Each criterion's share of its allowance used, its loss taken `target.z` standard
+        errors higher (<= 1: within the target); a measure that did not move uses nothing."""
         uses = {}
-        for name, values in measured.items():
-            bounds = self.criteria[name]
-            uses[name] = {k: self._use(k, v, bounds[k]) for k, v in values.items()}
+        for name, row in self.losses(outputs).items():
+            uses[name] = {}
+            for criterion, (_, loss, se) in row.items():
+                allowance = _allowance(criterion, self.criteria[name][criterion])
+                high = (loss + self.target.z * se) / allowance
+                uses[name][criterion] = 0.0 if loss <= 0 else min(high, MOST)
         return uses
-
-    def _use(self, criterion: str, value: float, bound: float) -> float:
-        if criterion == "agreement":
-            loss, allowance = 1 - value, 1 - bound
-        elif criterion == "accuracy":
-            loss, allowance = self.base_accuracy - value, bound
-        elif criterion == "sqnr_db":
-            loss, allowance = 10 ** (-value / 10), 10 ** (-bound / 10)
-        else:
-            loss, allowance = 1 - value, 1 - bound
-        return 0.0 if loss <= 0 else min(loss / max(allowance, TINY), MOST)
 
     def score(self, outputs: dict[str, np.ndarray]) -> float:
         """1 - the largest use: 1 for the original, >= 0 when every target holds."""
-        uses = self.uses(self.measure(outputs)).values()
-        return 1.0 - max(u for row in uses for u in row.values())
+        return 1.0 - max(u for row in self.uses(outputs).values() for u in row.values())
 
     def describe(self, outputs: dict[str, np.ndarray]) -> str:
         """The measured criteria beside their bounds, for people."""
@@ -156,7 +168,15 @@ class Fidelity:
             for criterion, value in values.items():
                 bound = self.criteria[name][criterion]
                 parts.append(f"{name}: {_format(criterion, value, bound, self.base_accuracy)}")
-        return "; ".join(parts)
+        margin = f" (each by {self.target.z:g} standard errors)" if self.target.z else ""
+        return "; ".join(parts) + margin
+
+
+def _allowance(criterion: str, bound: float) -> float:
+    """The loss a criterion allows at its bound (never 0: see TINY)."""
+    if criterion == "sqnr_db":
+        return 10 ** (-bound / 10)
+    return max(bound if criterion == "accuracy" else 1 - bound, TINY)
 
 
 def _format(criterion: str, value: float, bound: float, base: float | None) -> str:
@@ -188,16 +208,19 @@ def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
     return float((_top1(ref) == _top1(got)).mean())
 
 
+def _correct(got: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (_top1(got) == np.asarray(labels).reshape(-1)).astype(np.float64)
+
+
 def _accuracy(got: np.ndarray, labels: np.ndarray) -> float:
-    return float((_top1(got) == np.asarray(labels).reshape(-1)).mean())
+    return float(_correct(got, labels).mean())
 
 
-def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+def _powers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-sample noise powers and the total signal power (float64)."""
     ref, got = ref.astype(np.float64), got.astype(np.float64)
-    noise, signal = float(((ref - got) ** 2).sum()), float((ref**2).sum())
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(signal / noise)) if signal else float("-inf")
+    noise = ((ref - got) ** 2).reshape(len(ref), -1).sum(1)
+    return noise, float((ref**2).sum())
 
 
 def _cosine(ref: np.ndarray, got: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import sample_path
 
 import dlcc
-from dlcc.budget import MARGIN_DB, choose
+from dlcc.budget import choose
 from dlcc.cli import main
 from dlcc.frontend import import_onnx
 from dlcc.passes.fidelity import Target, graph_outputs
@@ -98,8 +98,10 @@ def _feature_map_model(path: str) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-@pytest.mark.parametrize("flags", [(), ("--min-sqnr", "30")])
+@pytest.mark.parametrize("flags", [(), ("--min-sqnr", "30"), ("--min-sqnr", "38")])
 def test_o3_keeps_the_sqnr_of_an_output_that_is_not_class_scores(tmp_path, flags):
+    """The default target and explicit ones; at 38 dB int8 activations alone miss (~35 dB):
+    the search keeps them float (8-bit codebooks alone give ~44 dB)."""
     model, out = str(tmp_path / "maps.onnx"), str(tmp_path / "maps.bin")
     _feature_map_model(model)
     x = np.random.default_rng(1).standard_normal((96, 3, 12, 12)).astype(np.float32)
@@ -108,9 +110,9 @@ def test_o3_keeps_the_sqnr_of_an_output_that_is_not_class_scores(tmp_path, flags
     result = CliRunner().invoke(main, [*args, *flags])
     assert result.exit_code == 0, result.stderr
     bound = float(flags[1]) if flags else 25.0
-    searched = bound if flags else bound + MARGIN_DB  # the preset's search clears a margin
-    assert f"(>= {searched:g} dB)" in result.stderr
+    assert f"(>= {bound:g} dB)" in result.stderr and "standard errors" in result.stderr
     report = __import__("json").loads(result.stdout)["report"]
     assert "held out" in report["fidelity"]["data"]
     assert report["fidelity"]["outputs"]["y"]["sqnr_db"] >= bound - 1.0  # 24 unseen samples
-    assert report["fp32_weight_bytes"] / report["bundle_bytes"] > 1.2
+    assert report["fp32_weight_bytes"] / report["bundle_bytes"] > (1.2 if bound < 38 else 1.0)
+    assert ("activations stay float32" in result.stderr) == (bound == 38)

@@ -69,7 +69,7 @@ def test_the_original_scores_one_and_each_use_follows_its_formula(mlp):
     measured = signal.measure(moved)["logits"]
     assert measured["sqnr_db"] == pytest.approx(30.0, abs=0.01)
     cosine = measured["cosine"]
-    uses = signal.uses(signal.measure(moved))["logits"]
+    uses = signal.uses(moved)["logits"]
     assert uses["sqnr_db"] == pytest.approx(10**-0.5, rel=1e-3)
     assert uses["cosine"] == pytest.approx((1 - cosine) / 0.001)
     assert signal.score(moved) == pytest.approx(1 - max(uses.values()))
@@ -83,3 +83,19 @@ def test_the_original_scores_one_and_each_use_follows_its_formula(mlp):
     assert accuracy.base_accuracy == (reference.argmax(1) == data["labels"]).mean()
     assert accuracy.score({"logits": reference}) == 1.0
     assert "accuracy" in accuracy.describe({"logits": flipped})
+
+
+def test_a_margin_of_standard_errors_raises_each_loss(mlp):
+    graph, data = mlp
+    reference = graph_outputs(graph, {"image": data["image"]}, 100)["logits"]
+    moved = {"logits": reference * 1.02 + 0.01}
+    plain, careful = (Fidelity(graph, data, Target(sqnr_db=25.0, z=z)) for z in (0.0, 2.0))
+    _, nsr, se = careful.losses(moved)["logits"]["sqnr_db"]
+    noise = ((reference.astype(np.float64) * 0.02 + 0.01) ** 2).reshape(256, -1).sum(1)
+    assert se == pytest.approx(
+        np.sqrt(256) * noise.std() / (reference.astype(float) ** 2).sum(), rel=1e-4
+    )
+    allowance = 10**-2.5
+    assert careful.uses(moved)["logits"]["sqnr_db"] == pytest.approx((nsr + 2 * se) / allowance)
+    assert plain.uses(moved)["logits"]["sqnr_db"] == pytest.approx(nsr / allowance)
+    assert careful.score({"logits": reference}) == 1.0  # nothing moved: nothing used
