@@ -13,9 +13,11 @@ its noise evenly over the four, so the ratios hold where absolute times do not.
                 activations, the same calibration data): its own int8 kernels
 
 Every runner gets the same number of threads (default 1): dlcc through `threads=` (its BLAS),
-onnxruntime through intra_op_num_threads (inter_op 1). Models: the two MNIST samples and the
-PyTorch fixtures of tests/data/torch (a CNN, an LSTM, a bidirectional LSTM); `--arch` adds
-tests/arch_models.py's ResNet-18 and CRNN when that module is present. Batch 1 and 256.
+onnxruntime through intra_op_num_threads (inter_op 1); `--threads 0` leaves each its own
+default (dlcc: the physical cores, as a ceiling: runtime/threads.py; onnxruntime: its own).
+Models: the two MNIST samples and the PyTorch fixtures of tests/data/torch (a CNN, an LSTM,
+a bidirectional LSTM); `--arch` adds tests/arch_models.py's ResNet-18, MobileNetV3-small,
+BERT-style encoder and CRNN when that module is present. Batch 1 and 256.
 
 The figures printed:
     int8 / fp32      dlcc's int8 path against its own float path (goal <= 1.0)
@@ -85,24 +87,30 @@ MODELS: dict[str, tuple[str, str, Callable[[int], np.ndarray]]] = {
 }
 
 
+ARCH = ("resnet18", "mobilenet_v3_small", "bert", "crnn_lstm")  # issue 12's "Real models in"
+
+
 def _arch_models(tmp: str) -> None:
-    """ResNet-18 and the CRNN from tests/arch_models.py, when that module exists."""
+    """tests/arch_models.py's ResNet-18, MobileNetV3-small, BERT-style encoder and CRNN (seeded
+    weights; inputs as that module makes them, token ids for BERT), when the module exists."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     try:
         from arch_models import filled_model, inputs_at
     except ImportError:
         print("  (tests/arch_models.py not found: --arch skipped)", file=sys.stderr)
         return
-    for name in ("resnet18", "crnn_lstm"):
+    for name in ARCH:
         try:
             path = filled_model(f"{name}_legacy", tmp)
-            feeds = inputs_at(name, 0)
+            ((input_name, _),) = inputs_at(name, 0).items()
         except Exception as e:  # noqa: BLE001 - an optional extra; say why and go on
             print(f"  ({name}: {e})", file=sys.stderr)
             continue
-        ((input_name, x0),) = feeds.items()
-        axis = 0 if x0.ndim != 3 else 1  # the CRNN's sequence input is time-major
-        MODELS[name] = (path, input_name, _normal(x0.shape, axis))
+
+        def make(n: int, name=name, input_name=input_name) -> np.ndarray:
+            return inputs_at(name, 0, batch=n, seed=n)[input_name]
+
+        MODELS[name] = (path, input_name, make)
 
 
 class _Reader(CalibrationDataReader):
@@ -180,16 +188,18 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--threads", type=int, default=1, help="threads of every runner")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads of every runner (0: defaults)"
+    )
     parser.add_argument("--repeat", type=int, help="rounds per case (default 15, quick 7)")
-    parser.add_argument("--arch", action="store_true", help="add ResNet-18 and the CRNN")
+    parser.add_argument("--arch", action="store_true", help="add the architectures (ARCH)")
     parser.add_argument("--only", help="comma-separated model names")
     parser.add_argument("--batches", default="1,256", help="comma-separated batch sizes")
     args = parser.parse_args()
     rounds = args.repeat or (7 if args.quick else 15)
     rows = []
     # dlcc's BLAS threads for the whole run (onnxruntime's are set per session).
-    with blas_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
+    with blas_threads(args.threads or None), tempfile.TemporaryDirectory() as tmp:
         if args.arch:
             _arch_models(tmp)
         names = args.only.split(",") if args.only else list(MODELS)
@@ -214,7 +224,7 @@ def main() -> None:
         "model", "batch", "dlcc fp32 ms", "dlcc int8 ms", "ort fp32 ms", "ort qdq ms",
         "int8/fp32", "fp32/ort", "int8/qdq",
     )  # fmt: skip
-    print(f"threads: {args.threads}; medians of {rounds} interleaved rounds")
+    print(f"threads: {args.threads or 'defaults'}; medians of {rounds} interleaved rounds")
     print(table(rows, header))
 
 

@@ -8,6 +8,7 @@ freed after their last use, so peak memory follows the live activations, not the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -18,9 +19,10 @@ from dlcc.errors import ExecutionError
 from dlcc.formats import isa
 from dlcc.runtime.activate import ActivateUnit
 from dlcc.runtime.kernels import NoAttrs, get_kernel
+from dlcc.runtime.kernels.matrix import conv_accumulators, conv_output_hw, dense_accumulators
 from dlcc.runtime.loader import LoadedBundle
 from dlcc.runtime.sparse import sparse_product
-from dlcc.runtime.threads import blas_threads
+from dlcc.runtime.threads import blas_threads, product_threads
 from dlcc.runtime.verifier import function_kernel
 
 
@@ -39,19 +41,33 @@ _NO_ATTRS = NoAttrs()
 class NumpyEngine:
     """Whole-tensor matrix products through the shared Dense and Conv kernels; with `sparse`,
     an int8 Dense of a few rows runs over its active weight rows where that pays (its
-    exact result is the dense one: runtime/sparse.py)."""
+    exact result is the dense one: runtime/sparse.py). Each product runs on one BLAS thread
+    or the run's count by its size (runtime/threads.py, `product_threads`).
+
+    With `wide`, int8 products may come back as float32 holding the exact int32 sums (the
+    SGEMM result before its cast, `kernels.matrix.dense_accumulators`), for an Activate unit
+    that takes them so (`ActivateUnit.takes_float`): a cast less, the same result."""
 
     def __init__(self, sparse: bool = True) -> None:
         self.sparse = sparse
 
-    def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int) -> np.ndarray:
-        if self.sparse and x.ndim == 2 and x.dtype == np.int8:
-            y = sparse_product(x, w)
-            if y is not None:
-                return y
+    def matmul(self, x: np.ndarray, w: np.ndarray, tensor: int, wide: bool = False):
+        product_threads(x.size * w.shape[1])
+        if x.dtype == np.int8:
+            if self.sparse and x.ndim == 2:
+                y = sparse_product(x, w)
+                if y is not None:
+                    return y
+            if wide:
+                return dense_accumulators(x, w)
         return _DENSE(_NO_ATTRS, x, w, None)
 
-    def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int) -> np.ndarray:
+    def convolve(self, x: np.ndarray, w: np.ndarray, attrs, tensor: int, wide: bool = False):
+        if x.ndim == 4 and w.ndim == 4:  # (the kernel itself reports any other shape)
+            oh, ow = conv_output_hw(x.shape[2], x.shape[3], w.shape[2:], attrs)
+            product_threads(x.shape[0] * oh * ow * w.size)
+        if wide and x.dtype == np.int8:
+            return conv_accumulators(attrs, x, w)
         return _CONV(attrs, x, w, None)
 
 
@@ -110,14 +126,26 @@ def compile_program(bundle: LoadedBundle) -> Program:
 
     A step is step(ub, engine, host_inputs, outputs, inplace). Kernels, attributes, constant
     operands and each matrix instruction's weight (the FIFO's order, which the verifier has
-    proved balanced) are bound here, so a run only moves arrays. With `inplace`, an Activate
-    may write over accumulators that only it reads and a matrix instruction produced.
+    proved balanced) are bound here, so a run only moves arrays. With `inplace` (no buffer
+    watched), an Activate may write over accumulators that only it reads and a matrix
+    instruction produced, and the numpy engine may hand it them as exact float32 sums.
     """
     program = bundle.file.program
     readers: dict[int, int] = {}
+    writers: dict[int, int] = {}
     for instr in program:
         for b in isa.reads(instr):
             readers[b] = readers.get(b, 0) + 1
+        for b in isa.writes(instr):
+            writers[b] = writers.get(b, 0) + 1
+    sole = {b for b, n in readers.items() if n == 1 and writers.get(b) == 1}
+    bounds = _accumulator_bounds(bundle, sole)
+    units = {
+        k: ActivateUnit(instr, attrs, bundle.weights, bounds.get(instr.src))
+        for k, (instr, attrs) in enumerate(zip(program, bundle.attrs))
+        if isinstance(instr, isa.Activate)
+    }
+    wide = {program[k].src for k, unit in units.items() if unit.takes_float} & sole
     last_use = _last_uses(program)
     fifo: deque[int] = deque()
     matrix_out: set[int] = set()
@@ -130,15 +158,65 @@ def compile_program(bundle: LoadedBundle) -> Program:
             continue
         if isinstance(instr, isa.MatrixMultiply | isa.Convolve):
             matrix_out.add(instr.dst)
-        owned = isinstance(instr, isa.Activate) and (
-            instr.src in matrix_out and readers.get(instr.src) == 1
-        )
-        steps.append((_step(bundle, instr, attrs, fifo, owned), tuple(last_use.get(k, ()))))
+            step = _matrix_step(bundle, instr, attrs, fifo.popleft(), instr.dst in wide)
+        elif isinstance(instr, isa.Activate):
+            step = _activate_step(instr, units[k], instr.src in matrix_out and instr.src in sole)
+        else:
+            step = _step(bundle, instr, attrs)
+        steps.append((step, tuple(last_use.get(k, ()))))
     buffers = bundle.file.buffers
     return Program(steps, [(name, np.dtype(buffers[b].dtype)) for name, b in bundle.file.inputs])
 
 
-def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> Step:
+def _accumulator_bounds(bundle: LoadedBundle, buffers: set[int]) -> dict[int, int]:
+    """For each of `buffers` a matrix instruction writes: the largest magnitude of its int8
+    sums, K * 128^2 (K: the weight's inputs per output)."""
+    bounds, fifo = {}, deque()
+    for instr in bundle.file.program:
+        if isinstance(instr, isa.ReadWeights):
+            fifo.append(bundle.weights[instr.tensor].shape)
+        elif isinstance(instr, isa.MatrixMultiply | isa.Convolve):
+            shape = fifo.popleft()
+            k = shape[0] if isinstance(instr, isa.MatrixMultiply) else math.prod(shape[1:])
+            if instr.dst in buffers:
+                bounds[instr.dst] = k * 128 * 128
+    return bounds
+
+
+def _matrix_step(bundle: LoadedBundle, instr, attrs, t: int, wide: bool) -> Step:
+    """A MATRIX_MULTIPLY or CONVOLVE of weight tensor `t`; `wide`: its accumulators go only
+    to an Activate unit that takes them as float32 (when the engine is the numpy one)."""
+    src, dst, weight = instr.src, instr.dst, bundle.weights[t]
+    if isinstance(instr, isa.MatrixMultiply):
+
+        def matrix_multiply(ub, engine, host_in, outputs, inplace):
+            if wide and inplace and type(engine) is NumpyEngine:
+                ub[dst] = engine.matmul(ub[src], weight, t, wide=True)
+            else:
+                ub[dst] = engine.matmul(ub[src], weight, t)
+
+        return matrix_multiply
+
+    def convolve(ub, engine, host_in, outputs, inplace):
+        if wide and inplace and type(engine) is NumpyEngine:
+            ub[dst] = engine.convolve(ub[src], weight, attrs, t, wide=True)
+        else:
+            ub[dst] = engine.convolve(ub[src], weight, attrs, t)
+
+    return convolve
+
+
+def _activate_step(instr: isa.Activate, unit: ActivateUnit, owned: bool) -> Step:
+    """An ACTIVATE; `owned`: its accumulators are its alone (a matrix instruction's)."""
+    src, dst = instr.src, instr.dst
+
+    def activate(ub, engine, host_in, outputs, inplace):
+        ub[dst] = unit(ub[src], owned and inplace)
+
+    return activate
+
+
+def _step(bundle: LoadedBundle, instr, attrs) -> Step:
     """One instruction as a closure over everything that does not change between runs."""
     w = bundle.weights
     if isinstance(instr, isa.ReadHost):
@@ -148,29 +226,6 @@ def _step(bundle: LoadedBundle, instr, attrs, fifo: deque[int], owned: bool) -> 
             ub[dst] = host_in[i]
 
         return read_host
-    if isinstance(instr, isa.MatrixMultiply):
-        t = fifo.popleft()
-        src, dst, weight = instr.src, instr.dst, w[t]
-
-        def matrix_multiply(ub, engine, host_in, outputs, inplace):
-            ub[dst] = engine.matmul(ub[src], weight, t)
-
-        return matrix_multiply
-    if isinstance(instr, isa.Convolve):
-        t = fifo.popleft()
-        src, dst, weight = instr.src, instr.dst, w[t]
-
-        def convolve(ub, engine, host_in, outputs, inplace):
-            ub[dst] = engine.convolve(ub[src], weight, attrs, t)
-
-        return convolve
-    if isinstance(instr, isa.Activate):
-        unit, src, dst = ActivateUnit(instr, attrs, w), instr.src, instr.dst
-
-        def activate(ub, engine, host_in, outputs, inplace):
-            ub[dst] = unit(ub[src], owned and inplace)
-
-        return activate
     if isinstance(instr, isa.Vector):
         kernel, dsts = function_kernel(instr), instr.outputs
         sources = [

@@ -9,6 +9,14 @@ times. A run therefore sets the count explicitly, for the whole run, and restore
 The outermost block wins, so `dlcc run --threads 1` or `bundle.run(x, threads=1)` holds for
 every product below it, however the targets nest their calls.
 
+The count is a ceiling: a product below PARALLEL_WORK multiply-adds runs on one thread
+(`product_threads`, which the interpreter's matrix engine calls before each product). Waking
+a second thread costs a scheduler time slice when the cores are busy: on a loaded 2-core
+machine, products of 8e6 to 7e7 multiply-adds took 6-65x longer on 2 threads than on one,
+1.3e8 about as long (1.1x), 3e8 to 6e8 0.5-0.9x; OpenBLAS itself runs still smaller
+products on one thread. The switch is sticky (set only when it changes, ~1-5 us), and the
+block restores the libraries' own counts when it ends.
+
 Two ways to apply it, the first available:
 - threadpoolctl (a small, well-kept package): sets the thread count of the BLAS libraries
   already loaded into the process (OpenBLAS, MKL, BLIS), at a cost of about a microsecond;
@@ -35,6 +43,8 @@ ENVIRONMENT = (
 )  # fmt: skip
 
 _active: list[int] = []  # the count set by the outermost open block (at most one entry)
+_current: list[int] = []  # the count the libraries run at now, inside that block
+PARALLEL_WORK = 1 << 27  # multiply-adds of the smallest product worth more than one thread
 
 
 @functools.cache
@@ -113,10 +123,11 @@ class blas_threads:  # noqa: N801 (used as a function: `with blas_threads(n) as 
             old = lib.get_num_threads()
             if old != count:
                 lib.set_num_threads(count)
-                self.restore.append((lib, old))
+            self.restore.append((lib, old))
         if not libraries:
             self.environment = _environment(count, explicit=self.n is not None)
         _active.append(count)
+        _current.append(count)
         self.outermost = True
         return count
 
@@ -124,13 +135,28 @@ class blas_threads:  # noqa: N801 (used as a function: `with blas_threads(n) as 
         if not self.outermost:
             return
         _active.clear()
+        now = _current.pop()
         for lib, old in self.restore:
-            lib.set_num_threads(old)
+            if old != now:
+                lib.set_num_threads(old)
         for name, old in self.environment.items():
             if old is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = old
+
+
+def product_threads(work: int) -> None:
+    """Inside a block: BLAS on one thread for a product of `work` multiply-adds below
+    PARALLEL_WORK, on the block's count from there; set only when that changes. Outside a
+    block, with one thread, or without threadpoolctl: nothing."""
+    if not _active or _active[0] == 1:
+        return
+    want = _active[0] if work >= PARALLEL_WORK else 1
+    if want != _current[0]:
+        for lib in _blas_libraries():
+            lib.set_num_threads(want)
+        _current[0] = want
 
 
 def _environment(count: int, explicit: bool) -> dict[str, str | None]:

@@ -139,18 +139,17 @@ def grouped_matmul(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return _grouped_product(patches, weights, integer)
 
 
-def _grouped_product(patches: np.ndarray, weights: np.ndarray, integer: bool) -> np.ndarray:
-    """grouped_matmul of float32 operands (`integer`: holding int8 values; int32 out)."""
+def _grouped_product(patches, weights, integer: bool, int32: bool = True) -> np.ndarray:
+    """grouped_matmul of float32 operands (`integer`, `int32`: as _product)."""
     if patches.shape[0] == 1:  # numpy's stacked matmul of one group is ~10x slower than 2-D
         a, b = patches[0], weights[0]
         if b.shape[1] > a.shape[0]:
-            return _product(b.T, a.T, integer).T[None]
-        return _product(a, b, integer)[None]
+            return _product(b.T, a.T, integer, int32).T[None]
+        return _product(a, b, integer, int32)[None]
     if weights.shape[2] > patches.shape[1]:
-        return _product(weights.transpose(0, 2, 1), patches.transpose(0, 2, 1), integer).transpose(
-            0, 2, 1
-        )
-    return _product(patches, weights, integer)
+        wt, pt = weights.transpose(0, 2, 1), patches.transpose(0, 2, 1)
+        return _product(wt, pt, integer, int32).transpose(0, 2, 1)
+    return _product(patches, weights, integer, int32)
 
 
 # int8 x int8 products are at most 128^2 = 2^14 in magnitude, so a float32 sum of up to
@@ -177,25 +176,36 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _product(a, b, integer)
 
 
-def _product(a: np.ndarray, b: np.ndarray, integer: bool) -> np.ndarray:
-    """a @ b of float32 operands; `integer`: they hold int8 values, the result is int32."""
+def _product(a: np.ndarray, b: np.ndarray, integer: bool, int32: bool = True) -> np.ndarray:
+    """a @ b of float32 operands; `integer`: they hold int8 values, the result is their exact
+    sums, as int32 (or, with `int32` False and K <= EXACT_K, the float32 product itself)."""
     if not integer:
         return np.matmul(a, b)
     k = a.shape[-1]
+    if k <= EXACT_K:
+        y = np.matmul(a, b)
+        return y.astype(np.int32) if int32 else y
     out = None
-    for start in range(0, max(k, 1), EXACT_K):
+    for start in range(0, k, EXACT_K):
         block = slice(start, start + EXACT_K)
-        part = np.matmul(a[..., block], b[..., block, :]) if k > EXACT_K else np.matmul(a, b)
-        part = part.astype(np.int32)
+        part = np.matmul(a[..., block], b[..., block, :]).astype(np.int32)
         out = part if out is None else np.add(out, part, out=out)
     return out
 
 
-def conv_from_matmul(y: np.ndarray, n: int, oh: int, ow: int) -> np.ndarray:
-    """Matmul result back to NCHW: y[G, N*OH*OW, M/G] -> [N, M, OH, OW]."""
+def dense_accumulators(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w of int8 operands: the exact int32 sums, as the float32 SGEMM result where every
+    sum is below 2^24 (K <= EXACT_K), so a reader that takes them as numbers (the Activate
+    unit) skips a cast that only round-trips; as int32 otherwise."""
+    return _product(as_float32(x), as_float32(w), True, int32=False)
+
+
+def conv_from_matmul(y: np.ndarray, n: int, oh: int, ow: int, copy: bool = True) -> np.ndarray:
+    """Matmul result back to NCHW: y[G, N*OH*OW, M/G] -> [N, M, OH, OW] (without `copy`: a
+    strided view where one group allows it)."""
     g, _, mg = y.shape
     out = y.reshape(g, n, oh, ow, mg).transpose(1, 0, 4, 2, 3)
-    return np.ascontiguousarray(out).reshape(n, g * mg, oh, ow)
+    return (np.ascontiguousarray(out) if copy else out).reshape(n, g * mg, oh, ow)
 
 
 def matrix_dtype(attrs, x: str, w: str, b: str | None = None) -> str:
@@ -309,6 +319,22 @@ def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     Lowered as grouped_matmul(im2col(x), conv_weight_matrix(w)); c_g(m) = first input channel
     of m's group.
     """
+    y = _conv(attrs, x, w, int32=True)
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_accumulators(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Conv of int8 operands without bias, as `dense_accumulators` gives them (float32
+    holding the exact int32 sums where K = kh*kw*C/G <= EXACT_K, int32 otherwise), shaped
+    [N, M, OH, OW] but laid out as the product left them (a strided view, for a reader that
+    follows the memory order: the Activate unit transposes its int8 result, 4x fewer bytes)."""
+    return _conv(attrs, x, w, int32=False)
+
+
+def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.ndarray:
+    """Conv without bias (`int32`: as _product; False: as conv_accumulators, a view)."""
     try:
         oh, ow = conv_geometry(x.shape, w.shape, attrs)
     except ValueError as e:
@@ -321,16 +347,13 @@ def conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     cg = w.shape[1]
     nhwc_run = kernel_hw[1] * cg if attrs.dilations[1] == 1 and attrs.group == 1 else cg
     if ow > nhwc_run:  # patches gather longer contiguous runs from NCHW: channel-major
-        y = _conv_channel_major(attrs, x, w, oh, ow, integer)
-    else:
-        patches, weights = im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)
-        y = conv_from_matmul(_grouped_product(patches, weights, integer), x.shape[0], oh, ow)
-    if b is not None:
-        y += b.reshape(1, -1, 1, 1)
-    return y
+        return _conv_channel_major(attrs, x, w, oh, ow, integer, int32)
+    patches, weights = im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)
+    y = _grouped_product(patches, weights, integer, int32)
+    return conv_from_matmul(y, x.shape[0], oh, ow, copy=int32)
 
 
-def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool) -> np.ndarray:
+def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool, int32: bool):
     """Conv as w[G, M/G, (c, i, j)] @ columns[G, (c, i, j), N*OH*OW] (Caffe's im2col): each
     column row copies runs of OW pixels straight from the NCHW input, and the product comes
     out channel-major, [M, N, OH*OW], one transpose from NCHW."""
@@ -353,10 +376,11 @@ def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool)
     columns = np.ascontiguousarray(windows).reshape(g, cg * kh * kw, n * oh * ow)
     weights = w.reshape(g, m // g, cg * kh * kw)
     if g == 1:  # numpy's stacked matmul of one group is ~10x slower than 2-D
-        y = _product(weights[0], columns[0], integer)
+        y = _product(weights[0], columns[0], integer, int32)
     else:
-        y = _product(weights, columns, integer)
-    return np.ascontiguousarray(y.reshape(m, n, oh * ow).transpose(1, 0, 2)).reshape(n, m, oh, ow)
+        y = _product(weights, columns, integer, int32)
+    y = y.reshape(m, n, oh * ow).transpose(1, 0, 2)
+    return (np.ascontiguousarray(y) if int32 else y).reshape(n, m, oh, ow)
 
 
 def _matmul_shape(attrs, a, b):

@@ -173,12 +173,18 @@ def _spatial_max_grad(attrs, x, y, dy):
 )
 def max_pool(attrs: PoolAttrs, x: np.ndarray) -> np.ndarray:
     """y[n, c, oh, ow] = max over the window taps that fall inside x"""
-    fill = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    fill = -np.inf if x.dtype.kind == "f" else _lowest(x.dtype)
     taps = _window_slices(x, attrs, fill)
     y = next(taps).copy()
     for tap in taps:
         np.maximum(y, tap, out=y)
     return y
+
+
+@functools.cache
+def _lowest(dtype: np.dtype) -> int:
+    """The smallest value of an integer dtype, once (np.iinfo costs microseconds a call)."""
+    return int(np.iinfo(dtype).min)
 
 
 @register_kernel(

@@ -86,6 +86,13 @@ class Requantizer:
     cannot carry it across one, so the floor is exact. Where |r| >= 128 the sign and
     magnitude survive the rounding and the clamp saturates as the integers do.
 
+    Large arrays take the same rule offset by 128: u = trunc(clamp(fl(fl(s*c) + 128.5),
+    lo + 128, 255)) = q + 128, as uint8, and q's byte is u xor 0x80; the truncating cast is
+    cheaper than a floor and a float -> int8 cast. Exact for the same reasons: below 512 in
+    magnitude the addition rounds by at most 2^-45, a total error below 2^-46 + 2^-45 < 2^-44
+    <= 2^-k; at the integers r + 1/2 = N both steps are exact; every value clamped is >= 1,
+    where truncation is the floor.
+
     "split" (every k >= 17): m = mh*2^16 + ml with mh < 2^15, ml < 2^16; every product
     below is an integer below 2^53 times a power of two, so exact:
         L = floor(s * (ml 2^-16))                    (|s ml| < 2^47)
@@ -127,8 +134,10 @@ class Requantizer:
         return out
 
     def into(self, s, out, constants, lo: int = -QMAX, scratch=None) -> None:
-        """out[...] = the result for `s`, given this tensor's constants (or a block's);
-        `scratch`: two float64 arrays of out's shape to compute in (allocated if None)."""
+        """out[...] = the result for `s` (int32, or float holding the same integers), given
+        this tensor's constants (or a block's); `scratch`: two float64 arrays of out's shape
+        to compute in (None, or either one None: allocated), the first may be `s` itself
+        (then overwritten)."""
         if self.method == "int64":  # only hand-made constants come here: the formula itself
             m, k = constants
             prod = s.astype(np.int64) * m + np.left_shift(np.int64(1), k - 1)
@@ -138,22 +147,33 @@ class Requantizer:
         # or a float64 -> int8 output, run through casting buffers at a fraction of the
         # speed). Small ones: the fewest Python-level calls, since each costs more than its
         # arithmetic (np.maximum and np.minimum cost less than the clip method's wrapper).
-        small = scratch is None and out.size <= _SMALL
+        small = out.size <= SMALL
 
-        def times(c, slot: int) -> np.ndarray:  # s * c in float64, in place when large
-            if small:
+        def times(c, slot: int) -> np.ndarray:  # s * c in float64, in place where it can
+            t = None if scratch is None else scratch[slot]
+            if t is None and small:
                 return np.multiply(s, c)
-            t = np.empty(out.shape) if scratch is None else scratch[slot]
-            np.copyto(t, s)
+            if t is None:
+                t = np.empty(out.shape)
+            if t is not s:
+                np.copyto(t, s)
             t *= c
             return t
 
-        t = times(constants[0], 0)
-        if self.method == "split":
+        if self.method == "split":  # its s * low first: the other product may overwrite s
             part = times(constants[1], 1)
             np.floor(part, out=part)
             part *= constants[2]
+        t = times(constants[0], 0)
+        if self.method == "split":
             t += part
+        if not small and self.method == "float":  # q + 128 by a truncating cast (the class doc)
+            t += 128.5
+            t.clip(_BOUNDS[lo] + 128, 255.0, out=t)
+            u = out.view(np.uint8)
+            np.copyto(u, t, casting="unsafe")
+            np.bitwise_xor(u, 0x80, out=u)  # the bytes of u - 128 as int8
+            return
         t += 0.5
         if small:  # before the floor: the bounds are integers
             np.maximum(t, _BOUNDS[lo], out=t)
@@ -163,7 +183,7 @@ class Requantizer:
         np.floor(t, out=out, casting="unsafe")
 
 
-_SMALL = 4096  # elements
+SMALL = 2048  # elements up to which the fewest calls beat same-dtype passes over scratch
 _BOUNDS = {b: np.float64(b) for b in (-QMAX, 0, QMAX)}
 
 
@@ -180,7 +200,7 @@ def quantize(attrs: ScaleAttrs, x: np.ndarray) -> np.ndarray:
     """q = clamp(floor(x / s + 1/2), -127, 127)"""
     x = np.asarray(x, order="C")  # (keeps 0-d inputs 0-d)
     q = np.empty(x.shape, np.int8)
-    if 0 < x.ndim and x.size <= _SMALL:  # the fewest calls (see Requantizer.into)
+    if 0 < x.ndim and x.size <= SMALL:  # the fewest calls (see Requantizer.into)
         t = x.astype(np.float64)  # then same-dtype division: ~2x a mixed-dtype np.divide
         t /= np.float64(attrs.scale)
         t += 0.5

@@ -110,6 +110,62 @@ def test_fused_activate_equals_the_unfused_ops(monkeypatch, case, shape, view, b
     np.testing.assert_array_equal(unit(acc.copy(), owned=True), expected)  # in place, same
 
 
+@pytest.mark.parametrize("case", [c for c, spec in CASES.items() if spec[2] != NO])
+@pytest.mark.parametrize(
+    "shape,view,bound",
+    [
+        ((5, 300), (300,), 2**21),  # Dense, few elements (<= SMALL: the fewest calls); float32 bias
+        ((40, 300), (300,), 2**24),  # Dense, many; bound + bias past 2^24: float64 bias
+        ((3, 20, 9, 9), (20, 1, 1), 2**21),  # Conv, contiguous and strided
+    ],
+)
+@pytest.mark.parametrize("block,in_place", [(1 << 16, 1000), (1000, 1000), (1000, 1 << 30)])
+def test_float32_and_strided_accumulators_give_the_int32_result(
+    monkeypatch, case, shape, view, bound, block, in_place
+):
+    """What the numpy engine hands an Activate that `takes_float`: float32 holding the exact
+    sums (|acc| <= bound), maybe in the product's own layout (read as it lies, or copied to
+    C order first): the int32 result, bit for bit."""
+    monkeypatch.setattr(activate_module, "BLOCK", block)
+    monkeypatch.setattr(activate_module, "IN_PLACE_ORDER", in_place)
+    rng = np.random.default_rng(bound % 1000 + len(shape) + block)
+    w = weights_for(rng, view[0], view, 2.0**-22 if "small" in case else 2.0**-14)
+    bias, function, requant, table = CASES[case]
+    code = function if isinstance(function, int) else code_of(function)
+    instr = isa.Activate(0, 1, bias, code, 0, requant, table)
+    acc = rng.integers(-bound, bound + 1, shape).astype(np.int32)
+    acc.reshape(-1)[:2] = [-bound, bound]
+    expected = unfused(instr, None, acc, w)
+    unit = ActivateUnit(instr, None, w, bound)
+    assert unit.takes_float
+    if bias != NO:
+        top = np.abs(w[bias]).max()
+        assert unit.wide_bias.dtype == (np.float32 if bound + top <= 2**24 else np.float64)
+    layouts = [acc.astype(np.float32)]
+    if len(shape) == 4:  # as an NHWC product leaves them, and as a channel-major one
+        for order in ((0, 2, 3, 1), (1, 0, 2, 3)):
+            back = np.argsort(order)
+            layouts.append(np.ascontiguousarray(layouts[0].transpose(order)).transpose(back))
+            assert not layouts[-1].flags.c_contiguous
+        layouts.append(acc.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2))  # int32 too
+    for a in layouts:
+        for owned in (False, True):
+            got = unit(a.copy() if owned else a, owned)
+            assert got.dtype == expected.dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_a_bias_that_could_wrap_int32_keeps_the_accumulators_int32():
+    rng = np.random.default_rng(4)
+    w = weights_for(rng, 4, (4,))
+    instr = isa.Activate(0, 1, 0, isa.NONE, 0, 1, NO)
+    assert ActivateUnit(instr, None, w, 2**20).takes_float
+    assert not ActivateUnit(instr, None, w, 2**24 + 1).takes_float  # sums past float32's
+    assert not ActivateUnit(instr, None, w).takes_float  # no bound: never float32
+    big = [mark_constant(np.full(4, 2**31 - 2**20, np.int32)), *w[1:]]
+    assert not ActivateUnit(instr, None, big, 2**20).takes_float  # acc + b may pass 2^31
+
+
 def test_relu_folds_into_the_clamp_and_identity_tables_vanish():
     rng = np.random.default_rng(1)
     w = weights_for(rng, 4, (4,))

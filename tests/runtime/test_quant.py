@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -9,8 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlcc.runtime.kernels.matrix import ConvAttrs, conv, dense
+from dlcc.runtime.kernels.matrix import (
+    EXACT_K,
+    ConvAttrs,
+    conv,
+    conv_accumulators,
+    dense,
+    dense_accumulators,
+)
 from dlcc.runtime.kernels.quant import (
+    SMALL,
     Requantizer,
     ScaleAttrs,
     build_lut,
@@ -64,6 +73,9 @@ def test_integer_matmul_is_exact(k):
     got = dense(None, x, w)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
+    acc = dense_accumulators(x, w)  # float32 while every sum is exact in it, else int32
+    assert acc.dtype == (np.float32 if k <= EXACT_K else np.int32)
+    np.testing.assert_array_equal(acc, got)
 
 
 def test_integer_conv_is_exact():
@@ -102,9 +114,13 @@ def test_requantize_is_exact_at_every_shift(k):
         # around each rounding boundary of the result: s*m + 2^(k-1) near a multiple of 2^k
         tie = [((2 * j + 1) << (k - 1)) // max(m, 1) for j in range(-129, 129)]
         near = np.array([min(max(t + d, -(2**31)), 2**31 - 1) for t in tie for d in (-1, 0, 1)])
-        for a in (acc, near.astype(np.int32)):
+        near = near.astype(np.int32)
+        # both ways of computing it: few elements (floor) and many (the uint8 cast)
+        for a in (acc, near, np.tile(near, SMALL // near.size + 1)):
             expected = requantize_int64(a, mult, shift)
             np.testing.assert_array_equal(requantize(a, mult, shift), expected)
+            relu = Requantizer.of(mult, shift)(a, 0)
+            np.testing.assert_array_equal(relu, requantize_int64(a, mult, shift, 0))
 
 
 # (s, m, k) whose s*m lies a few units from (2n+1) 2^(k-1): r + 1/2 a hair below or above an
@@ -226,6 +242,9 @@ def test_integer_conv_is_exact_on_both_layouts(x_shape, w_shape, attrs):
     got = conv(attrs, x, w)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, conv_int64(x, w, attrs))
+    acc = conv_accumulators(attrs, x, w)  # the same sums, maybe float32, maybe strided
+    assert acc.dtype == (np.float32 if math.prod(w_shape[1:]) <= EXACT_K else np.int32)
+    np.testing.assert_array_equal(acc, got)
     xf, wf = x.astype(np.float32) / 64, w.astype(np.float32) / 64
     np.testing.assert_allclose(
         conv(attrs, xf, wf), conv_int64(x, w, attrs) / 4096, rtol=1e-5, atol=1e-3

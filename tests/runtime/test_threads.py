@@ -13,6 +13,7 @@ import dlcc
 from dlcc.cli import main
 from dlcc.errors import ExecutionError
 from dlcc.runtime import threads
+from dlcc.runtime.interpreter import Interpreter, NumpyEngine
 from dlcc.runtime.threads import blas_threads, physical_cores
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -58,6 +59,47 @@ def test_a_run_applies_the_bundle_or_run_setting(sample_bundles):
     with blas_threads(1):  # an enclosing setting wins over the bundle's
         dlcc.load(sample_bundles["lenet5"], threads=2).run(x, target=probe)
     assert set(probe.seen) == {1}
+
+
+class Recorder:
+    """A MatrixEngine wrapper that records the BLAS thread count at each product."""
+
+    def __init__(self) -> None:
+        self.engine, self.seen = NumpyEngine(), []
+
+    def matmul(self, x, w, tensor):
+        y = self.engine.matmul(x, w, tensor)
+        self.seen.append(blas_counts())
+        return y
+
+    def convolve(self, x, w, attrs, tensor):
+        y = self.engine.convolve(x, w, attrs, tensor)
+        self.seen.append(blas_counts())
+        return y
+
+
+def test_small_products_run_on_one_thread_large_ones_on_the_count(monkeypatch, sample_bundles):
+    """The count is a ceiling: below PARALLEL_WORK multiply-adds a product runs on one
+    thread; the switch holds until a product needs the other, and the block restores all."""
+    before = blas_counts()
+    bundle = dlcc.load(sample_bundles["lenet5"])
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    recorder = Recorder()
+    with blas_threads(2):
+        Interpreter(recorder).run(bundle, x)
+        assert recorder.seen and all(set(c) == {1} for c in recorder.seen)  # all small
+        monkeypatch.setattr(threads, "PARALLEL_WORK", 0)
+        recorder.seen.clear()
+        Interpreter(recorder).run(bundle, x)
+        assert recorder.seen and all(set(c) == {2} for c in recorder.seen)
+        monkeypatch.undo()
+        threads.product_threads(1)  # below the bound again: one thread
+        assert set(blas_counts()) == {1}
+    assert blas_counts() == before
+    with blas_threads(1):  # a count of one is never raised
+        threads.product_threads(1 << 40)
+        assert set(blas_counts()) == {1}
+    assert blas_counts() == before
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
