@@ -24,7 +24,8 @@ input_option = click.option(
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="Threads of dlcc's matrix products (BLAS) for the whole run [default: physical cores].",
+    help="At most this many threads per matrix product (BLAS), for the whole run; products "
+    "under 2^27 multiply-adds run on one [default: physical cores].",
 )
 
 
