@@ -17,6 +17,7 @@ _MODULES = (
     "biascorrect",
     "huffman",
     "finetune",
+    "surgery",
 )
 
 

@@ -29,6 +29,8 @@ from dlcc.passes.evaluate import Params, run_nodes
 from dlcc.passes.manager import weight_layers
 from dlcc.runtime.kernels import get_kernel, load_all
 
+TEMPERATURE = 4.0  # of distillation's soft targets (Hinton et al. used 2-20)
+
 
 @dataclasses.dataclass
 class Tape:
@@ -138,13 +140,32 @@ def backward(tape: Tape, dlogits: np.ndarray, params: Params, wrt_inputs: bool =
     return result
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, int]:
-    """Mean cross-entropy of softmax(logits [N, classes]), its gradient, and the top-1 hits."""
+def softmax_cross_entropy(
+    logits: np.ndarray, labels: np.ndarray, soft: tuple[np.ndarray, float] | None = None
+) -> tuple[float, np.ndarray, int]:
+    """Mean cross-entropy of softmax(logits [N, classes]), its gradient, and the top-1 hits.
+
+    `soft=(teacher_logits, weight)` distills (Hinton et al., 2015): the loss becomes
+    (1 - weight) * CE(labels) + weight * T^2 * KL(softmax(teacher / T) || softmax(logits / T)),
+    T = TEMPERATURE.
+    """
     rows = np.arange(len(labels))
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = _log_softmax(logits)
     d = np.exp(logp)
     d[rows, labels] -= 1
+    loss = float(-logp[rows, labels].mean())
+    if soft is not None:
+        teacher, weight = soft
+        logt, logq = _log_softmax(teacher / TEMPERATURE), _log_softmax(logits / TEMPERATURE)
+        target = np.exp(logt)
+        hinted = (target * (logt - logq)).sum(axis=1).mean() * TEMPERATURE**2
+        loss = (1 - weight) * loss + weight * float(hinted)
+        d = (1 - weight) * d + (weight * TEMPERATURE) * (np.exp(logq) - target)
     d /= len(labels)
     correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
-    return float(-logp[rows, labels].mean()), d.astype(logits.dtype, copy=False), correct
+    return loss, d.astype(logits.dtype, copy=False), correct
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from dlcc.frontend import import_onnx
 from dlcc.ir import Graph
+from dlcc.passes import surgery
 from dlcc.passes.backprop import (
     backward,
     forward,
@@ -19,6 +21,8 @@ from dlcc.passes.backprop import (
 )
 from dlcc.passes.finetune import with_retraining
 from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline, weight_layers
+from dlcc.passes.prune import _keep_largest
+from dlcc.passes.surgery import schedule
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
 from dlcc.runtime.kernels.layout import ExpandAttrs
 from dlcc.runtime.kernels.matrix import ConvAttrs
@@ -308,29 +312,134 @@ def test_without_data_or_after_quantize_it_is_skipped_with_a_note():
     assert "before quantize" in ctx.notes[-1]
 
 
-def test_with_retraining_makes_an_iterative_schedule():
-    tune = "lr=0.0005"
+def test_with_retraining_prunes_while_it_trains_then_trains_the_centroids():
     assert with_retraining("-O3", 4) == (
-        "prune(sparsity=0.569113,layers=Conv#0:0.133761;#-1:0.206299;Conv:0.468671),"
-        f"finetune(epochs=4,{tune}),"
-        "prune(sparsity=0.814336,layers=Conv#0:0.24963;#-1:0.370039;Conv:0.717689),"
-        f"finetune(epochs=4,{tune}),"
-        "prune(sparsity=0.92,layers=Conv#0:0.35;#-1:0.5;Conv:0.85),"
-        "finetune(epochs=12,lr=0.002,weight_decay=0.1),"
+        "surgery(sparsity=0.955,layers=Conv#0:0.5;#-1:0.8;Dense#1:0.96;Dense#-2:0.98;Conv:0.93,"
+        "epochs=4,lr=0.002,distill=0.5,weight_decay=0.1),"
         "kmeans(layers=#-1:8,rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
+    )
+    assert with_retraining("prune(sparsity=0.8,layers=#-1:0.5),quantize", 3, seed=5) == (
+        "surgery(sparsity=0.8,layers=#-1:0.5,epochs=3,lr=0.002,distill=0.5,weight_decay=0.1,"
+        "seed=5),quantize"
     )
     assert with_retraining("prune(quality=1.0),finetune(epochs=9)", 2, seed=5) == (
         "prune(quality=1.0),finetune(epochs=9)"
     )
-    assert with_retraining("kmeans(bits=3),quantize", 3, steps=1, seed=5) == (
+    assert with_retraining("kmeans(bits=3),quantize", 3, seed=5) == (
         "kmeans(bits=3,rate=0.5),finetune(epochs=2,lr=0.0002,seed=5),quantize"
     )
     assert with_retraining("kmeans(rate=0)", 3).startswith("kmeans(rate=0),finetune(")
-    text = with_retraining("prune(sparsity=0.75)", 1, steps=2)
-    assert text.startswith("prune(sparsity=0.5),finetune(epochs=1,")
-    graph, log, _ = tuned(text)
-    assert [e["layers"]["sparsity"] for e in log if e["pass"].startswith("prune")] == [
-        [0.5, 0.5],
-        [0.75, 0.75],
-    ]
-    assert all(np.count_nonzero(w.data == 0) == round(0.75 * w.data.size) for w in weights(graph))
+
+
+@pytest.mark.parametrize(
+    "model, rates", [("lenet_300_100", [0.955, 0.96, 0.8]), ("lenet5", [0.5, 0.93, 0.98, 0.8])]
+)
+def test_retrained_o3_rates_fall_on_the_intended_layers(model, rates):
+    from conftest import sample_path
+
+    graph = import_onnx(sample_path(f"{model}.onnx"))
+    step = parse_pipeline(with_retraining("-O3", 1)).steps[0]
+    nodes = weight_layers(graph)
+    assert [surgery.Surgery.for_layer(step.typed(), n, nodes) for n in nodes] == rates
+
+
+# -- surgery: gradual pruning while retraining -------------------------------------------------
+def test_schedule_is_cubic_from_the_start_to_the_target():
+    assert schedule(0.2, 0.9, 0) == pytest.approx(0.2)
+    assert schedule(0.2, 0.9, 1) == schedule(0.2, 0.9, 1.5) == 0.9
+    assert schedule(0.0, 0.8, 0.5) == pytest.approx(0.8 - 0.8 / 8)
+    steps = np.diff([schedule(0.0, 0.9, t) for t in np.linspace(0, 1, 11)])
+    assert np.all(steps > 0) and np.all(np.diff(steps) < 0)  # fast first, slow near the end
+
+
+def test_surgery_moves_the_masks_on_the_schedule(monkeypatch):
+    calls = []
+
+    def keep_largest(magnitude, sparsity):
+        keep = _keep_largest(magnitude, sparsity)
+        calls.append((magnitude.size, sparsity, keep))
+        return keep
+
+    monkeypatch.setattr(surgery, "_keep_largest", keep_largest)
+    # 600 samples / 32 -> 19 steps an epoch, 152 in all; the ramp ends at step 76, masks move
+    # at steps 0, 32, 64 and 76.
+    tuned("surgery(sparsity=0.7,layers=#-1:0.5,epochs=8,ramp=0.5,batch=32)")
+    for size, target in ((256, 0.7), (96, 0.5)):
+        got = [s for n, s, _ in calls if n == size]
+        assert got == pytest.approx([schedule(0, target, t) for t in (0, 32 / 76, 64 / 76, 1)])
+        masks = [keep for n, _, keep in calls if n == size]
+        assert all(np.all(later <= earlier) for earlier, later in zip(masks, masks[1:]))
+
+
+def test_surgery_ends_at_its_targets_and_beats_pruning_alone():
+    pruned, _, _ = tuned("prune(sparsity=0.85)")
+    graph, log, ctx = tuned("surgery(sparsity=0.85,epochs=6,lr=0.01,batch=32)")
+    for w in weights(graph):
+        assert w.encoding.sparse and np.count_nonzero(w.data == 0) == round(0.85 * w.data.size)
+    assert log[-1]["layers"]["sparsity"] == [0.8516, 0.8542] and not ctx.notes
+    _, train = mlp()
+    assert accuracy(graph, train) > accuracy(pruned, train) + 0.1
+    # finetune after it keeps its zeros (the encoding is sparse, as prune's)
+    again, _, _ = tuned("surgery(sparsity=0.85,epochs=6,lr=0.01,batch=32),finetune(epochs=1)")
+    for a, b in zip(weights(graph), weights(again)):
+        np.testing.assert_array_equal(a.data == 0, b.data == 0)
+
+
+def test_surgery_is_deterministic_and_refuses_shared_weights():
+    text = "surgery(sparsity=0.6,epochs=2,distill=0.5,seed={})"
+    runs = [tuned(text.format(s))[0] for s in (3, 3, 4)]
+    bits = [[w.data.tobytes() for w in weights(g)] for g in runs]
+    assert bits[0] == bits[1] and bits[0] != bits[2]
+    _, _, ctx = tuned("kmeans(bits=2),surgery")
+    assert "shared already; run it before kmeans" in ctx.notes[-1]
+
+
+def test_full_distillation_follows_the_graph_before_the_pass_not_the_labels():
+    """distill=1: the loss is the distance to the logits before the pass; the labels drop out."""
+    _, train = mlp()
+    shuffled = {**train, "labels": (train["labels"] + 1) % 3}
+    bits = []
+    for data in (train, shuffled):
+        graph = mlp()[0]
+        run_pipeline(
+            graph,
+            parse_pipeline("surgery(sparsity=0.5,epochs=2,distill=1)"),
+            PassContext(train=data),
+        )
+        bits.append([w.data.tobytes() for w in weights(graph)])
+    assert bits[0] == bits[1]
+    assert bits[0] != [w.data.tobytes() for w in weights(tuned("prune(sparsity=0.5)")[0])]
+
+
+def test_distillation_gradient_matches_finite_differences():
+    logits, teacher = rand(4, 5), rand(4, 5)
+    labels = RNG.integers(0, 5, 4)
+    soft = (teacher, 0.3)
+    _, grad, _ = softmax_cross_entropy(logits, labels, soft)
+    direction = rand(4, 5)
+    eps = 1e-6
+    up = softmax_cross_entropy(logits + eps * direction, labels, soft)[0]
+    down = softmax_cross_entropy(logits - eps * direction, labels, soft)[0]
+    assert (up - down) / (2 * eps) == pytest.approx((grad * direction).sum(), rel=1e-6)
+    assert softmax_cross_entropy(teacher, labels, (teacher, 1.0))[0] == pytest.approx(0, abs=1e-12)
+
+
+def accuracy(graph, train):
+    logits = forward(graph, {"x": train["x"]}, parameters(graph))[0]
+    return float(np.mean(logits.argmax(axis=1) == train["labels"]))
+
+
+def test_cli_retraining_is_deterministic_for_a_seed(tmp_path):
+    """`dlcc compile -O3 --train T --finetune E --seed S`: same seed, same bundle bytes."""
+    from conftest import invoke, sample_path
+
+    train, bundles = sample_path("mnist_test_256.npz"), []
+    for i, seed in enumerate((1, 1, 2)):
+        out = str(tmp_path / f"{i}.bin")
+        args = ("-O3", "--train", train, "--finetune", "1", "--seed", str(seed), "--json")
+        result = invoke("compile", sample_path("lenet_300_100.onnx"), "-o", out, *args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["pipeline"].startswith("surgery(")
+        with open(out, "rb") as f:
+            bundles.append(f.read())
+    assert bundles[0] == bundles[1] != bundles[2]
