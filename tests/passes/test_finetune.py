@@ -314,7 +314,7 @@ def test_without_data_or_after_quantize_it_is_skipped_with_a_note():
 
 def test_with_retraining_prunes_while_it_trains_then_trains_the_centroids():
     assert with_retraining("-O3", 4) == (
-        "surgery(sparsity=0.955,layers=Conv#0:0.5;#-1:0.8;Dense#1:0.96;Dense#-2:0.98;Conv:0.93,"
+        "surgery(sparsity=0.95,layers=Conv#0:0.5;#-1:0.8;Dense#1:0.96;Dense#-2:0.98;Conv:0.93,"
         "epochs=4,lr=0.002,distill=0.5,weight_decay=0.1),"
         "kmeans(layers=#-1:8,rate=0.5),finetune(epochs=2,lr=0.0002),quantize,huffman"
     )
@@ -332,7 +332,7 @@ def test_with_retraining_prunes_while_it_trains_then_trains_the_centroids():
 
 
 @pytest.mark.parametrize(
-    "model, rates", [("lenet_300_100", [0.955, 0.96, 0.8]), ("lenet5", [0.5, 0.93, 0.98, 0.8])]
+    "model, rates", [("lenet_300_100", [0.95, 0.96, 0.8]), ("lenet5", [0.5, 0.93, 0.98, 0.8])]
 )
 def test_retrained_o3_rates_fall_on_the_intended_layers(model, rates):
     from conftest import sample_path
