@@ -4,8 +4,10 @@
 
 For LeNet-300-100 and LeNet-5: calibration on 1,000 training images; the budget is chosen on
 the first 5,000 MNIST test images (--max-drop 0.5% with labels, and --min-agreement 99%
-without) and checked on the other 5,000, which the search never saw. Prints the chosen
-bundle's size and ratio, and the score on both halves beside the floor.
+without; each cleared by the CLI's margin, dlcc.budget.MARGIN standard errors) and checked on
+the other 5,000, which the search never saw. Prints the chosen bundle's size and ratio, the
+score on both halves beside the floor, and the seconds for the search and the final compile
+on the physical cores (the issue's bar for LeNet-5's --max-drop 0.5%: 60 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import onnxruntime as ort
 from _common import SAMPLES, add_data_option, mnist, table, top1
 
 import dlcc
-from dlcc.budget import choose
+from dlcc.budget import MARGIN, choose
 from dlcc.passes.fidelity import Target
 
 
@@ -43,7 +45,7 @@ def main() -> None:
         ):
             labels = {"labels": y[search]} if "max_drop" in budget else {}
             start = time.perf_counter()
-            target = Target(**budget)
+            target = Target(**budget, z=MARGIN)
             text, report = choose(model, {"image": x[search], **labels}, calib, target)
             bundle = dlcc.compile(model, passes=text, calibration=calib)
             seconds = time.perf_counter() - start

@@ -3,8 +3,9 @@
     python benchmarks/faithful.py [--data ../shared/data/mnist.npz] [--levels O3]
 
 For LeNet-300-100 and LeNet-5, the CLI's path for -O2/-O3 with data (dlcc.budget.search):
-1,000 unlabelled MNIST training images, of which the search sees the first 750 and the
-report the last 250; then the 10,000 test images, which nothing saw. Prints, per model and
+1,000 unlabelled MNIST training images, of which the search sees the first 750 (recovery
+fitted on 500, every trial scored on the other 250) and the report the last 250; then the
+10,000 test images, which nothing saw. Trials run on the physical cores. Prints, per model and
 level, the ratio (whole bundle file vs fp32 weights) beside the issue's target, and the
 top-1 agreement with the original on the test images beside 99%, and the seconds taken.
 Reference: Han et al. (Deep Compression) say about 2x pruning comes free without retraining.

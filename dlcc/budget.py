@@ -7,16 +7,22 @@
                         SQNR >= 25 dB for the others (passes/fidelity.py)
 
 From the per-layer sensitivity table (passes/sensitivity.py, on at most TABLE_SAMPLES
-samples), each layer gets the most aggressive pruning rate and k-means width whose loss,
-measured alone, stays within an allowance; the whole pipeline is then compiled and scored
-for real (int8 activations and all). After the first miss, the mildest pipeline (no pruning,
-8-bit codebooks) is scored: if it misses with int8 activations, the search goes on with
-float activations (Deep Compression's own pipeline: shared weights, float compute); if it
-misses even then, the target cannot be met: the error names the layers that lose the most at
-their mildest setting, and nothing is written. Otherwise the allowance halves until the
-target holds (or the mildest pipeline is kept). Then the largest layers are pushed one
-setting further at a time while the real score holds (the table measures each layer alone
-and without the recovery passes, so it is conservative).
+samples, ranked by output SQNR: see RANKING), each layer gets the most aggressive pruning
+rate and k-means width whose loss, measured alone, stays within an allowance (2, 1, 1/2, ...
+of the table's unit, then 0); each distinct pipeline is compiled and scored for real (int8
+activations and all), the first that holds is kept. The mildest pipeline (no pruning, 8-bit
+codebooks) is scored after the first two: if it misses with int8 activations, the search
+starts over with float activations (Deep Compression's own pipeline: shared weights, float
+compute); if it misses even then, the target cannot be met: the error names the layers that
+lose the most at their mildest setting, and nothing is written. Then the largest layers are
+pushed one setting further at a time while the real score holds (the table measures each
+layer alone and without the recovery passes, so it is conservative).
+
+Every compile and every table entry is a trial on the executor's worker processes
+(dlcc/executor.py): the table's entries all at once, the pipelines `workers` at a time (the
+next pushes compiled ahead, guessing that each does as the last one did). The search decides
+as if it went one trial at a time, and each trial is a pure function of its pipeline, so the
+result is the same on one worker or many.
 
 Which data is which: the search scores on the calibration data, or on --data when the
 target needs labels the calibration data lacks; the report is measured on data the search
@@ -29,23 +35,28 @@ better than unseen ones (openWakeWord's "alexa" on 128 inputs: 24.8 dB on its ow
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
 
+from dlcc.budget_trials import BATCH, PRELOAD, Trials
 from dlcc.errors import DlccError
 from dlcc.ir import Graph
 from dlcc.passes.fidelity import DEFAULT, Fidelity, Target, graph_outputs
 
-ROUNDS = 6
-PUSHES = 8  # compiles spent pushing single layers past the table's choice
+ROUNDS = 7  # allowances tried: 2, 1, 1/2, ... 1/32 of the target, then 0
+PUSHES = 8  # tries at pushing single layers past the table's choice
 PRESET_PASSES = {"O2": ("prune",), "O3": ("prune", "kmeans")}
 HELD_OUT = 0.25  # of a single data set: kept from the search, for the report
 FIT = 2 / 3  # of the calibration data searched on: what recovery fits; the search scores the rest
 MARGIN = 1.5  # standard errors of its estimate each measure must clear its bound by
 TABLE_SAMPLES = 1000  # the sensitivity table ranks settings: a subset is enough
+# The table's measure, whatever the target: it only ranks settings (compiles decide), and
+# output noise powers are continuous and add up over layers, where top-1 flips on a few
+# hundred samples are too few to rank by. A setting that uses 1 alone leaves 10 dB.
+RANKING = Target(sqnr_db=10.0)
 SEARCH_SECONDS = 300.0  # a preset's search estimated longer falls back to fixed rates
-BATCH = 256
 
 
 def search(
@@ -55,11 +66,12 @@ def search(
     level: str | None = None,
     target: Target | None = None,
     progress=None,
+    workers: int | None = None,
 ) -> tuple[str, dict, dict, dict]:
     """(pipeline, report, calibration, held-out data) for the smallest bundle of `level`'s
     passes (-O2: prune; else prune and kmeans) that keeps `target` (default: DEFAULT) by
     MARGIN standard errors of each measure on the data searched, so that it holds on unseen
-    data.
+    data; trials run on `workers` local processes (default: the physical cores).
 
     Without an explicit target, a search estimated longer than SEARCH_SECONDS raises
     FixedRates: the level's fixed rates are then the caller's choice.
@@ -84,7 +96,7 @@ def search(
         calibration, searched = split(searched, graph, FIT)
     target = dataclasses.replace(target, z=MARGIN)
     if preset:
-        seconds = _search_seconds(graph, model, searched, calibration, level)
+        seconds = _search_seconds(graph, model, searched, calibration, level, workers)
         if seconds > SEARCH_SECONDS:
             raise FixedRates(
                 f"-{level}: searching per-layer rates would take about {seconds / 60:.0f} min "
@@ -94,7 +106,7 @@ def search(
     if not labels:
         searched = {k: v for k, v in searched.items() if k != "labels"}
     passes = PRESET_PASSES.get(level or "", ("prune", "kmeans"))
-    text, report = choose(model, searched, calibration, target, progress, passes, graph)
+    text, report = choose(model, searched, calibration, target, progress, passes, graph, workers)
     return text, report, calibration, held
 
 
@@ -103,16 +115,17 @@ class FixedRates(DlccError):
     rates are used; the message says why."""
 
 
-def _search_seconds(graph, model, search, calibration, level) -> float:
+def _search_seconds(graph, model, search, calibration, level, workers) -> float:
     """An estimate of the search's time: one float evaluation of the table's samples per
     sensitivity job, and one compile with refit and one evaluation of the search data per
-    round and push (timing one of each)."""
+    try (allowances and pushes; timing one of each), shared by the workers."""
     import time
 
     import dlcc
     from dlcc.passes.calibrate import sample_count
     from dlcc.passes.manager import PRESETS, weight_layers
     from dlcc.passes.sensitivity import BITS, PRUNE
+    from dlcc.runtime.threads import physical_cores
 
     inputs = {k: v for k, v in search.items() if k != "labels"}
     start = time.perf_counter()
@@ -127,7 +140,8 @@ def _search_seconds(graph, model, search, calibration, level) -> float:
         calibration=calibration,
     )
     compile_ = time.perf_counter() - start
-    return jobs * evaluate * share + (ROUNDS // 2 + 1 + PUSHES) * (compile_ + evaluate)
+    tries = ROUNDS // 2 + 1 + PUSHES
+    return (jobs * evaluate * share + tries * (compile_ + evaluate)) / (workers or physical_cores())
 
 
 def choose(
@@ -138,60 +152,46 @@ def choose(
     progress=None,
     passes: tuple[str, ...] = ("prune", "kmeans"),
     graph: Graph | None = None,
+    workers: int | None = None,
 ) -> tuple[str, dict]:
     """(pipeline text, report) for the smallest bundle that keeps `target` on `data`, using
-    `passes` (`graph`: the model already imported, when the caller has it)."""
+    `passes` (`graph`: the model already imported, when the caller has it); trials run on
+    `workers` local processes (default: the physical cores), the result the same for any."""
     from dlcc.data import for_graph
+    from dlcc.executor import make_executor
     from dlcc.frontend import import_onnx
-    from dlcc.passes.sensitivity import BITS, PRUNE, layer_table
+    from dlcc.passes.sensitivity import BITS, PRUNE
 
     graph = graph or import_onnx(model)
     data = for_graph(data, graph, "evaluation data")  # labels become class ids here
     if target.max_drop is not None and "labels" not in data:
         raise DlccError("--max-drop needs labels in --data; use --min-agreement without them")
     fidelity = Fidelity(graph, data, target, BATCH)
-    table_data = _head(graph, data, TABLE_SAMPLES)
-    table_fidelity = Fidelity(graph, table_data, target, BATCH)
+    table_fidelity = Fidelity(graph, _head(graph, data, TABLE_SAMPLES), RANKING, BATCH)
     settings = {"prune": (0.0, *PRUNE), "kmeans": BITS}
     settings = {kind: values for kind, values in settings.items() if kind in passes}
-    table = layer_table(
-        graph,
-        table_data,
-        settings,
-        progress=progress,
-        score=lambda: table_fidelity.score(graph_outputs(graph, table_fidelity.inputs, BATCH)),
-    )
-    table["metric"] = "fidelity score"  # 1: the original; 0: on the target (passes/fidelity.py)
-    scorer = _scorer(graph, model, fidelity, calibration)
-    int8 = True
-
-    def score(chosen: dict) -> tuple[float, dict]:
-        return scorer(_pipeline(chosen, calibration is not None, int8))
-
-    allowance, mildest = table["baseline"], None  # the score's floor is 0
-    for round_ in range(ROUNDS):
-        if progress:
-            progress("budget: compiling and scoring", round_, ROUNDS)
-        chosen = _settings(graph, table["layers"], allowance, settings)
-        got, outputs = score(chosen)
-        if got >= 0:
-            break
-        if mildest is None:  # after the first miss: can the target be met at all?
-            mildest = _settings(graph, table["layers"], -1.0, settings)
-            got, outputs = score(mildest)
-            if got < 0 and int8:  # int8 activations alone may miss it: keep them float
-                int8 = False
-                got, outputs = score(mildest)
-            if got < 0:
-                raise _unreachable(target, table, fidelity.describe(outputs))
-            mildest = (mildest, got, outputs)
-        allowance /= 2  # recovery absorbs less of the sum than hoped: tighten
-    else:
-        chosen, got, outputs = mildest
-    if progress:
-        progress("budget: compiling and scoring", ROUNDS, ROUNDS)
-    chosen, got, outputs = _push(graph, chosen, got, outputs, settings, score, progress)
-    text = _pipeline(chosen, calibration is not None, int8)
+    with make_executor(workers, preload=PRELOAD) as executor:
+        trials = Trials(executor, model, graph, fidelity, calibration, table_fidelity.inputs)
+        table = trials.table(table_fidelity, settings, progress)
+        table["metric"] = f"score at output SQNR >= {RANKING.sqnr_db:g} dB"  # 1: the original
+        rows = table["layers"]
+        allowances = [2.0 ** (1 - k) for k in range(ROUNDS)] + [0.0]
+        mildest = _settings(graph, rows, -1.0, settings)
+        candidates = []
+        for allowance in allowances:
+            chosen = _settings(graph, rows, allowance, settings)
+            if chosen not in candidates and chosen != mildest:
+                candidates.append(chosen)
+        int8 = True
+        found = trials.first_passing(candidates, mildest, int8, progress)
+        if found is None:  # int8 activations alone may miss it: keep them float
+            int8 = False
+            found = trials.first_passing(candidates, mildest, int8, progress)
+        if found is None:
+            outputs = trials.score(mildest, int8)[1]
+            raise _unreachable(target, table, fidelity.describe(outputs))
+        chosen, got, outputs = _push(graph, found, settings, trials, int8, progress)
+    text = trials.text(chosen, int8)
     return text, {
         "target": str(target),
         "score": got,
@@ -211,7 +211,8 @@ def _unreachable(target: Target, table: dict, measured: str) -> DlccError:
         key=lambda r: r["delta"],
     )[:3]
     names = ", ".join(
-        f"{r['layer']} ({r['pass']} {r['setting']} alone uses {-r['delta']:.2f} of it)"
+        f"{r['layer']} ({r['pass']} {r['setting']} alone: output SQNR "
+        f"{RANKING.sqnr_db - 10 * np.log10(-r['delta']):.1f} dB)"
         for r in blame
     )
     return DlccError(
@@ -251,51 +252,56 @@ def _most_aggressive(kind: str, values: list[float]) -> float:
     return max(values) if kind == "prune" else min(values)
 
 
-def _push(graph, chosen, score, outputs, settings, scorer, progress):
-    """Step the largest layers one setting further, one at a time, while the real score
-    holds: rounds over the layers until one changes nothing or PUSHES compiles are spent."""
+def _push(graph, chosen, settings, trials, int8, progress):
+    """(settings, score, outputs): the largest layers stepped one setting further, one at a
+    time, while the real score holds: a push that holds goes to the back of the queue, one
+    that fails leaves it; until the queue is empty or PUSHES tries are spent. Idle workers
+    compile the next tries ahead, guessing that each will do as the last one did."""
     from dlcc.passes.manager import node_weights, weight_layers
 
     sizes = {_key(n): sum(w.value.data.size for w in node_weights(n)) for n in weight_layers(graph)}
-    tries = [
-        (layer, kind) for layer in sorted(sizes, key=sizes.get, reverse=True) for kind in settings
-    ]
-    compiles, progressed = 0, True
-    while progressed and compiles < PUSHES:
-        progressed = False
-        for layer, kind in tries:
-            ladder = sorted(settings[kind], reverse=kind != "prune")  # mild -> aggressive
-            step = ladder.index(chosen[layer][kind]) + 1
-            if step >= len(ladder) or compiles >= PUSHES:
-                continue
-            trial = {**chosen, layer: {**chosen[layer], kind: ladder[step]}}
-            got, trial_outputs = scorer(trial)
-            compiles += 1
-            if progress:
-                progress("budget: pushing layers", compiles, PUSHES)
-            if got >= 0:
-                chosen, score, outputs, progressed = trial, got, trial_outputs, True
-            else:  # this layer has reached its limit for this pass
-                tries = [t for t in tries if t != (layer, kind)]
-    return chosen, score, outputs
+    order = sorted(sizes, key=sizes.get, reverse=True)
+    queue = collections.deque((layer, kind) for layer in order for kind in settings)
+    got, outputs = trials.score(chosen, int8)
+    tries, held = 0, True
+    while queue and tries < PUSHES:
+        count = min(trials.workers, PUSHES - tries)
+        trials.prefetch(_ahead(chosen, queue, settings, count, held), int8)
+        push = queue.popleft()
+        trial = _stepped(chosen, push, settings)
+        if trial is None:  # at the end of its ladder
+            continue
+        tries += 1
+        trial_got, trial_outputs = trials.score(trial, int8)
+        if progress:
+            progress("budget: pushing layers", tries, PUSHES)
+        held = trial_got >= 0
+        if held:
+            chosen, got, outputs = trial, trial_got, trial_outputs
+            queue.append(push)
+    return chosen, got, outputs
 
 
-def _pipeline(chosen: dict, calibrated: bool, int8: bool) -> str:
-    """The pipeline text of per-layer settings {layer key: {pass: setting}}: int8 weights and
-    activations, or (int8 False) shared float weights and float activations, as Deep
-    Compression's own pipeline."""
-    # With calibration data the recovery steps run too (they need it, and they only help).
-    refit = ",refit" if calibrated else ""
-    steps = []
-    prune = ";".join(f"{k}:{v['prune']}" for k, v in chosen.items() if "prune" in v)
-    if prune:
-        steps.append(f"prune(sparsity=0.0,layers={prune}){refit}")
-    bits = ";".join(f"{k}:{int(v['kmeans'])}" for k, v in chosen.items() if "kmeans" in v)
-    if bits:
-        steps.append(f"kmeans(layers={bits}){refit}")
-    if int8:
-        steps.append(f"quantize{',biascorrect' if calibrated else ''}")
-    return ",".join([*steps, "huffman"])
+def _stepped(chosen: dict, push: tuple[str, str], settings: dict) -> dict | None:
+    """`chosen` with layer `push[0]` one setting of pass `push[1]` further (None: no further)."""
+    layer, kind = push
+    ladder = sorted(settings[kind], reverse=kind != "prune")  # mild -> aggressive
+    step = ladder.index(chosen[layer][kind]) + 1
+    return {**chosen, layer: {**chosen[layer], kind: ladder[step]}} if step < len(ladder) else None
+
+
+def _ahead(chosen: dict, queue, settings: dict, count: int, held: bool) -> list[dict]:
+    """The next `count` tries of `_push` if each of them holds (`held`) or each fails."""
+    queue, ahead = collections.deque(queue), []
+    while queue and len(ahead) < count:
+        push = queue.popleft()
+        trial = _stepped(chosen, push, settings)
+        if trial is not None:
+            ahead.append(trial)
+            if held:
+                chosen = trial
+                queue.append(push)
+    return ahead
 
 
 def _key(node) -> str:
@@ -304,19 +310,3 @@ def _key(node) -> str:
 
     unsafe = any(c in node.name for c in ",;:()")
     return node_weights(node)[0].value.name if unsafe else node.name
-
-
-def _scorer(graph: Graph, model: str, fidelity: Fidelity, calibration):
-    """A function of a pipeline: (score, outputs) of its compiled bundle (the real one: int8
-    activations and all) on the fidelity's data."""
-    import dlcc
-    from dlcc.passes.calibrate import batches
-    from dlcc.runtime.loader import bind_bundle
-
-    def score(text: str) -> tuple[float, dict]:
-        bundle = bind_bundle(dlcc.compile(model, passes=text, calibration=calibration))
-        parts = [bundle.run(feeds) for feeds in batches(graph, fidelity.inputs, BATCH)]
-        outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        return fidelity.score(outputs), outputs
-
-    return score

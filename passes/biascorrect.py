@@ -4,11 +4,12 @@
 
 Any weight change (pruning, sharing, int8) shifts a layer's mean output by E[x] (W - W_orig);
 folding the opposite into the bias removes that expected error. Layers are corrected in
-program order, each with the mean of the inputs the corrected graph so far produces. A
-layer without a bias gets a new dense float32 one. Biases stay float32 as they are (the
-calibrated int8 path turns them into int32 at s_w * s_x in codegen); a bias that an earlier
-weight-only quantize stored int8 is re-quantized per tensor with a fresh scale, so its
-encoding still describes its values exactly.
+program order, each with the mean of the inputs the corrected graph so far produces (the
+batches carried from layer to layer: passes/refit.py's Walk). A layer without a bias gets
+a new dense float32 one. Biases stay float32 as they are (the calibrated int8 path turns
+them into int32 at s_w * s_x in codegen); a bias that an earlier weight-only quantize stored
+int8 is re-quantized per tensor with a fresh scale, so its encoding still describes its
+values exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dlcc.passes.manager import (
     skipped_rows,
 )
 from dlcc.passes.quantize import symmetric_int8
-from dlcc.passes.refit import layer_inputs, weight_matrix
+from dlcc.passes.refit import Walk, weight_matrix
 
 
 @register_pass
@@ -48,6 +49,7 @@ class BiasCorrect(Pass):
             return {"layers": []}
         layers = []
         nodes = matrix_layers(graph)
+        walk = Walk(graph, ctx.calibration, options.batch)
         for position, node in enumerate(nodes):
             if ctx.progress:
                 ctx.progress("biascorrect", position, len(nodes))
@@ -63,7 +65,7 @@ class BiasCorrect(Pass):
                 layers.append(row | {"reason": "weight unchanged"})
                 continue
             total, rows = 0.0, 0
-            for x in layer_inputs(graph, node, ctx.calibration, options.batch):
+            for _, x in walk.inputs(node):
                 total = total + x.astype(np.float64).sum(axis=1)  # [G, K]
                 rows += x.shape[1]
             correction = np.einsum("gk,gkm->gm", total / max(rows, 1), delta).reshape(-1)

@@ -28,12 +28,16 @@ def run_nodes(
 ) -> Iterator[tuple[Node, list, tuple]]:
     """(node, input arrays, output arrays) for `nodes` (default: all) in order.
 
+    `feeds` holds by name every non-constant value `nodes` read that none of them produces:
+    the graph's inputs, or for a run that resumes mid-program, the live values there.
     `params` replaces the constant at input i of node n by params[(n.name, i)].
     """
     nodes = graph.nodes if nodes is None else nodes
     params = params or {}
     last = {id(v): i for i, n in enumerate(nodes) for v in n.inputs if v is not None}
-    env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in graph.inputs}
+    made = {id(v) for n in nodes for v in n.outputs}
+    read = [v for n in nodes for v in n.inputs if v is not None and not v.is_constant]
+    env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in read if id(v) not in made}
     for i, node in enumerate(nodes):
         args = [None if v is None else v.data if v.is_constant else env[id(v)] for v in node.inputs]
         args = [params.get((node.name, k), a) for k, a in enumerate(args)]

@@ -5,11 +5,14 @@
 
 Layers are refitted in program order, each on the inputs produced by the graph as it is at
 that point (earlier layers already refitted), so later layers also absorb earlier errors'
-effect on their inputs. H is accumulated batch by batch (memory independent of the sample
-count); Conv layers use their im2col patches, one H per group. The target is the original
-layer's output on the same inputs; λ = damp * mean(diag H) also pulls entries that the data
-does not determine (dead inputs) towards their original values, so an all-ones mask
-reproduces W_orig exactly.
+effect on their inputs; the calibration batches are carried from layer to layer (`Walk`),
+so no node runs twice. H is accumulated batch by batch; Conv layers use their im2col
+patches, one H per group, from at most ROWS_PER_INPUT rows per input feature (K) but one per
+sample, drawn at random with a fixed seed: neighbouring patches of one image repeat each
+other, and the solve needs H's shape, not every row. The target is the original layer's
+output on the same inputs; λ = damp * mean(diag H) also pulls entries that the data does not
+determine (dead inputs) towards their original values, so an all-ones mask reproduces W_orig
+exactly.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from dlcc.ir import Graph, Node
-from dlcc.passes.calibrate import batches
-from dlcc.passes.evaluate import evaluate
+from dlcc.passes.calibrate import batches, sample_count
+from dlcc.passes.evaluate import evaluate, run_nodes
 from dlcc.passes.manager import (
     Pass,
     PassContext,
@@ -33,22 +36,66 @@ from dlcc.passes.manager import (
 )
 from dlcc.runtime.kernels.matrix import conv_weight_from_matrix, conv_weight_matrix, im2col
 
+ROWS_PER_INPUT = 32  # H of a layer with K inputs is estimated from at most 32·K rows
+CARRIED_BYTES = 1 << 29  # live values carried between layers for all batches (see Walk)
 CODEBOOK_FLOPS = 5e10  # centroid refits costlier than this (K² · N · k) are skipped
 CHUNK = 1 << 22  # one-hot elements per column chunk of the centroid normal equations
 
 
-def layer_inputs(graph: Graph, node: Node, data: dict, batch: int) -> Iterator[np.ndarray]:
-    """Per calibration batch, `node`'s input rows as [G, rows, K] (Dense: G = 1)."""
-    target = node.inputs[0]
-    for feeds in batches(graph, data, batch):
-        for value, array in evaluate(graph, feeds):
-            if value is target:
-                if node.op == "Conv":
-                    kernel_hw = node.inputs[1].data.shape[2:]
-                    yield im2col(array, kernel_hw, node.attrs)
-                else:
-                    yield array.reshape(1, -1, array.shape[-1])
-                break
+class Walk:
+    """The calibration batches carried through the graph in program order: at each layer,
+    every batch's live values there, so that the layer's inputs come from the graph as it is
+    now (earlier layers already rewritten) without running the nodes before it again. Once
+    the live values of all batches would pass CARRIED_BYTES, each layer's inputs are computed
+    from the start instead, batch by batch (memory independent of the sample count)."""
+
+    def __init__(self, graph: Graph, data: dict, batch: int) -> None:
+        self.graph, self.data, self.batch = graph, data, batch
+        self.samples = sample_count(graph, data)
+        cut = [(sample_count(graph, f), dict(f)) for f in batches(graph, data, batch)]
+        self.states: list[tuple[int, dict]] | None = cut
+        self.at = 0  # the states hold the live values before graph.nodes[at]
+
+    def inputs(self, node: Node) -> Iterator[tuple[int, np.ndarray]]:
+        """Per calibration batch, its sample count and `node`'s input rows as [G, rows, K]
+        (Dense: G = 1)."""
+        index = self.graph.nodes.index(node)
+        if self.states is not None and index >= self.at:
+            self._advance(index)
+        if self.states is None or index != self.at:
+            for feeds in batches(self.graph, self.data, self.batch):
+                for value, array in evaluate(self.graph, feeds):
+                    if value is node.inputs[0]:
+                        yield sample_count(self.graph, feeds), input_rows(node, array)
+                        break
+            return
+        for samples, live in self.states:
+            yield samples, input_rows(node, live[node.inputs[0].name])
+
+    def _advance(self, index: int) -> None:
+        """Run every batch on to just before graph.nodes[index], keeping what is read there
+        or after (dropping all when that would pass CARRIED_BYTES)."""
+        nodes = self.graph.nodes[self.at : index]
+        later = self.graph.nodes[index:]
+        wanted = {v.name for n in later for v in n.inputs if v is not None and not v.is_constant}
+        states, carried = [], 0
+        for samples, live in self.states:
+            kept = {name: a for name, a in live.items() if name in wanted}
+            for done, _, outs in run_nodes(self.graph, live, nodes=nodes):
+                kept |= {v.name: a for v, a in zip(done.outputs, outs) if v.name in wanted}
+            carried += sum(a.nbytes for a in kept.values())
+            if carried > CARRIED_BYTES:
+                self.states = None
+                return
+            states.append((samples, kept))
+        self.states, self.at = states, index
+
+
+def input_rows(node: Node, array: np.ndarray) -> np.ndarray:
+    """A Dense/Conv layer's input as the rows of its matmul, [G, rows, K] (Dense: G = 1)."""
+    if node.op == "Conv":
+        return im2col(array, node.inputs[1].data.shape[2:], node.attrs)
+    return array.reshape(1, -1, array.shape[-1])
 
 
 def weight_matrix(node: Node, w: np.ndarray) -> np.ndarray:
@@ -62,12 +109,21 @@ def weight_from_matrix(node: Node, m: np.ndarray, shape: tuple[int, ...]) -> np.
     return conv_weight_from_matrix(m, shape) if node.op == "Conv" else m[0].reshape(shape)
 
 
-def gram(graph: Graph, node: Node, data: dict, batch: int) -> tuple[np.ndarray, int]:
-    """H = XᵀX per group ([G, K, K], float64) of `node`'s calibration inputs, and the rows."""
-    h, rows = 0.0, 0
-    for x in layer_inputs(graph, node, data, batch):
-        x = x.astype(np.float64)
-        h = h + np.stack([xg.T @ xg for xg in x])  # per group: a symmetric rank-k update
+def gram(walk: Walk, node: Node) -> tuple[np.ndarray, int]:
+    """H = XᵀX per group ([G, K, K], float64) of `node`'s calibration inputs (products in
+    float32, sums in float64), from at most ROWS_PER_INPUT · K of them (or one per sample);
+    and the rows used."""
+    h, rows, keep = 0.0, 0, 1.0
+    rng = np.random.default_rng(0)
+    for samples, x in walk.inputs(node):
+        if not rows:  # the share of rows kept, from the first batch's rows per sample
+            kept = max(ROWS_PER_INPUT * x.shape[2], walk.samples)  # at least a row per sample
+            keep = min(1.0, kept * samples / (x.shape[1] * walk.samples))
+        if keep < 1.0:
+            chosen = rng.choice(x.shape[1], max(1, round(keep * x.shape[1])), replace=False)
+            x = x[:, np.sort(chosen)]
+        x = x.astype(np.float32)
+        h = h + np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)  # per group: XᵀX
         rows += x.shape[1]
     return np.asarray(h), rows
 
@@ -88,13 +144,16 @@ def damped(h: np.ndarray, damp: float) -> np.ndarray:
 
 
 def refit_support(hd: np.ndarray, w: np.ndarray, w_orig: np.ndarray) -> np.ndarray:
-    """Per column n with support S: solve Hd_SS w_S = Hd_S: w_orig,n; zeros off S."""
+    """Per column n with support S: solve Hd_SS w_S = Hd_S: w_orig,n; zeros off S (a full
+    column's solution is w_orig,n itself)."""
     out = np.zeros_like(w)
     for g in range(w.shape[0]):
         mask = w[g] != 0
         rhs = hd[g] @ w_orig[g]
         sizes = mask.sum(axis=0)
-        for s in np.unique(sizes[sizes > 0]):
+        full = sizes == w.shape[1]
+        out[g][:, full] = w_orig[g][:, full]
+        for s in np.unique(sizes[(sizes > 0) & ~full]):
             same = np.flatnonzero(sizes == s)
             step = max(1, int(CHUNK // (s * s)))
             for start in range(0, len(same), step):  # columns sharing a support size
@@ -154,15 +213,16 @@ class Refit(Pass):
             return {"layers": []}
         layers = []
         nodes = matrix_layers(graph)
+        walk = Walk(graph, ctx.calibration, options.batch)
         for position, node in enumerate(nodes):
             if ctx.progress:
                 ctx.progress("refit", position, len(nodes))
-            layers.append(self._layer(graph, node, options, ctx))
+            layers.append(self._layer(graph, walk, node, options, ctx))
         if ctx.progress:
             ctx.progress("refit", len(nodes), len(nodes))
         return {"layers": layers + skipped_rows(graph, "not a Dense/Conv product to refit")}
 
-    def _layer(self, graph: Graph, node: Node, options: Options, ctx: PassContext) -> dict:
+    def _layer(self, graph: Graph, walk: Walk, node: Node, options: Options, ctx) -> dict:
         """Refit one layer in place; its stats row."""
         w = node.inputs[1]
         enc = w.encoding
@@ -179,7 +239,7 @@ class Refit(Pass):
         g, kk, n = cur.shape
         if enc.codebook is not None and g * kk * kk * n * len(enc.codebook) > CODEBOOK_FLOPS:
             return row | {"reason": "codebook refit too expensive for this layer"}
-        h, rows = gram(graph, node, ctx.calibration, options.batch)
+        h, rows = gram(walk, node)
         hd = damped(h, options.damp)
         if enc.codebook is not None:
             book = np.asarray(enc.codebook, dtype=np.float64)

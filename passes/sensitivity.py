@@ -11,12 +11,13 @@ it records the table, which `dlcc explain` shows ranked, and which the automatic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
 
 from dlcc.errors import PassError
-from dlcc.ir import Graph, Node
+from dlcc.ir import Graph
 from dlcc.passes.calibrate import batches
 from dlcc.passes.cluster1d import kmeans_1d
 from dlcc.passes.evaluate import evaluate
@@ -33,7 +34,7 @@ from dlcc.passes.manager import (
 from dlcc.passes.prune import _keep_largest
 from dlcc.passes.quantize import _quantize_channels
 
-PRUNE = (0.5, 0.7, 0.8, 0.9, 0.95)
+PRUNE = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
 BITS = (8, 6, 5, 4, 3)
 
 
@@ -92,13 +93,26 @@ def compressed(weight: Weight, kind: str, setting: float) -> np.ndarray:
     return data
 
 
-def _compress_layer(node: Node, kind: str, setting: float) -> list[np.ndarray]:
-    """Put every weight of `node` as one pass at one setting would leave it; the originals."""
+@contextlib.contextmanager
+def layer_compressed(graph: Graph, layer: str, kind: str, setting: float):
+    """Within the block, every weight of node `layer` as one pass at one setting would leave
+    it; the originals back after."""
+    (node,) = [n for n in weight_layers(graph) if n.name == layer]
     originals = []
     for weight in node_weights(node):
         originals.append(weight.value.data)
         weight.value.data = compressed(weight, kind, setting)
-    return originals
+    try:
+        yield
+    finally:
+        for weight, original in zip(node_weights(node), originals):
+            weight.value.data = original
+
+
+def table_jobs(graph: Graph, settings: dict) -> list[tuple[str, str, float]]:
+    """(layer, pass, setting) of every table entry, in the order of the graph."""
+    layers = [n.name for n in weight_layers(graph)]
+    return [(n, kind, s) for n in layers for kind, values in settings.items() for s in values]
 
 
 def layer_table(
@@ -107,37 +121,38 @@ def layer_table(
     settings: dict,
     sigma: float | None = None,
     progress=None,
-    truth: np.ndarray | None = None,
-    score=None,
 ) -> dict:
-    """delta(L, s) for every weight layer and setting, with the noise band and safe marks.
-
-    `score` scores the graph as it stands when called (default: top-1 against `truth`,
-    which defaults to `targets(graph, data)`).
-    """
-    score = score or scorer(graph, data, targets(graph, data) if truth is None else truth)
+    """delta(L, s) of the top-1 score (`targets`) for every weight layer and setting, with
+    the noise band and safe marks."""
+    score = scorer(graph, data, targets(graph, data))
     base = score()
-    samples = len(next(iter(v for k, v in data.items() if k != "labels")))
-    band = noise_band(base, samples, sigma)
-    rows = []
-    layers = weight_layers(graph)
-    jobs = [(n, kind, s) for n in layers for kind, values in settings.items() for s in values]
-    for done, (node, kind, setting) in enumerate(jobs):
-        originals = _compress_layer(node, kind, setting)
-        delta = score() - base
-        for weight, original in zip(node_weights(node), originals):
-            weight.value.data = original
-        rows.append(
-            {
-                "layer": node.name,
-                "pass": kind,
-                "setting": setting,
-                "delta": round(delta, 6),
-                "safe": bool(-delta <= band),
-            }
-        )
+    jobs = table_jobs(graph, settings)
+    deltas = []
+    for done, job in enumerate(jobs):
+        with layer_compressed(graph, *job):
+            deltas.append(score() - base)
         if progress:
             progress("sensitivity", done + 1, len(jobs))
+    samples = len(next(iter(v for k, v in data.items() if k != "labels")))
+    return ranked(jobs, deltas, base, samples, sigma)
+
+
+def ranked(
+    jobs: list[tuple], deltas: list[float], base: float, samples: int, sigma: float | None = None
+) -> dict:
+    """The table of `jobs`' score changes `deltas` from `base`, worst first, with the noise
+    band of `base` on `samples` and each entry's safe mark."""
+    band = noise_band(base, samples, sigma)
+    rows = [
+        {
+            "layer": layer,
+            "pass": kind,
+            "setting": setting,
+            "delta": round(delta, 6),
+            "safe": bool(-delta <= band),
+        }
+        for (layer, kind, setting), delta in zip(jobs, deltas)
+    ]
     rows.sort(key=lambda r: r["delta"])
     return {"baseline": base, "noise_band": band, "samples": samples, "layers": rows}
 

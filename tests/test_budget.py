@@ -116,3 +116,85 @@ def test_o3_keeps_the_sqnr_of_an_output_that_is_not_class_scores(tmp_path, flags
     assert report["fidelity"]["outputs"]["y"]["sqnr_db"] >= bound - 1.0  # 24 unseen samples
     assert report["fp32_weight_bytes"] / report["bundle_bytes"] > (1.2 if bound < 38 else 1.0)
     assert ("activations stay float32" in result.stderr) == (bound == 38)
+
+
+class RuleTrials:
+    """Trials scored by a rule instead of compiles: what the search asks for, and when."""
+
+    def __init__(self, workers: int, holds) -> None:
+        self.workers, self.holds, self.compiled = workers, holds, []
+
+    def text(self, chosen: dict, int8: bool) -> str:
+        return repr(sorted((k, sorted(v.items())) for k, v in chosen.items()))
+
+    def prefetch(self, candidates: list[dict], int8: bool) -> None:
+        new = [self.text(c, int8) for c in candidates if self.text(c, int8) not in self.compiled]
+        self.compiled += list(dict.fromkeys(new))
+
+    def score(self, chosen: dict, int8: bool) -> tuple[float, dict]:
+        self.prefetch([chosen], int8)
+        return (1.0 if self.holds(chosen) else -1.0), {}
+
+
+SETTINGS = {"prune": (0.0, 0.5, 0.7, 0.8, 0.9, 0.95), "kmeans": (8, 6, 5, 4, 3)}
+
+
+def _steps(chosen: dict) -> int:
+    """How far `chosen` is from the mildest settings, in ladder steps."""
+    return sum(
+        SETTINGS["prune"].index(v["prune"]) + SETTINGS["kmeans"].index(v["kmeans"])
+        for v in chosen.values()
+    )
+
+
+def test_pushes_compiled_ahead_give_what_one_at_a_time_gives():
+    """Workers compile the next pushes ahead as if each held: the outcome is the sequential
+    search's, for any number of workers; one worker compiles nothing in vain."""
+    from dlcc.budget import PUSHES, _push
+
+    graph = import_onnx(MODEL)
+    start = {n: {"prune": 0.0, "kmeans": 8} for n in ("/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm")}
+
+    def holds(chosen):  # fc3 takes no pruning; at most 6 steps in all
+        return chosen["/fc3/Gemm"]["prune"] == 0.0 and _steps(chosen) <= 6
+
+    outcomes = []
+    for workers in (1, 2, 3):
+        trials = RuleTrials(workers, holds)
+        chosen, got, _ = _push(graph, start, SETTINGS, trials, True, None)
+        outcomes.append(chosen)
+        assert got == 1.0 and _steps(chosen) == 6
+        assert len(trials.compiled) >= 1 + PUSHES  # the start, then every try
+        assert workers > 1 or len(trials.compiled) == 1 + PUSHES
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    # round robin, largest first: fc1, fc2, fc3 (prune fails, leaves), fc1 again
+    assert outcomes[0] == {
+        "/fc1/Gemm": {"prune": 0.7, "kmeans": 6},
+        "/fc2/Gemm": {"prune": 0.5, "kmeans": 6},
+        "/fc3/Gemm": {"prune": 0.0, "kmeans": 6},
+    }
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_first_candidate_that_holds_is_chosen_and_the_mildest_decides_reachability(workers):
+    from dlcc.budget_trials import Trials
+
+    candidates = [{"a": {"prune": p}} for p in (0.95, 0.9, 0.8, 0.7)]
+    mildest = {"a": {"prune": 0.0}}
+    for limit, expected in ((0.8, candidates[2]), (0.5, mildest), (-1.0, None)):
+        trials = RuleTrials(workers, lambda c, limit=limit: c["a"]["prune"] <= limit)
+        trials.first_passing = Trials.first_passing.__get__(trials)
+        assert trials.first_passing(candidates, mildest, True) == expected
+        if limit < 0:  # unreachable: known once the mildest is scored, third
+            assert len(trials.compiled) == -(-3 // workers) * workers
+
+
+@pytest.mark.slow
+def test_the_search_gives_the_same_pipeline_on_one_worker_or_two(sample_images):
+    images, _ = sample_images
+    data, calibration = {"image": images[128:]}, {"image": images[:128]}
+    found = [
+        choose(MODEL, data, calibration, Target(agreement=0.98), passes=("prune",), workers=w)
+        for w in (1, 2)
+    ]
+    assert found[0][0] == found[1][0] and found[0][1]["score"] == found[1][1]["score"]

@@ -8,6 +8,7 @@ import pytest
 import dlcc
 from dlcc.codegen import generate
 from dlcc.ir import Graph
+from dlcc.passes import refit
 from dlcc.passes.evaluate import evaluate
 from dlcc.passes.manager import PassContext, layer_rows, parse_pipeline, run_pipeline
 from dlcc.passes.refit import damped, refit_support
@@ -116,7 +117,8 @@ def test_refit_matches_lstsq_on_a_dense_layer():
 @pytest.mark.parametrize("group", [1, 2])
 def test_refit_matches_lstsq_on_a_conv_layer(group):
     rng = np.random.default_rng(4)
-    graph, calib = cnn(rng, group), rng.normal(size=(6, 4, 10, 10)).astype(np.float32)
+    # 5 images, 500 patches: under ROWS_PER_INPUT per input (18 or 36 inputs), all are used
+    graph, calib = cnn(rng, group), rng.normal(size=(5, 4, 10, 10)).astype(np.float32)
     _, ctx = compress(graph, "prune(sparsity=0.5,layers=conv2:0;fc:0),refit(damp=0)", calib)
     conv = graph.nodes[0]
     w, w_orig = conv.inputs[1].data, ctx.original_weights[conv.name]
@@ -129,6 +131,53 @@ def test_refit_matches_lstsq_on_a_conv_layer(group):
         support = np.flatnonzero(w[m].ravel())
         best = np.linalg.lstsq(x[:, support], x @ w_orig[m].ravel(), rcond=None)[0]
         np.testing.assert_allclose(w[m].ravel()[support], best, rtol=1e-4, atol=1e-5)
+
+
+def test_refit_estimates_h_from_a_fixed_subsample_of_many_patches(monkeypatch):
+    """Above ROWS_PER_INPUT patches per input, H comes from a fixed-seed subsample: the same
+    weights every run, and about the error on every patch that all of them give."""
+    noise = np.random.default_rng(6).normal(size=(40, 4, 10, 10))
+    calib = (noise.cumsum(axis=3) + noise.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def refitted(limit: int):
+        monkeypatch.setattr(refit, "ROWS_PER_INPUT", limit)
+        graph = cnn(np.random.default_rng(4))
+        log, ctx = compress(graph, "prune(sparsity=0.6,layers=conv2:0;fc:0),refit", calib)
+        conv = graph.nodes[0]
+        w, w_orig = (
+            refit.weight_matrix(conv, a)
+            for a in (conv.inputs[1].data, ctx.original_weights[conv.name])
+        )
+        return rows(log, 1)[0], w, w_orig, graph
+
+    every, w_every, w_orig, graph = refitted(10**6)
+    sampled, w_sampled, _, _ = refitted(8)  # 8 x 36 inputs = 288 of 4,000 patches
+    assert every["rows"] == 4000 and sampled["rows"] == 288
+    np.testing.assert_array_equal(w_sampled, refitted(8)[1])
+    monkeypatch.setattr(refit, "ROWS_PER_INPUT", 10**6)
+    h, _ = refit.gram(refit.Walk(graph, {"x": calib}, 256), graph.nodes[0])  # every patch
+    error = {
+        k: refit.relative_error(h, w, w_orig) for k, w in (("all", w_every), ("some", w_sampled))
+    }
+    assert error["all"] <= error["some"] < 1.1 * error["all"] < every["error_before"]
+
+
+def test_carrying_the_batches_between_layers_gives_what_running_from_the_start_gives(
+    monkeypatch,
+):
+    """Walk carries each batch's live values from layer to layer; past CARRIED_BYTES it runs
+    every layer's inputs from the graph's inputs again: the same weights and biases."""
+    calib = np.random.default_rng(7).normal(size=(20, 4, 10, 10)).astype(np.float32)
+    pipeline = "prune(sparsity=0.5),refit(batch=8),kmeans(bits=4),refit,quantize,biascorrect"
+    found = []
+    for limit in (refit.CARRIED_BYTES, 0):
+        monkeypatch.setattr(refit, "CARRIED_BYTES", limit)
+        graph = cnn(np.random.default_rng(4), bias=False)
+        compress(graph, pipeline, calib)
+        found.append([v.data for v in graph.constants()])
+    assert len(found[0]) == len(found[1]) > 3  # biases added
+    for carried, rerun in zip(*found):
+        np.testing.assert_array_equal(carried, rerun)
 
 
 @pytest.mark.parametrize("prune", ["prune(sparsity=0.6),", ""])
