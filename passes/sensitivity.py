@@ -34,7 +34,7 @@ from dlcc.passes.manager import (
 from dlcc.passes.prune import _keep_largest
 from dlcc.passes.quantize import _quantize_channels
 
-PRUNE = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
+PRUNE = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
 BITS = (8, 6, 5, 4, 3)
 
 
