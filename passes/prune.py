@@ -51,7 +51,7 @@ class Prune(Pass):
                 quality = options.quality if override is None else float(override)
                 keep = np.abs(w.data) >= quality * w.data.std()
             else:
-                keep = _keep_largest(np.abs(w.data), self.for_layer(options, node, nodes))
+                keep = keep_largest(np.abs(w.data), self.for_layer(options, node, nodes))
             pruned = np.where(keep, w.data, 0).astype(w.data.dtype, copy=False)
             encoding = dataclasses.replace(w.encoding, sparse=True)
             graph.replace_weight(node, weight.index, pruned, encoding)
@@ -67,7 +67,7 @@ class Prune(Pass):
         return {"layers": layers}
 
 
-def _keep_largest(magnitude: np.ndarray, sparsity: float) -> np.ndarray:
+def keep_largest(magnitude: np.ndarray, sparsity: float) -> np.ndarray:
     """Mask of the (1 - sparsity) largest magnitudes; ties broken by position (deterministic)."""
     flat = magnitude.reshape(-1)
     drop = int(round(sparsity * flat.size))

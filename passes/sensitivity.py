@@ -31,7 +31,7 @@ from dlcc.passes.manager import (
     register_pass,
     weight_layers,
 )
-from dlcc.passes.prune import _keep_largest
+from dlcc.passes.prune import keep_largest
 from dlcc.passes.quantize import _quantize_channels
 
 PRUNE = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -82,7 +82,7 @@ def compressed(weight: Weight, kind: str, setting: float) -> np.ndarray:
     """The weight as one pass at one setting would leave it."""
     w = weight.value.data
     if kind == "prune":
-        return np.where(_keep_largest(np.abs(w), setting), w, 0).astype(w.dtype)
+        return np.where(keep_largest(np.abs(w), setting), w, 0).astype(w.dtype)
     if kind == "kmeans":
         keep = w != 0
         centroids, labels = kmeans_1d(w[keep], 2 ** int(setting))

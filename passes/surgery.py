@@ -27,7 +27,7 @@ import numpy as np
 from dlcc.ir import Graph
 from dlcc.passes.finetune import Finetune, Slot, refusal, train, write_back
 from dlcc.passes.manager import PassContext, option, register_pass, weight_layers
-from dlcc.passes.prune import _keep_largest
+from dlcc.passes.prune import keep_largest
 
 MASK_EVERY = 32  # optimizer steps between mask updates while the sparsity ramps up
 
@@ -70,7 +70,7 @@ class Surgery(Finetune):
                 for node in nodes:
                     s = schedule(start[node.name], target[node.name], step / ramp if ramp else 1)
                     slot = slots[(node.name, 1)]
-                    slot.mask = _keep_largest(np.abs(slot.value), s).astype(slot.value.dtype)
+                    slot.mask = keep_largest(np.abs(slot.value), s).astype(slot.value.dtype)
                     slot.value *= slot.mask
 
         epochs = train(graph, ctx, options, slots, self.name, on_step=prune)

@@ -21,7 +21,7 @@ from dlcc.passes.backprop import (
 )
 from dlcc.passes.finetune import with_retraining
 from dlcc.passes.manager import PassContext, parse_pipeline, run_pipeline, weight_layers
-from dlcc.passes.prune import _keep_largest
+from dlcc.passes.prune import keep_largest
 from dlcc.passes.surgery import schedule
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
 from dlcc.runtime.kernels.layout import ExpandAttrs
@@ -355,12 +355,12 @@ def test_schedule_is_cubic_from_the_start_to_the_target():
 def test_surgery_moves_the_masks_on_the_schedule(monkeypatch):
     calls = []
 
-    def keep_largest(magnitude, sparsity):
-        keep = _keep_largest(magnitude, sparsity)
+    def counted(magnitude, sparsity):
+        keep = keep_largest(magnitude, sparsity)
         calls.append((magnitude.size, sparsity, keep))
         return keep
 
-    monkeypatch.setattr(surgery, "_keep_largest", keep_largest)
+    monkeypatch.setattr(surgery, "keep_largest", counted)
     # 600 samples / 32 -> 19 steps an epoch, 152 in all; the ramp ends at step 76, masks move
     # at steps 0, 32, 64 and 76.
     tuned("surgery(sparsity=0.7,layers=#-1:0.5,epochs=8,ramp=0.5,batch=32)")
