@@ -7,7 +7,8 @@ Conv runs as one batched matrix multiply per group (SCALE-Sim layout):
     y       = conv_from_matmul(patches @ weights, N, OH, OW)
 
 The K axis is ordered (kh, kw, c) in both operands, so a systolic-array emulator can reuse
-`im2col` and `conv_weight_matrix` as they are.
+`im2col` and `conv_weight_matrix` as they are. A depthwise Conv (one input channel per group)
+runs tap by tap instead (kernels/depthwise.py): the same sums, without thousands of tiny GEMMs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from dlcc.errors import ExecutionError
 from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, WeightInput, check, register_kernel
 from dlcc.runtime.kernels.constants import derived
+from dlcc.runtime.kernels.depthwise import depthwise_conv, exact_taps, is_depthwise
 from dlcc.runtime.kernels.elementwise import unbroadcast
 
 MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
@@ -340,10 +342,14 @@ def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.nda
     except ValueError as e:
         raise ExecutionError(str(e)) from None
     kernel_hw = (w.shape[2], w.shape[3])
-    if x.dtype.kind in "iu":  # widen the input once, not its kh*kw-times larger patches
-        x, w, integer = x.astype(np.float32), as_float32(w), True
-    else:
-        integer = False
+    integer = x.dtype.kind in "iu"
+    if is_depthwise(x.shape, w.shape, attrs.group) and (not integer or exact_taps(w.shape)):
+        y = depthwise_conv(attrs, x, as_float32(w) if integer else w, oh, ow)
+        if int32:
+            y = np.ascontiguousarray(y, dtype=np.int32 if integer else np.float32)
+        return y
+    if integer:  # widen the input once, not its kh*kw-times larger patches
+        x, w = x.astype(np.float32), as_float32(w)
     cg = w.shape[1]
     nhwc_run = kernel_hw[1] * cg if attrs.dilations[1] == 1 and attrs.group == 1 else cg
     if ow > nhwc_run:  # patches gather longer contiguous runs from NCHW: channel-major

@@ -417,8 +417,9 @@ def test_a_comparison_of_mixed_dtypes_names_the_node(tmp_path):
 def test_int8_graph_dequantizes_what_a_comparison_reads(tmp_path):
     """Dense -> Relu feeds both a Dense (an int8 reader) and Greater / Where: the compare and
     the select read float32 (a Dequantize), never the int8 codes."""
-    w1 = RNG.standard_normal((8, 16)).astype(np.float32)
-    w2 = RNG.standard_normal((16, 4)).astype(np.float32)
+    rng = np.random.default_rng(11)  # its own: the data must not depend on the tests run before
+    w1 = rng.standard_normal((8, 16)).astype(np.float32)
+    w2 = rng.standard_normal((16, 4)).astype(np.float32)
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h0"]),
         helper.make_node("Relu", ["h0"], ["h"]),
@@ -444,7 +445,7 @@ def test_int8_graph_dequantizes_what_a_comparison_reads(tmp_path):
         ],
         inits,
     )
-    x = RNG.standard_normal((64, 8)).astype(np.float32)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
     file = dlcc.compile(path, passes="quantize", calibration={"x": x})
     for instr in file.program:
         if isinstance(instr, isa.Vector) and instr.function in (
@@ -457,4 +458,5 @@ def test_int8_graph_dequantizes_what_a_comparison_reads(tmp_path):
     got = dlcc.load_bytes(file.to_bytes(), "m.bin").run({"x": x[:8]})
     h = np.maximum(x[:8] @ w1, 0)
     assert got["kept"].dtype == np.float32 and got["cls"].dtype == np.int64
-    np.testing.assert_allclose(got["kept"], np.where(h > 0.5, h, 0), atol=0.15)
+    clear = np.abs(h - 0.5) > 0.15  # values int8 rounding may carry across the threshold aside
+    np.testing.assert_allclose(got["kept"][clear], np.where(h > 0.5, h, 0)[clear], atol=0.15)
