@@ -13,44 +13,11 @@ weight tensor's name). Everything is streamed in batches: memory does not grow w
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from dlcc.errors import DlccError
 from dlcc.formats import isa
-
-
-@dataclasses.dataclass
-class _Sums:
-    """Running sums for one compared tensor."""
-
-    signal: float = 0.0
-    noise: float = 0.0
-    dot: float = 0.0
-    got: float = 0.0
-    max_abs: float = 0.0
-    agree: int = 0
-    rows: int = 0
-
-    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
-        ref, got = ref.astype(np.float64), got.astype(np.float64)
-        self.signal += float((ref**2).sum())
-        self.noise += float(((ref - got) ** 2).sum())
-        self.dot += float((ref * got).sum())
-        self.got += float((got**2).sum())
-        self.max_abs = max(self.max_abs, float(np.abs(ref - got).max(initial=0.0)))
-        if ref.ndim == 2:
-            self.agree += int((ref.argmax(1) == got.argmax(1)).sum())
-            self.rows += len(ref)
-
-    def metrics(self) -> dict:
-        sqnr = 10 * np.log10(self.signal / self.noise) if self.noise else float("inf")
-        cosine = self.dot / np.sqrt(self.signal * self.got) if self.signal and self.got else 1.0
-        out = {"sqnr_db": float(sqnr), "cosine": float(cosine), "max_abs_error": self.max_abs}
-        if self.rows:
-            out["agreement"] = self.agree / self.rows
-        return out
+from dlcc.passes.comparison import Comparison
 
 
 def verify(
@@ -78,8 +45,8 @@ def verify(
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     graph, pairs = _layer_pairs(model, bundle) if layers else (None, [])
     reference_graph = graph or _input_graph(model)
-    outputs = {name: _Sums() for name in bundle.output_names}
-    layer_sums = {p["name"]: (_Sums(), _Sums()) for p in pairs}
+    outputs = {name: Comparison() for name in bundle.output_names}
+    layer_sums = {p["name"]: (Comparison(), Comparison()) for p in pairs}
     correct = {"original": 0, "bundle": 0}
     seen = 0
     for feeds in batches(reference_graph, data, batch):

@@ -32,6 +32,7 @@ import numpy as np
 
 from dlcc.ir import Graph
 from dlcc.passes.calibrate import batches
+from dlcc.passes.comparison import Comparison
 from dlcc.passes.evaluate import evaluate
 from dlcc.passes.sensitivity import is_classifier
 
@@ -118,9 +119,10 @@ class Fidelity:
         for name, wanted in self.criteria.items():
             ref, got = self.reference[name], outputs[name]
             row = {}
+            comparison = Comparison.of(ref, got)
             for criterion, bound in wanted.items():
                 if criterion == "agreement":
-                    value = _agreement(ref, got)
+                    value = comparison.agreement
                     row[criterion] = (value, 1 - value, np.sqrt(bound * (1 - bound) / n))
                 elif criterion == "accuracy":
                     value = _accuracy(got, self.labels)
@@ -128,13 +130,9 @@ class Fidelity:
                     se = np.sqrt(max(float(flips.var()), bound) / n)  # paired, >= at-target
                     row[criterion] = (value, self.base_accuracy - value, se)
                 elif criterion == "sqnr_db":
-                    noise, signal = _powers(ref, got)
-                    nsr = noise.sum() / signal if signal else float(noise.any()) * MOST
-                    se = np.sqrt(n) * noise.std() / signal if signal else 0.0
-                    db = -10 * np.log10(nsr) if nsr else float("inf")
-                    row[criterion] = (float(db), float(nsr), float(se))
+                    row[criterion] = (comparison.sqnr_db, comparison.nsr, comparison.nsr_error)
                 else:
-                    value = _cosine(ref, got)
+                    value = comparison.cosine
                     row[criterion] = (value, 1 - value, 0.0)
             table[name] = row
         return table
@@ -204,28 +202,9 @@ def _top1(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).argmax(1)
 
 
-def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
-    return float((_top1(ref) == _top1(got)).mean())
-
-
 def _correct(got: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (_top1(got) == np.asarray(labels).reshape(-1)).astype(np.float64)
 
 
 def _accuracy(got: np.ndarray, labels: np.ndarray) -> float:
     return float(_correct(got, labels).mean())
-
-
-def _powers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-sample noise powers and the total signal power (float64)."""
-    ref, got = ref.astype(np.float64), got.astype(np.float64)
-    noise = ((ref - got) ** 2).reshape(len(ref), -1).sum(1)
-    return noise, float((ref**2).sum())
-
-
-def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
-    ref, got = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
-    if not norms:
-        return 1.0 if not (ref.any() or got.any()) else 0.0
-    return float(ref @ got / norms)
