@@ -101,6 +101,14 @@ def quantization_error(values: np.ndarray, centroids: np.ndarray, labels: np.nda
     return float(np.sum(np.square(diff)))
 
 
+def index_bits(labels: np.ndarray) -> float:
+    """Entropy of the cluster labels: the mean bits per weight an ideal code of the indices
+    spends (what the Huffman stage can reach, before its table)."""
+    counts = np.bincount(labels.ravel())
+    share = counts[counts > 0] / max(labels.size, 1)
+    return float(-(share * np.log2(share)).sum())
+
+
 def _check_args(x: np.ndarray, k: int, init: str, max_iter: int) -> int:
     """Validate the scalar arguments and the values; return k as an int."""
     if isinstance(k, bool) or int(k) != k or k < 1:

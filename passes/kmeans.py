@@ -22,9 +22,8 @@ import dataclasses
 
 import numpy as np
 
-from dlcc.formats.huffman import shannon_bits
 from dlcc.ir import Graph
-from dlcc.passes.cluster1d import kmeans_1d
+from dlcc.passes.cluster1d import index_bits, kmeans_1d
 from dlcc.passes.manager import (
     Pass,
     PassContext,
@@ -101,7 +100,7 @@ class KMeans(Pass):
                     "params": int(w.data.size),
                     "bits": bits,
                     "clusters": int(len(centroids)),
-                    "index_bits": round(shannon_bits(np.bincount(labels)) / max(labels.size, 1), 3),
+                    "index_bits": round(index_bits(labels), 3),
                     "sse": sse,
                 }
             )
