@@ -10,6 +10,7 @@ import numpy as np
 
 from dlcc.runtime.kernels import axis_in, check, register_kernel
 
+BLOCK = 1 << 14  # elements per block of rows normalized together: float64 scratch in L2
 MAX_LRN_SIZE = 1 << 12  # the kernel adds one shifted slice per tap of the channel window
 
 
@@ -121,22 +122,51 @@ def _layer_norm_shape(attrs: LayerNormAttrs, x, scale, bias=None):
     return tuple(x), stats, stats
 
 
-def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float):
-    """((x - mean) * inv_std, mean, inv_std) over `axes`, inv_std = 1 / sqrt(var + epsilon),
-    computed in float64."""
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    inv_std = 1 / np.sqrt(np.square(x64 - mean).mean(axis=axes, keepdims=True) + epsilon)
-    return (x64 - mean) * inv_std, mean, inv_std
+def _normalize(x2: np.ndarray, epsilon: float, scale: np.ndarray, bias: np.ndarray | None):
+    """Each row of x2 [R, D] normalized, in float64: ((x - mean) * inv_std * scale + bias as
+    x2's dtype, mean, inv_std), inv_std = 1 / sqrt(var + epsilon), the statistics [R, 1];
+    scale and bias broadcast against [R, D]. In blocks of rows of about BLOCK elements, so
+    the float64 passes run in cache, not over whole-tensor temporaries."""
+    rows, d = x2.shape
+    y = np.empty_like(x2)
+    mean, inv_std = np.empty((rows, 1)), np.empty((rows, 1))
+    per = max(1, BLOCK // max(d, 1))
+    scratch = np.empty((min(per, rows), d))
+    for lo in range(0, rows, per):
+        hi = min(lo + per, rows)
+        t, m, inv = scratch[: hi - lo], mean[lo:hi], inv_std[lo:hi]
+        np.copyto(t, x2[lo:hi])
+        np.mean(t, axis=1, keepdims=True, out=m)
+        t -= m
+        np.mean(np.square(t), axis=1, keepdims=True, out=inv)
+        inv += epsilon
+        np.sqrt(inv, out=inv)
+        np.divide(1, inv, out=inv)
+        t *= inv
+        t *= scale if scale.shape[0] == 1 else scale[lo:hi]
+        if bias is not None:
+            t += bias if bias.shape[0] == 1 else bias[lo:hi]
+        np.copyto(y[lo:hi], t, casting="same_kind")
+    return y, mean, inv_std
 
 
 @register_kernel("LayerNormalization", LayerNormAttrs, code=56, shape=_layer_norm_shape)
 def layer_normalization(attrs: LayerNormAttrs, x, scale, bias=None):
     """(y, mean, inv_std): y = (x - mean) * inv_std * scale + bias over axes [axis, rank)"""
-    axes = tuple(range(attrs.axis % x.ndim, x.ndim))
-    normalized, mean, inv_std = _normalize(x, axes, attrs.epsilon)
-    y = normalized * scale if bias is None else normalized * scale + bias
-    return y.astype(x.dtype), mean.astype(x.dtype), inv_std.astype(x.dtype)
+    axis = attrs.axis % x.ndim
+    trailing = x.shape[axis:]
+    rows, d = math.prod(x.shape[:axis]), math.prod(trailing)
+
+    def flat(p):  # scale or bias over the trailing axes, as one row
+        return None if p is None else np.broadcast_to(p, trailing).reshape(1, d)
+
+    y, mean, inv_std = _normalize(x.reshape(rows, d), attrs.epsilon, flat(scale), flat(bias))
+    stats = x.shape[:axis] + (1,) * (x.ndim - axis)
+    return (
+        y.reshape(x.shape),
+        mean.astype(x.dtype).reshape(stats),
+        inv_std.astype(x.dtype).reshape(stats),
+    )
 
 
 def _instance_norm_shape(attrs: BatchNormAttrs, x, scale, bias):
@@ -148,6 +178,6 @@ def _instance_norm_shape(attrs: BatchNormAttrs, x, scale, bias):
 @register_kernel("InstanceNormalization", BatchNormAttrs, code=57, shape=_instance_norm_shape)
 def instance_normalization(attrs: BatchNormAttrs, x, scale, bias) -> np.ndarray:
     """y = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c], per sample and channel"""
-    view = (1, -1) + (1,) * (x.ndim - 2)
-    y = _normalize(x, tuple(range(2, x.ndim)), attrs.epsilon)[0]
-    return (y * scale.reshape(view) + bias.reshape(view)).astype(x.dtype)
+    n, c = x.shape[:2]
+    rows = np.tile(scale, n).reshape(n * c, 1), np.tile(bias, n).reshape(n * c, 1)
+    return _normalize(x.reshape(n * c, -1), attrs.epsilon, *rows)[0].reshape(x.shape)
