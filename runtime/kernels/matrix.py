@@ -360,9 +360,10 @@ def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.nda
 
 
 def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool, int32: bool):
-    """Conv as w[G, M/G, (c, i, j)] @ columns[G, (c, i, j), N*OH*OW] (Caffe's im2col): each
-    column row copies runs of OW pixels straight from the NCHW input, and the product comes
-    out channel-major, [M, N, OH*OW], one transpose from NCHW."""
+    """Conv as w[G, M/G, (c, i, j)] @ columns[N, G, (c, i, j), OH*OW] (Caffe's im2col, per
+    image): each column row copies runs of OW pixels straight from the NCHW input, and the
+    products come out as NCHW itself, [N, G, M/G, OH*OW]: no transpose after (one GEMM per
+    image and group, up to 2x faster than one GEMM over the batch and a transposing copy)."""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     g = attrs.group
@@ -376,17 +377,16 @@ def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool,
     s_n, s_c, s_h, s_w = xp.strides
     windows = strided_view(
         xp,
-        shape=(g, cg, kh, kw, n, oh, ow),
-        strides=(cg * s_c, s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
+        shape=(n, g, cg, kh, kw, oh, ow),
+        strides=(s_n, cg * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
     )
-    columns = np.ascontiguousarray(windows).reshape(g, cg * kh * kw, n * oh * ow)
+    columns = np.ascontiguousarray(windows).reshape(n * g, cg * kh * kw, oh * ow)
     weights = w.reshape(g, m // g, cg * kh * kw)
-    if g == 1:  # numpy's stacked matmul of one group is ~10x slower than 2-D
+    if n * g == 1:  # numpy's stacked matmul of one matrix is ~10x slower than 2-D
         y = _product(weights[0], columns[0], integer, int32)
     else:
-        y = _product(weights, columns, integer, int32)
-    y = y.reshape(m, n, oh * ow).transpose(1, 0, 2)
-    return (np.ascontiguousarray(y) if int32 else y).reshape(n, m, oh, ow)
+        y = _product(weights[None], columns.reshape(n, g, -1, oh * ow), integer, int32)
+    return y.reshape(n, m, oh, ow)
 
 
 def _matmul_shape(attrs, a, b):
