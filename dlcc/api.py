@@ -66,13 +66,13 @@ def compile(  # noqa: A001
     }
     bundle = generate(graph, meta, array)
     evaluation = ctx.evaluation
-    # Free the IR's weights (and the originals) before the load check decodes its own; nodes
-    # and values refer to each other, so only the cycle collector frees them.
+    # Free the IR (nodes and values refer to each other: only the cycle collector frees
+    # them); the weights DATA's chunks view live on until `_parsed` has joined them.
     del graph, ctx
     gc.collect()
     bundle.meta["report"] = _loaded_report(model, bundle, weight_bytes, evaluation)
     if output is not None:
-        write_atomic(output, bundle.to_bytes())
+        write_atomic(output, *bundle.pieces())
     return bundle
 
 
@@ -93,7 +93,8 @@ def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> d
 
 def _parsed(bundle: BundleFile) -> BundleFile:
     """`bundle` parsed back from its bytes, sharing its DATA section with `bundle` (equal
-    bytes): a large model's weights are held once here, not three times."""
+    bytes): a large model's weights are held twice here (the bytes and the parse's copy of
+    DATA), never three times."""
     blob, bundle.data = bundle.to_bytes(), b""
     parsed = BundleFile.from_bytes(blob, "<memory>")
     del blob  # the parse copied each section out of it

@@ -116,7 +116,8 @@ class Emitter:
 def generate(
     graph: Graph, meta: dict | None = None, array: tuple[int, int] = TPU_ARRAY
 ) -> BundleFile:
-    """The bundle of a verified graph, its matrix instructions tiled for an R x C `array`.
+    """The bundle of a verified graph, its matrix instructions tiled for an R x C `array`;
+    its DATA is a list of chunks, some of them views of the graph's arrays.
 
     Deterministic: same graph, same bytes.
     """
@@ -236,18 +237,19 @@ def matrix_instruction(e: Emitter, node: Node, src: int, acc: int) -> isa.Instru
     return isa.Convolve(src, acc, e.attr(node.attrs), **folds)
 
 
-def _layout(tensors: list) -> tuple[list, bytes]:
-    """Encode every tensor and lay the blobs out in the DATA section."""
-    records, pieces, size = [], [], 0
+def _layout(tensors: list) -> tuple[list, list]:
+    """Encode every tensor and lay the blobs out in the DATA section: its chunks, in order
+    (a raw blob may view the graph's array; nothing is joined here, see `BundleFile.pieces`)."""
+    records, chunks, size = [], [], 0
     for name, array, encoding, integer in tensors:
         record, blobs = encode(name, array, encoding, integer)
         spans = []
         for role, coding, blob in blobs:
             if coding == "raw" and record.value_bits == 32 and role == "VALUES":
-                pieces.append(bytes(-size % ALIGN))  # plain numbers: keep them view-aligned
-                size += len(pieces[-1])
+                chunks.append(bytes(-size % ALIGN))  # plain numbers: keep them view-aligned
+                size += len(chunks[-1])
             spans.append((role, coding, size, len(blob)))
-            pieces.append(blob)  # a raw blob may view the graph's array: joined once, below
+            chunks.append(blob)
             size += len(blob)
         records.append(dataclasses.replace(record, blobs=tuple(spans)))
-    return records, b"".join(pieces)
+    return records, chunks

@@ -5,8 +5,9 @@ the bytes that follow it (the file, or the zip member's uncompressed size), and 
 together must fit in the machine's physical memory, before anything is allocated.
 
 Writing goes through a temporary file beside the target, fsynced, then renamed over it:
-all or nothing. Only a regular file is replaced (through a symbolic link, its target);
-a new file gets 0o666 minus the umask, a replaced one keeps its mode.
+all or nothing; the bytes come in chunks, written one by one. Only a regular file is
+replaced (through a symbolic link, its target); a new file gets 0o666 minus the umask, a
+replaced one keeps its mode.
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ def refuse_overwrite(output: str | None, *inputs: str | None) -> None:
                     raise DlccError(f"{output}: is the input {source}; choose another output")
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: all or nothing."""
+def write_atomic(path: str, *chunks: bytes) -> None:
+    """Write `chunks` one after another to `path` through a temporary file and a rename: all
+    or nothing (chunks, not their join: a large bundle is not copied to be written)."""
     try:
         target, mode = _target(path)
         directory = os.path.dirname(target)
@@ -133,7 +135,8 @@ def write_atomic(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

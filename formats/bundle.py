@@ -1,9 +1,11 @@
 """Typed bundle contents and their byte form; the reader trusts nothing.
 
 `BundleFile` is what a bundle holds, as plain dataclasses (Construct containers stay inside
-this module). `to_bytes()` lays the sections out; `BundleFile.from_bytes()` checks the header,
-every section's bounds, alignment and CRC-32, and the zero padding between sections before it
-parses a section, and checks every tensor's byte range before anything reads it.
+this module). `pieces()` lays the sections out as consecutive buffers (DATA's chunks as they
+are, never joined into a copy: a file is written piece by piece), `to_bytes()` joins them;
+`BundleFile.from_bytes()` checks the header, every section's bounds, alignment and CRC-32,
+and the zero padding between sections before it parses a section, and checks every tensor's
+byte range before anything reads it.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class BundleFile:
 
     meta: dict[str, Any]
     tensors: list[TensorRecord]
-    data: bytes
+    data: bytes  # DATA; codegen gives it as a list of chunks in file order (`pieces`)
     buffers: list[BufferRecord]
     attrs: list[tuple[tuple[str, Attr], ...]]  # per record: (field name, value) pairs
     inputs: list[tuple[str, int]]  # (name, buffer)
@@ -104,12 +106,12 @@ class BundleFile:
     symbols: list[str] = dataclasses.field(default_factory=lambda: ["N"])  # ids 1, 2, ...
 
     # -- writing ------------------------------------------------------------------------
-    def sections(self) -> dict[str, bytes]:
-        """Each section's bytes, by kind."""
+    def sections(self) -> dict[str, bytes | list]:
+        """Each section's bytes, by kind (DATA as `data` holds it: one buffer or chunks)."""
         return {
             "META": META.build(json.dumps(self.meta, sort_keys=True, separators=(",", ":"))),
             "TENSORS": TENSORS.build([_tensor_container(t) for t in self.tensors]),
-            "DATA": bytes(self.data),
+            "DATA": self.data,
             "BUFFERS": BUFFERS.build([_buffer_container(b) for b in self.buffers]),
             "ATTRS": ATTRS.build(
                 [[{"name": n, **_attr_container(v)} for n, v in rec] for rec in self.attrs]
@@ -124,9 +126,13 @@ class BundleFile:
             ),
         }
 
+    def pieces(self) -> list:
+        """The bundle file's bytes as consecutive buffers, DATA's chunks not copied."""
+        return section_pieces(self.sections())
+
     def to_bytes(self) -> bytes:
         """The bundle file's bytes (deterministic)."""
-        return pack_sections(self.sections())
+        return b"".join(self.pieces())
 
     # -- reading ------------------------------------------------------------------------
     @classmethod
@@ -214,28 +220,30 @@ def _conforms(value: Any, spec: Any) -> bool:
     return isinstance(value, spec) and not (numeric and isinstance(value, bool))
 
 
-def pack_sections(sections: dict[str, bytes]) -> bytes:
+def pack_sections(sections: dict[str, bytes | list]) -> bytes:
     """Header plus sections in SECTION_ORDER, each aligned to ALIGN with zero padding."""
+    return b"".join(section_pieces(sections))
+
+
+def section_pieces(sections: dict[str, bytes | list]) -> list:
+    """`pack_sections` as consecutive buffers; a section given as a list of chunks (DATA from
+    codegen) stays in its chunks, so a large model's weights are never joined into a copy."""
     kinds = [k for k in SECTION_ORDER if k in sections]
     offset = _align(header_bytes(len(kinds)))
     entries, body = [], []
     for kind in kinds:
-        payload = sections[kind]
+        chunks = sections[kind] if isinstance(sections[kind], list) else [sections[kind]]
+        length, crc = 0, 0
+        for chunk in chunks:
+            length, crc = length + len(chunk), zlib.crc32(chunk, crc)
         entries.append(
-            {
-                "kind": kind,
-                "reserved": 0,
-                "offset": offset,
-                "length": len(payload),
-                "crc32": zlib.crc32(payload),
-            }
+            {"kind": kind, "reserved": 0, "offset": offset, "length": length, "crc32": crc}
         )
-        body += [payload, bytes(_align(len(payload)) - len(payload))]
-        offset += _align(len(payload))
+        body += [*chunks, bytes(_align(length) - length)]
+        offset += _align(length)
     value = {"version": VERSION, "count": len(kinds), "sections": entries}
     header = HEADER.build({"body": {"value": value}})
-    # One join: a large DATA section is copied once, into the file's bytes.
-    return b"".join([header, bytes(_align(len(header)) - len(header)), *body])
+    return [header, bytes(_align(len(header)) - len(header)), *body]
 
 
 def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:

@@ -150,6 +150,15 @@ def test_new_file_respects_the_umask(tmp_path):
     assert mode(tmp_path / "new.bin") == 0o640
 
 
+def test_chunks_are_written_one_after_another(tmp_path):
+    path = tmp_path / "m.bin"
+    write_atomic(str(path), b"head", memoryview(b"-data-"), b"", bytearray(b"tail"))
+    assert path.read_bytes() == b"head-data-tail"
+    with pytest.raises(TypeError):  # a failing chunk: the old file stays, nothing is left
+        write_atomic(str(path), b"new", None)
+    assert path.read_bytes() == b"head-data-tail" and not leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("existing", [0o600, 0o755])
 def test_replacing_keeps_the_mode(tmp_path, existing):
     path = tmp_path / "old.bin"

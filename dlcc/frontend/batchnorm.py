@@ -34,15 +34,12 @@ def _fold(graph: Graph, bn: Node, producer: Node) -> None:
     gamma, beta, mean, var = (v.data.astype(np.float64) for v in bn.inputs[1:])
     k = batchnorm_scale(gamma, var, bn.attrs.epsilon)
     w, b = producer.inputs[1], producer.inputs[2]
-    weight = w.data.astype(np.float64)
-    if producer.op == "Conv":
-        weight = weight * k[:, None, None, None]
-    else:
-        weight = weight * k[None, :]
+    scale = k[:, None, None, None] if producer.op == "Conv" else k[None, :]
+    # Multiplied in float64, rounded once into W's dtype: no float64 copy of a large W.
+    weight = np.multiply(w.data, scale, out=np.empty_like(w.data), dtype=np.float64)
     bias = np.zeros_like(k) if b is None else b.data.astype(np.float64)
     bias = (bias - mean) * k + beta
-    dtype = w.data.dtype
-    graph.set_input(producer, 1, graph.constant(w.name, weight.astype(dtype)))
-    graph.set_input(producer, 2, graph.constant(f"{producer.name}.bias", bias.astype(dtype)))
+    graph.set_input(producer, 1, graph.constant(w.name, weight))
+    graph.set_input(producer, 2, graph.constant(f"{producer.name}.bias", bias.astype(w.data.dtype)))
     graph.replace_all_uses(bn.outputs[0], producer.outputs[0])
     graph.remove(bn)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 from onnx import helper
-from onnx.reference import ReferenceEvaluator
 
 from dlcc.errors import DlccError, FrontendError, UnsupportedOpError
 from dlcc.frontend.loader import opset_of
@@ -459,6 +458,10 @@ class _Folder:
                 return [np.array(np.prod(shape), dtype=np.int64)]
             attrs = {a.name: a.i for a in node.attribute}
             return [shape[attrs.get("start", 0) : attrs.get("end", len(shape))]]
+        # Imported here: onnx.reference is ~12 MB resident that a model without constant
+        # nodes (beyond Shape and Size) never needs.
+        from onnx.reference import ReferenceEvaluator
+
         try:
             outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
         except Exception as e:

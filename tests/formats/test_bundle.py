@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper, save
@@ -41,6 +43,21 @@ def test_round_trip_and_determinism(tiny_bundle, sample_bundles):
         open(sample_bundles["lenet5"], "rb").read()
         == dlcc.compile("samples/lenet5.onnx").to_bytes()
     )
+
+
+def test_codegen_data_stays_in_chunks_viewing_the_weights():
+    """Codegen joins nothing: an -O0 weight's payload is a view of the graph's array; the
+    pieces a file is written from are the bundle's bytes."""
+    from dlcc.codegen import generate
+    from dlcc.frontend import import_onnx
+
+    graph = import_onnx("samples/lenet5.onnx")
+    bundle = generate(graph)
+    weights = [v.data for v in graph.constants() if v.data.size > 1000]
+    chunks = [np.frombuffer(c, np.uint8) for c in bundle.data if len(c)]
+    assert weights and all(any(np.shares_memory(w, c) for c in chunks) for w in weights)
+    joined = dataclasses.replace(bundle, data=b"".join(bundle.data))
+    assert b"".join(bundle.pieces()) == bundle.to_bytes() == joined.to_bytes()
 
 
 def test_sections_are_aligned(tiny_bundle):

@@ -20,6 +20,7 @@ from dlcc.errors import FrontendError
 from dlcc.formats.bundle import BundleFile
 from dlcc.frontend import import_onnx
 from dlcc.frontend import loader as loader_module
+from dlcc.frontend.converters import _transposed
 from dlcc.frontend.payloads import STRIP_BYTES, read_payloads, split_model
 
 RNG = np.random.default_rng(7)
@@ -70,6 +71,13 @@ def test_large_initializers_leave_the_model_and_come_back_exactly(tmp_path):
         assert values.dtype == original[name].dtype and values.flags.writeable
         np.testing.assert_array_equal(values, original[name])
     matches_onnxruntime(path)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1100, 700)])
+def test_a_transposed_gemm_weight_is_copied_exactly(shape):
+    weight = RNG.standard_normal(shape).astype(np.float32)
+    copied = _transposed(weight)  # tile by tile, the edge tiles partial
+    assert copied.flags.c_contiguous and np.array_equal(copied, weight.T)
 
 
 def test_the_checks_never_see_a_payload(tmp_path, monkeypatch):
