@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import os
 
+import numpy as np
+
 from dlcc.codegen import generate
 from dlcc.errors import DlccError
 from dlcc.fileio import refuse_overwrite, write_atomic
@@ -92,14 +94,26 @@ def _loaded_report(model: str, bundle: BundleFile, weight_bytes: int, data) -> d
 
 
 def _parsed(bundle: BundleFile) -> BundleFile:
-    """`bundle` parsed back from its bytes, sharing its DATA section with `bundle` (equal
-    bytes): a large model's weights are held twice here (the bytes and the parse's copy of
-    DATA), never three times."""
-    blob, bundle.data = bundle.to_bytes(), b""
-    parsed = BundleFile.from_bytes(blob, "<memory>")
-    del blob  # the parse copied each section out of it
+    """`bundle` parsed back from its bytes, sharing its DATA section with `bundle` (a view of
+    the same buffer): a large model's weights are held about once (`_joined`)."""
+    pieces, bundle.data = bundle.pieces(), b""  # DATA's chunks now live in `pieces` alone
+    parsed = BundleFile.from_bytes(_joined(pieces), "<memory>")
     bundle.data = parsed.data
     return parsed
+
+
+def _joined(pieces: list) -> memoryview:
+    """The pieces in one buffer, each released as soon as it is copied. The buffer's pages
+    are touched only as they are filled, and the last piece is copied first: the newest
+    arrays go first, from the top of the heap, where the allocator hands their pages back."""
+    sizes = [memoryview(p).nbytes for p in pieces]
+    image = memoryview(np.empty(sum(sizes), np.uint8))
+    end = len(image)
+    for i in reversed(range(len(pieces))):
+        image[end - sizes[i] : end] = memoryview(pieces[i]).cast("B")
+        end -= sizes[i]
+        pieces[i] = None
+    return image
 
 
 def load_bytes(blob: bytes, source: str = "<memory>", threads: int | None = None) -> LoadedBundle:

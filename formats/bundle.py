@@ -97,7 +97,7 @@ class BundleFile:
 
     meta: dict[str, Any]
     tensors: list[TensorRecord]
-    data: bytes  # DATA; codegen gives it as a list of chunks in file order (`pieces`)
+    data: bytes | memoryview  # DATA (read: a view of the file); codegen: chunks (`pieces`)
     buffers: list[BufferRecord]
     attrs: list[tuple[tuple[str, Attr], ...]]  # per record: (field name, value) pairs
     inputs: list[tuple[str, int]]  # (name, buffer)
@@ -137,7 +137,7 @@ class BundleFile:
     # -- reading ------------------------------------------------------------------------
     @classmethod
     def from_bytes(
-        cls, blob: bytes, source: str = "bundle", max_meta_bytes: int = MAX_META_BYTES
+        cls, blob: bytes | memoryview, source: str = "bundle", max_meta_bytes: int = MAX_META_BYTES
     ) -> BundleFile:
         """Parse and validate a bundle; a BundleFormatError names the section at fault.
 
@@ -246,8 +246,10 @@ def section_pieces(sections: dict[str, bytes | list]) -> list:
     return [header, bytes(_align(len(header)) - len(header)), *body]
 
 
-def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:
-    """Validate the header and return every section's bytes, by kind."""
+def unpack_sections(blob: bytes | memoryview, source: str) -> dict[str, bytes | memoryview]:
+    """Validate the header and return every section's bytes, by kind: DATA as a view of
+    `blob` (a large model's weights are not copied), the others as bytes."""
+    blob = memoryview(blob).cast("B")
     size = len(blob)
     if size < PREFIX_BYTES or blob[:4] != MAGIC:
         raise BundleFormatError(f"{source}: header: not a dlcc bundle (bad magic)")
@@ -258,10 +260,10 @@ def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:
     if header_bytes(count) > size:
         raise BundleFormatError(f"{source}: header: {count} sections do not fit in {size} bytes")
     try:
-        header = HEADER.parse(blob)
+        header = HEADER.parse(bytes(blob[: header_bytes(count)]))
     except ConstructError as e:
         raise BundleFormatError(f"{source}: header: {_why(e)}") from None
-    sections: dict[str, bytes] = {}
+    sections: dict[str, bytes | memoryview] = {}
     covered = [(0, header_bytes(count))]
     for entry in header.body.value.sections:
         kind, offset, length = str(entry.kind), entry.offset, entry.length
@@ -276,7 +278,7 @@ def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:
         payload = blob[offset : offset + length]
         if zlib.crc32(payload) != entry.crc32:
             raise BundleFormatError(f"{where}: CRC-32 mismatch (the file is corrupted)")
-        sections[kind] = payload
+        sections[kind] = payload if kind == "DATA" else bytes(payload)
         covered.append((offset, offset + length))
     missing = [k for k in SECTION_ORDER if k not in sections]
     if missing:
@@ -285,14 +287,14 @@ def unpack_sections(blob: bytes, source: str) -> dict[str, bytes]:
     return sections
 
 
-def _check_gaps(blob: bytes, spans: list[tuple[int, int]], source: str) -> None:
+def _check_gaps(blob: memoryview, spans: list[tuple[int, int]], source: str) -> None:
     """Every byte outside the header and the sections is zero padding shorter than ALIGN."""
     end = 0
     for start, stop in spans + [(len(blob), len(blob))]:
         if start < end:
             raise BundleFormatError(f"{source}: sections overlap at byte {start}")
         gap = blob[end:start]
-        if len(gap) >= ALIGN or gap.count(0) != len(gap):
+        if len(gap) >= ALIGN or any(gap):
             raise BundleFormatError(f"{source}: unexpected bytes at offset {end} (corrupted?)")
         end = stop
 

@@ -38,7 +38,11 @@ class Seed:
 
     @classmethod
     def of(cls, name: str, blob: bytes) -> Seed:
-        return cls(name, blob, BundleFile.from_bytes(blob), unpack_sections(blob, name))
+        """The seed of `blob`, its DATA as bytes (not a view: mutations edit and pickle it)."""
+        file = BundleFile.from_bytes(blob)
+        file.data = bytes(file.data)
+        sections = {kind: bytes(v) for kind, v in unpack_sections(blob, name).items()}
+        return cls(name, blob, file, sections)
 
 
 def compile_seeds(root: str, levels=("-O0", "-O1", "-O2", "-O3")) -> list[Seed]:

@@ -45,6 +45,16 @@ def test_round_trip_and_determinism(tiny_bundle, sample_bundles):
     )
 
 
+def test_data_is_read_as_a_view_of_the_file(tiny_bundle):
+    """The reader copies no payload: DATA (the weights) is a view of the bytes read, and an
+    -O0 weight decodes to a view of it in turn."""
+    parsed = BundleFile.from_bytes(tiny_bundle)
+    assert isinstance(parsed.data, memoryview) and parsed.data.obj is tiny_bundle
+    loaded = dlcc.load_bytes(tiny_bundle)
+    data = np.frombuffer(loaded.file.data, np.uint8)
+    assert any(np.shares_memory(w, data) for w in loaded.weights if w.size > 1)
+
+
 def test_codegen_data_stays_in_chunks_viewing_the_weights():
     """Codegen joins nothing: an -O0 weight's payload is a view of the graph's array; the
     pieces a file is written from are the bundle's bytes."""
