@@ -1,6 +1,6 @@
 """Huffman stream vs zlib, lzma (and zstd) on a quantized-weight-like stream: size and speed.
 
-    python benchmarks/huffman.py [--count N] [--repeat R]
+    python benchmarks/huffman.py [--count N] [--repeat R] [--streams S]
 
 Draws N (default 10 M) symbols from a discretized Laplace over 32 symbols (what weight sharing
 with 5-bit indices produces), codes them with `pack_stream`, and prints, beside zlib (level 9),
@@ -9,7 +9,9 @@ the same symbols as uint8 bytes: the size, its ratio to the Shannon bound, the d
 throughput (M symbols/s = MB/s of uint8 symbols) and each codec's throughput as a multiple of
 dlcc's. Decode times are the best of R runs after a warm-up; the machine is shared and noisy.
 Then it checks the size bar of the issue "Speed": stream <= 1.02 x (Shannon bound + the
-stream's header, code table and block offsets).
+stream's header, code table and block offsets), and decodes the first N / 10 symbols cut into
+S (default 100) streams, as a bundle holds them: one stream at a time, and all together in one
+lockstep pass (`unpack_streams`, what `dlcc.load` does).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import zlib
 import numpy as np
 from _common import best_time, table
 
-from dlcc.formats.huffman import HUFFMAN_STREAM, pack_stream, shannon_bits, unpack_stream
+from dlcc.formats.huffman import (
+    HUFFMAN_STREAM,
+    pack_stream,
+    shannon_bits,
+    unpack_stream,
+    unpack_streams,
+)
 
 SIZE_BAR = 1.02  # stream / (Shannon bound + header, table and offsets)
 
@@ -53,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="timed decodes of dlcc's stream")
+    parser.add_argument("--streams", type=int, default=100, help="small streams, decoded together")
     args = parser.parse_args()
     symbols = laplace_stream(args.count)
     raw = symbols.tobytes()
@@ -106,6 +115,15 @@ def main() -> None:
         f"huffman payload {payload:,} B = {payload / bound:.4f} x shannon; "
         f"header + code table + block offsets {overhead:,} B; stream / (shannon + those) = "
         f"{bar:.4f} ({'within' if bar <= SIZE_BAR else 'OVER'} {SIZE_BAR})"
+    )
+    parts = np.array_split(symbols[: args.count // 10], args.streams)
+    streams = [pack_stream(part, 32) for part in parts]
+    alone = best_time(lambda: [unpack_stream(s) for s in streams], args.repeat)
+    together = best_time(lambda: unpack_streams(streams), args.repeat)
+    n = args.count // 10
+    print(
+        f"{n:,} symbols in {len(streams)} streams: one at a time {n / alone / 1e6:.1f} M sym/s, "
+        f"together (unpack_streams) {n / together / 1e6:.1f} M sym/s"
     )
 
 

@@ -105,13 +105,39 @@ def _smallest_layout(name: str, array: np.ndarray, enc: EncodingSpec, integer: b
 def decode(record: TensorRecord, data: bytes) -> np.ndarray:
     """The values of `record`, read from the DATA section `data` (float array); plain numbers
     stored densely (an -O0 weight) are a read-only view of `data`, not a copy."""
-    view = _plain_view(record, data)
-    if view is not None:
-        return view
-    blobs = {
-        role: (coding, data[offset : offset + length])
-        for role, coding, offset, length in record.blobs
-    }
+    return decode_all([record], data)[0]
+
+
+def decode_all(records: list[TensorRecord], data: bytes) -> list[np.ndarray]:
+    """`decode` of each record, the Huffman streams of them all decoded in one lockstep pass
+    (huffman.unpack_streams): a bundle's many small streams then cost little more than their
+    symbols."""
+    views = [_plain_view(record, data) for record in records]
+    blobs = [
+        {role: (coding, data[offset : offset + length]) for role, coding, offset, length in r.blobs}
+        for r in records
+    ]
+    coded = [  # the Huffman streams `_finish` reads
+        (k, role)
+        for k, record in enumerate(records)
+        if views[k] is None
+        for role in ("VALUES", "POSITIONS")
+        if blobs[k].get(role, ("",))[0] == "huffman"
+        and (role == "VALUES" or record.positions == "csr")
+    ]
+    labels = [f"section TENSORS: tensor {records[k].name!r}: {role}" for k, role in coded]
+    streams = [blobs[k][role][1] for k, role in coded]
+    for (k, role), symbols in zip(coded, huffman.unpack_streams(streams, labels)):
+        blobs[k][role] = ("huffman", symbols)
+    return [
+        view if view is not None else _finish(record, found)
+        for record, view, found in zip(records, views, blobs)
+    ]
+
+
+def _finish(record: TensorRecord, blobs: dict) -> np.ndarray:
+    """The values of `record` from its blobs by role, (coding, bytes) or, Huffman-coded,
+    ("huffman", the decoded symbols)."""
     size = int(np.prod(record.shape, dtype=np.int64))
     where = f"section TENSORS: tensor {record.name!r}"
     if "VALUES" not in blobs:
@@ -122,8 +148,11 @@ def decode(record: TensorRecord, data: bytes) -> np.ndarray:
         values = _symbol_values(record, blobs, symbols, positions)
     except (ValueError, IndexError) as e:
         raise BundleFormatError(f"{where}: {e}") from None
-    if len(positions) != record.entries:
-        raise BundleFormatError(f"{where}: {len(positions)} positions for {record.entries} entries")
+    stored = size if positions is None else len(positions)
+    if stored != record.entries:
+        raise BundleFormatError(f"{where}: {stored} positions for {record.entries} entries")
+    if positions is None:
+        return values.reshape(record.shape)
     out = np.zeros(size, dtype=record.dtype)
     out[positions] = values
     return out.reshape(record.shape)
@@ -156,9 +185,10 @@ def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
         ):
             continue
         bits = record.value_bits if role == "VALUES" else record.index_bits
-        symbols = _read_stream(coding, data[offset : offset + length], bits, record.entries)
-        counts = np.bincount(symbols.astype(np.int64)) if bits <= 16 and len(symbols) else None
         payload = data[offset : offset + length]
+        coded = huffman.unpack_stream(payload) if coding == "huffman" else payload
+        symbols = _read_stream(coding, coded, bits, record.entries)
+        counts = np.bincount(symbols.astype(np.int64)) if bits <= 16 and len(symbols) else None
         table = (
             length - len(huffman.HUFFMAN_STREAM.parse(payload).payload)
             if coding == "huffman"
@@ -210,7 +240,7 @@ def _value_symbols(name: str, array: np.ndarray, enc: EncodingSpec, integer: boo
 
 
 def _symbol_values(
-    record: TensorRecord, blobs: dict, symbols: np.ndarray, positions: np.ndarray
+    record: TensorRecord, blobs: dict, symbols: np.ndarray, positions: np.ndarray | None
 ) -> np.ndarray:
     dtype = np.dtype(record.dtype)
     if record.values == "raw":
@@ -232,9 +262,16 @@ def _symbol_values(
     if record.values == "int8" and dtype == np.int8:  # integer execution: q itself
         return (symbols.astype(np.int16) - 128).astype(np.int8)
     if record.values == "int8" and scales is not None:
+        q, axis = symbols.astype(np.int32) - 128, record.channel_axis
+        if len(scales) > 1 and positions is None and len(scales) == record.shape[axis]:
+            view = [1] * len(record.shape)  # dense per channel: scales broadcast along the axis
+            view[axis] = -1
+            return (q.reshape(record.shape) * scales.reshape(view)).astype(dtype).reshape(-1)
         if len(scales) > 1:  # per channel
-            scales = scales[np.unravel_index(positions, record.shape)[record.channel_axis]]
-        return ((symbols.astype(np.int32) - 128) * scales).astype(dtype)
+            inner = int(np.prod(record.shape[axis + 1 :], dtype=np.int64))
+            where = np.arange(len(q)) if positions is None else positions
+            scales = scales[where // inner % record.shape[axis]]
+        return (q * scales).astype(dtype)
     raise ValueError(f"cannot decode values stored as {record.values!r}")
 
 
@@ -315,9 +352,10 @@ def _csr_positions(base: TensorRecord, values: _Values, mask: np.ndarray, index_
     return _Layout(record, streams, values.tables)
 
 
-def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray:
+def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray | None:
+    """The flat positions of the stored entries; None for all of them in order (dense)."""
     if record.positions == "dense":
-        return np.arange(size)
+        return None
     if record.positions == "bitmask":
         return np.flatnonzero(sparse.bitmask_decode(_raw(blobs, "POSITIONS"), size))
     if record.positions == "csr":
@@ -371,9 +409,10 @@ def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
     return role, "raw", raw
 
 
-def _read_stream(coding: str, payload: bytes, bits: int, count: int) -> np.ndarray:
+def _read_stream(coding: str, payload, bits: int, count: int) -> np.ndarray:
+    """The `count` symbols of a stream: `payload` bytes, or Huffman-coded its decoded symbols."""
     if coding == "huffman":
-        symbols = huffman.unpack_stream(payload)
+        symbols = payload
         if len(symbols) != count:
             raise ValueError(f"Huffman stream holds {len(symbols)} symbols, expected {count}")
         return symbols

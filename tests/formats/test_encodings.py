@@ -106,3 +106,50 @@ def test_csr_size_estimate_equals_the_built_layout(sparsity, codebook_bits, int8
         built = encodings._csr_positions(base, values, mask, bits)
         estimate = encodings._csr_size(values, runs, nonzero, bits, True)
         assert estimate == (None if built is None else built.size(True))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_dense_per_channel_int8_round_trip(axis):
+    """Dense per-channel int8 broadcasts the scales along the channel axis."""
+    w = np.random.default_rng(6).standard_normal((3, 4, 2, 5)).astype(np.float32)
+    scales = np.abs(w).max(axis=tuple(a for a in range(4) if a != axis)) / 127
+    view = [1, 1, 1, 1]
+    view[axis] = -1
+    w = (np.round(w / scales.reshape(view)) * scales.reshape(view)).astype(np.float32)
+    enc = Encoding(int8=True, scales=tuple(scales.tolist()), channel_axis=axis)
+    got, record = round_trip(w, enc)
+    np.testing.assert_array_equal(got, w)
+    assert record.positions == "dense"
+
+
+def test_decode_all_decodes_the_streams_together():
+    """decode_all of several tensors (their Huffman streams in one pass) equals decode of
+    each; a malformed stream among them is named by its tensor and role."""
+    from dlcc.errors import BundleFormatError
+    from dlcc.formats.encodings import decode_all
+
+    rng = np.random.default_rng(7)
+    shapes = [(120, 100), (7,), (30, 40, 3, 3), (200, 50), (0, 3)]
+    layers = [layer(rng, shape, 0.9, 5, False) for shape in shapes]
+    layers.append(layer(rng, (60, 60), 0.0, 0, True))
+    data, records = b"", []
+    for k, (w, enc) in enumerate(layers):
+        record, blobs = encode(f"w{k}", w, dataclasses.replace(enc, huffman=True))
+        spans = []
+        for role, coding, blob in blobs:
+            spans.append((role, coding, len(data), len(blob)))
+            data += bytes(blob)
+        records.append(dataclasses.replace(record, blobs=tuple(spans)))
+    assert sum(coding == "huffman" for r in records for _, coding, _, _ in r.blobs) >= 4
+    for got, record, (w, _) in zip(decode_all(records, data), records, layers):
+        np.testing.assert_array_equal(got, w)
+        np.testing.assert_array_equal(decode(record, data), w)
+    k, record = next((k, r) for k, r in enumerate(records) if r.positions == "csr")
+    j, (role, coding, offset, length) = next(
+        (j, b) for j, b in enumerate(record.blobs) if b[1] == "huffman"
+    )
+    blobs = list(record.blobs)
+    blobs[j] = (role, coding, offset, length - 1)
+    records[k] = dataclasses.replace(record, blobs=tuple(blobs))
+    with pytest.raises(BundleFormatError, match=f"tensor 'w{k}': {role}: malformed"):
+        decode_all(records, data)
