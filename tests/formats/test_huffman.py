@@ -10,18 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcc.errors import BundleFormatError
-from dlcc.formats import huffman
+from dlcc.formats import huffman, huffman_decode
 from dlcc.formats.huffman import (
     FAST_LEN,
     HUFFMAN_STREAM,
     MAX_LEN,
     code_lengths,
-    decode,
     encode,
     pack_stream,
     shannon_bits,
     unpack_stream,
 )
+from dlcc.formats.huffman_decode import decode
 
 
 def kraft(lengths: np.ndarray) -> float:
@@ -255,9 +255,9 @@ def test_auto_block_keeps_many_blocks() -> None:
 
 def test_lookup_table_entries() -> None:
     """Lengths [2, 1, 3, 3] (codes 10, 0, 110, 111), 4-bit windows: every whole code, greedily."""
-    order, lens, slots, top = huffman._canonical(np.array([2, 1, 3, 3]))
+    order, lens, slots, top = huffman_decode.canonical(np.array([2, 1, 3, 3]))
     order4, lens4, slots4, top4 = order, lens, slots, top
-    table = huffman._lookup_table(order, lens, slots, top, 4, 1, 4)
+    table = huffman_decode._lookup_table(order, lens, slots, top, 4, 1, 4)
 
     def entry(window: int) -> tuple[list[int], int]:
         value = int(table[window])
@@ -269,19 +269,19 @@ def test_lookup_table_entries() -> None:
     assert entry(0b1100) == ([2, 1], 4)  # 110 0
     assert entry(0b1111) == ([3], 3)  # 111, then a 1 that opens no whole code
     assert int(table[0b1111]) & ~(255 << 40 | 255 << 56) == 3  # zero bytes past the symbols
-    wide = huffman._lookup_table(order, lens, slots, top, 4, 2, 4)
+    wide = huffman_decode._lookup_table(order, lens, slots, top, 4, 2, 4)
     assert int(wide[0b0000]) & 0xFFFFFFFF == 1 | 1 << 16 and int(wide[0]) >> 40 & 255 == 32
     incomplete = np.array([1, 2, 0, 0])  # codes 0, 10: a window 11.. opens no code
-    order, lens, slots, top = huffman._canonical(incomplete)
-    assert int(huffman._lookup_table(order, lens, slots, top, 3, 1, 4)[0b110]) == 0
-    single = huffman._lookup_table(order4, lens4, slots4, top4, 3, 1, 1)  # one code a window
+    order, lens, slots, top = huffman_decode.canonical(incomplete)
+    assert int(huffman_decode._lookup_table(order, lens, slots, top, 3, 1, 4)[0b110]) == 0
+    single = huffman_decode._lookup_table(order4, lens4, slots4, top4, 3, 1, 1)  # one code a window
     one = [(1, 1), (1, 1), (1, 1), (1, 1), (0, 2), (0, 2), (2, 3), (3, 3)]  # (symbol, length)
     assert single.tolist() == [v | 8 << 40 | length << 56 for v, length in one]
 
 
 def test_lanes_in_batches(monkeypatch) -> None:
     """More blocks than _LANES decode in even batches; a short last block is cut right."""
-    monkeypatch.setattr(huffman, "_LANES", 5)
+    monkeypatch.setattr(huffman_decode, "_LANES", 5)
     symbols = laplace_symbols(23 * 16 - 3, seed=4)
     lengths = code_lengths(np.bincount(symbols, minlength=32))
     payload, offsets = encode(symbols, lengths, 16)
@@ -291,7 +291,7 @@ def test_lanes_in_batches(monkeypatch) -> None:
 def test_streams_decode_together(monkeypatch) -> None:
     """unpack_streams steps the lanes of every stream together: streams of each symbol width,
     table kind and block, empty ones too, across lane batches, give what each gives alone."""
-    monkeypatch.setattr(huffman, "_LANES", 64)
+    monkeypatch.setattr(huffman_decode, "_LANES", 64)
     rng = np.random.default_rng(8)
     shapes = [(0, 5, 64), (1, 3, 64), (700, 40, 16), (200_000, 32, None), (5000, 1 << 12, 64)]
     shapes += [(3000, 100_000, 128), (999, 256, 7), (40, 2, 1)]
@@ -310,7 +310,7 @@ def test_a_bad_stream_among_many_is_named() -> None:
     good = (bytes([0b01001000, 0]), lengths, 9, np.array([0]), 4096)
     bad = (bytes([0b01011000, 0]), lengths, 9, np.array([0]), 4096)
     with pytest.raises(BundleFormatError, match="^b: invalid code"):
-        huffman.decode_many([good, bad, good], ["a", "b", "c"])
+        huffman_decode.decode_many([good, bad, good], ["a", "b", "c"])
     symbols = laplace_symbols(500, seed=9)
     code = code_lengths(np.bincount(symbols, minlength=32))
     payload, offsets = encode(symbols, code, 16)
@@ -318,10 +318,10 @@ def test_a_bad_stream_among_many_is_named() -> None:
     moved[5] += np.uint64(1)
     streams = [(payload, code, 500, offsets, 16), (payload, code, 500, moved, 16), good]
     with pytest.raises(BundleFormatError, match="^y: block boundaries"):
-        huffman.decode_many(streams, ["x", "y", "z"])
+        huffman_decode.decode_many(streams, ["x", "y", "z"])
     short = (payload[:-1], code, 500, offsets, 16)
     with pytest.raises(BundleFormatError, match="^q: block boundaries or payload length"):
-        huffman.decode_many([streams[0], short, good], ["p", "q", "r"])
+        huffman_decode.decode_many([streams[0], short, good], ["p", "q", "r"])
 
 
 @pytest.mark.parametrize("block", [1, 3, 64])
