@@ -151,11 +151,35 @@ def _finish(record: TensorRecord, blobs: dict) -> np.ndarray:
     stored = size if positions is None else len(positions)
     if stored != record.entries:
         raise BundleFormatError(f"{where}: {stored} positions for {record.entries} entries")
-    if positions is None:
-        return values.reshape(record.shape)
-    out = np.zeros(size, dtype=record.dtype)
-    out[positions] = values
-    return out.reshape(record.shape)
+    if positions is not None:
+        dense = np.zeros(size, dtype=values.dtype)
+        dense[positions] = values
+        values = dense
+    values = values.reshape(record.shape)
+    if _scaled_after(record, blobs):
+        values = _times_scales(values, np.frombuffer(_raw(blobs, "SCALES"), "<f4"), record, where)
+    return values
+
+
+def _scaled_after(record: TensorRecord, blobs: dict) -> bool:
+    """Whether the values are int8 levels that their scales multiply after the scatter (a
+    float tensor stored as int8 with scales: `_symbol_values` gives the levels)."""
+    return record.values == "int8" and record.dtype != "int8" and "SCALES" in blobs
+
+
+def _times_scales(q: np.ndarray, scales: np.ndarray, record: TensorRecord, where: str):
+    """Levels q times their scales (one, or one per index of the channel axis), in one pass
+    over the dense tensor: each product rounded once to the tensor's dtype, as the exact
+    product q * s (|q| <= 128, s float32) would be."""
+    axis = record.channel_axis
+    if len(scales) not in (1, record.shape[axis] if record.shape else 1):
+        raise BundleFormatError(f"{where}: {len(scales)} scales for {record.shape} on axis {axis}")
+    view = [1] * q.ndim
+    if len(scales) > 1:
+        view[axis] = -1
+    if q.dtype == np.float32:
+        return np.multiply(q, scales.reshape(view), out=q)
+    return (q * scales.reshape(view).astype(np.float64)).astype(record.dtype)
 
 
 def _plain_view(record: TensorRecord, data: bytes) -> np.ndarray | None:
@@ -261,17 +285,9 @@ def _symbol_values(
         return (np.frombuffer(table, np.int8) * scales[0]).astype(dtype)[symbols]
     if record.values == "int8" and dtype == np.int8:  # integer execution: q itself
         return (symbols.astype(np.int16) - 128).astype(np.int8)
-    if record.values == "int8" and scales is not None:
-        q, axis = symbols.astype(np.int32) - 128, record.channel_axis
-        if len(scales) > 1 and positions is None and len(scales) == record.shape[axis]:
-            view = [1] * len(record.shape)  # dense per channel: scales broadcast along the axis
-            view[axis] = -1
-            return (q.reshape(record.shape) * scales.reshape(view)).astype(dtype).reshape(-1)
-        if len(scales) > 1:  # per channel
-            inner = int(np.prod(record.shape[axis + 1 :], dtype=np.int64))
-            where = np.arange(len(q)) if positions is None else positions
-            scales = scales[where // inner % record.shape[axis]]
-        return (q * scales).astype(dtype)
+    if _scaled_after(record, blobs):  # the levels: `_finish` scales them after the scatter
+        work = np.float32 if dtype == np.float32 else np.float64
+        return (symbols.astype(np.int16) - 128).astype(work)
     raise ValueError(f"cannot decode values stored as {record.values!r}")
 
 
