@@ -67,7 +67,7 @@ class Limits:
     """Resource limits a bundle must stay within (bytes unless said otherwise)."""
 
     activation_bytes: int = 16 << 30  # peak live activations plus kernel workspace, per run
-    tensor_bytes: int = 16 << 30  # all decoded weight tensors
+    tensor_bytes: int = 16 << 30  # decoded weights and the forms derived from them to run
     meta_bytes: int = MAX_META_BYTES  # the decompressed META JSON
     huffman_symbols: int = 1 << 32  # symbols of one Huffman stream
 
@@ -84,12 +84,12 @@ def verify(
     for index, t in enumerate(file.tensors):
         problem = _tensor_problem(t, file.data, limits)
         _check(problem, source, "TENSORS", f"tensor #{index} {t.name!r}")
-    total = sum(_nbytes(t.shape, t.dtype) for t in file.tensors)
+    total = _resident_weight_bytes(file)
     _check(
         None if total <= limits.tensor_bytes else f"{total:,} B > limit {limits.tensor_bytes:,}",
         source,
         "TENSORS",
-        "decoded tensors",
+        "decoded tensors and the float32 forms the matrix unit derives from them",
     )
     symbols = file.symbols
     if not 1 <= len(symbols) <= MAX_SYMBOLS or len(set(symbols)) != len(symbols):
@@ -466,6 +466,33 @@ def _dims_problem(shape: tuple[int, ...]) -> str | None:
 def _check(problem: str | None, source: str, section: str, what: str) -> None:
     if problem:
         raise BundleFormatError(f"{source}: section {section}: {what}: {problem}")
+
+
+def _resident_weight_bytes(file: BundleFile) -> int:
+    """The weights' bytes while the bundle runs: every tensor decoded, plus the most the
+    matrix engines derive once from a weight they read (kernels.constants.derived): a Conv
+    filter's matrix, an int8 weight's float32 copy (SGEMM's operand; for a Conv, its matrix
+    too) and an int8 Dense weight's live-row mask (runtime/sparse.py)."""
+    total = sum(_nbytes(t.shape, t.dtype) for t in file.tensors)
+    fifo: deque[int] = deque()
+    derived: dict[tuple[int, str], int] = {}
+    for instr in file.program:
+        if isinstance(instr, isa.ReadWeights):
+            fifo.append(instr.tensor)
+        elif isinstance(instr, isa.MatrixMultiply | isa.Convolve) and fifo:
+            k = fifo.popleft()
+            if k >= len(file.tensors):
+                continue
+            t, conv = file.tensors[k], isinstance(instr, isa.Convolve)
+            wide = 4 * math.prod(t.shape) if t.dtype == "int8" else 0  # the float32 copy
+            forms = {
+                "float32": wide,
+                "matrix": wide + _nbytes(t.shape, t.dtype) if conv else 0,
+                "rows": t.shape[0] if wide and not conv and t.shape else 0,
+            }
+            for kind, size in forms.items():
+                derived[k, kind] = max(derived.get((k, kind), 0), size)
+    return total + sum(derived.values())
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:

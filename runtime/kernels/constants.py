@@ -5,7 +5,8 @@ float32 copy of an int8 weight for BLAS); for a bundle's weights, which never ch
 work is done once. The loader marks its decoded tensors with `mark_constant`; `derived`
 caches only for marked tensors (by identity, released with the tensor), and for any other
 array computes afresh, so kernels called by the passes on changing arrays are unaffected.
-The cost is memory: an int8 weight keeps a float32 copy (4x its bytes) while it is in use.
+The cost is memory: an int8 weight keeps a float32 copy (4x its bytes) while it is in use;
+the verifier counts the most these forms take against `Limits.tensor_bytes`.
 """
 
 from __future__ import annotations

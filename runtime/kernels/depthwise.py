@@ -1,6 +1,6 @@
 """Depthwise convolution (one input channel per filter group) as a sum over the kernel taps.
 
-    y[n, m, oh, ow] = sum_{i,j} x[n, m // d, oh*sh + i*dh - top, ow*sw + j*dw - left] * w[m, 0, i, j]
+    y[n, m, oh, ow] = sum_{i,j} x[n, m//d, oh*sh + i*dh - top, ow*sw + j*dw - left] w[m, 0, i, j]
 
 (d: filters per channel, the depth multiplier). im2col lowers such a conv to G products of
 [P, kh*kw] x [kh*kw, d]: thousands of tiny matrices, which BLAS runs at a few percent of its

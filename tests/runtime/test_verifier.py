@@ -300,6 +300,33 @@ def test_huge_declared_tensor_is_refused_before_allocation(sparse_file):
     )
 
 
+def test_the_limit_counts_what_the_engines_derive_from_the_weights():
+    """An int8 weight runs through a float32 copy (and a Conv filter through its matrix,
+    on each target): the tensor limit bounds those too, and the bound holds on real runs."""
+    from dlcc.runtime.kernels import constants
+    from dlcc.runtime.verifier import _resident_weight_bytes
+
+    images = np.load(sample_path("mnist_test_256.npz"))["image"]
+    file = dlcc.compile(sample_path("lenet5.onnx"), passes="-O1", calibration={"image": images})
+    file = BundleFile.from_bytes(file.to_bytes())
+    decoded = sum(np.prod(t.shape) * np.dtype(t.dtype).itemsize for t in file.tensors)
+    resident = _resident_weight_bytes(file)
+    assert resident > 4 * decoded  # the int8 weights' float32 copies and matrices
+    refused(file, "float32 forms", Limits(tensor_bytes=(decoded + resident) // 2))
+    bundle = reload(file, Limits(tensor_bytes=resident))
+    for target in ("interp", "systolic"):
+        bundle.run(images[:3], target=target)
+    ids, derived = {id(w) for w in bundle.weights}, {}
+    while True:  # what the weights derive, and what those derive (a float32 copy's matrix)
+        new = {id(v): v for (key, _), v in constants._DERIVED.items() if key in ids}
+        if new.keys() <= derived.keys():
+            break
+        derived.update(new)
+        ids |= new.keys()
+    held = decoded + sum(v.nbytes for v in derived.values())
+    assert 4 * decoded < held <= resident
+
+
 def test_huffman_count_must_match_entries(sparse_file):
     k, t = next(
         (k, t) for k, t in enumerate(sparse_file.tensors) if any(b[1] == "huffman" for b in t.blobs)
