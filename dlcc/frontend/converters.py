@@ -3,6 +3,8 @@
 Converters receive IR values (constants carry `.data`) and return the values of the node's
 outputs in order. ONNX attributes are parsed here and nowhere else, into the fields of the
 kernel's typed dataclass, which `Builder.emit` builds (the dataclass checks its own domain).
+The ops whose output shape is an input's value (Reshape, Slice, Expand, ...) are in
+`shape_converters.py`; importing this module registers them too.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import math
 import numpy as np
 import onnx
 
+from dlcc.frontend import shape_converters  # noqa: F401  (registers the shape-op converters)
 from dlcc.frontend.lowering import Builder, converter
 from dlcc.ir import Value
-from dlcc.runtime.kernels import get_kernel
-from dlcc.runtime.kernels.tensor import ReshapeAttrs
 
 
 # -- matrix engine ------------------------------------------------------------------------
@@ -185,40 +186,6 @@ def split(b: Builder, node, x, sizes=None):
     return b.emit("Split", [x], axis=axis, sizes=pieces)
 
 
-@converter("Expand", params=(1,))
-def expand(b: Builder, node, x, shape):
-    """A constant target; entries that follow the symbols keep x's own dimension (1) or are
-    taken at run time from a value that holds them (`shape_from`)."""
-    target = shape.data.reshape(-1).astype(np.int64)
-    moved = b.at_probes(shape)
-    if moved is None:
-        return b.emit("Expand", [x], shape=tuple(int(d) for d in target))
-    probes = [None, *range(len(moved))]
-    rank = max(len(target), len(x.shape))
-    own = [(1,) * (rank - len(x.shape)) + x.shape_at(p) for p in probes]
-    columns = [tuple(int(t[k]) for t in (target, *moved)) for k in range(len(target))]
-    offset = rank - len(target)
-    held = [tuple(s[offset + k] for s in own) == c for k, c in enumerate(columns)]
-    varies = [len(set(c)) > 1 for c in columns]
-    wanted = [c for c, v, h in zip(columns, varies, held) if v and not h]
-    like = _holder(b, x, wanted, probes) if wanted else None
-    shape_from = tuple(
-        _columns(like, probes).index(c) if v and not h else -1
-        for c, v, h in zip(columns, varies, held)
-    )
-    fixed = tuple(1 if v else c[0] for c, v in zip(columns, varies))
-    return b.emit("Expand", [x] if like is None else [x, like], shape=fixed, shape_from=shape_from)
-
-
-@converter("ConstantOfShape", params=(0,))
-def constant_of_shape(b: Builder, node, shape):
-    """A fill whose shape follows the symbols (static ones fold): its value expanded."""
-    value = b.attrs.get("value")
-    fill = np.zeros(1, np.float32) if value is None else onnx.numpy_helper.to_array(value)
-    x = b.graph.constant(f"{b.name}.value", fill.reshape((1,) * shape.data.size))
-    return expand(b, node, x, shape)
-
-
 @converter("Tile", params=(1,))
 def tile(b: Builder, node, x, repeats):
     return b.emit("Tile", [x], repeats=b.ints(repeats))
@@ -346,6 +313,22 @@ def _window(b: Builder, x: Value, kernel: tuple[int, ...]) -> dict:
     return {"strides": strides, "pads": pads, "dilations": dilations}
 
 
+def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, ...]:
+    """Explicit pads (all begins, then all ends), resolving ONNX's auto_pad."""
+    auto = b.attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        return tuple(b.attrs.get("pads", (0,) * (2 * len(kernel))))
+    if auto == "VALID":
+        return (0,) * (2 * len(kernel))
+    begins, ends = [], []
+    for n, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        begins.append(begin)
+        ends.append(total - begin)
+    return (*begins, *ends)
+
+
 def _lift(b: Builder, x: Value) -> Value:
     """[N, C, L] -> [N, C, 1, L]; 4-D values pass."""
     return x if len(x.shape) != 3 else b.emit("Reshape", [x], shape=(0, 0, 1, -1))[0]
@@ -445,28 +428,6 @@ def flatten(b: Builder, node, x):
     return b.emit("Flatten", [x], axis=int(b.attrs.get("axis", 1)))
 
 
-@converter("Reshape", params=(1,))
-def reshape(b: Builder, node, x, shape):
-    if b.attrs.get("allowzero", 0) and 0 in shape.data:
-        raise b.fail("Reshape with allowzero=1 and a zero dimension is not supported")
-    targets = [shape.data, *(b.at_probes(shape) or [shape.data] * len(b.graph.symbols))]
-    kernel = get_kernel("Reshape")
-
-    def out_shape(probe: int | None, in_shape):
-        target = targets[0 if probe is None else probe + 1].reshape(-1)
-        return kernel.shape(ReshapeAttrs(tuple(int(d) for d in target)), in_shape)[0]
-
-    return _reshape_to(b, x, out_shape)
-
-
-@converter("Squeeze", "Unsqueeze", params=(1,))
-def squeeze(b: Builder, node, x, axes=None):
-    axes = b.ints(axes) if axes is not None else b.attrs.get("axes")
-    if node.op_type == "Unsqueeze":
-        return _reshape_to(b, x, lambda _, s: np.expand_dims(_view(s), axes).shape)
-    return _reshape_to(b, x, lambda _, s: np.squeeze(_view(s), axes).shape)
-
-
 @converter("Gather")
 def gather(b: Builder, node, x, indices):
     """Constant indices select (checked: none computed from symbolic dims); runtime ids
@@ -474,58 +435,6 @@ def gather(b: Builder, node, x, indices):
     if indices.is_constant:
         b.ints(indices)
     return b.emit("Gather", [x, indices], axis=int(b.attrs.get("axis", 0)))
-
-
-@converter("Slice", params=(1, 2, 3, 4))
-def slice_(b: Builder, node, x, starts, ends, axes=None, steps=None):
-    """Constant bounds; an end computed from a symbolic dimension is the whole axis, or that
-    dimension taken at run time from a value that holds it (`ends_from`)."""
-    starts = b.ints(starts)
-    axes = b.ints(axes) if axes is not None else tuple(range(len(starts)))
-    steps = b.ints(steps) if steps is not None else (1,) * len(starts)
-    moved = b.at_probes(ends)
-    if moved is None:
-        return b.emit("Slice", [x], starts=starts, ends=_clamped(ends), axes=axes, steps=steps)
-    probes = [None, *range(len(moved))]
-    columns = [tuple(int(e.reshape(-1)[k]) for e in (ends.data, *moved)) for k in range(len(axes))]
-    limit = np.iinfo(np.int64).max
-    whole = [
-        all(c >= x.shape_at(p)[a] for c, p in zip(column, probes))
-        for column, a in zip(columns, axes)
-    ]
-    fixed = [len(set(column)) == 1 for column in columns]
-    wanted = [c for c, w, f in zip(columns, whole, fixed) if not (w or f)]
-    like = _holder(b, x, wanted, probes) if wanted else None
-    ends_from = tuple(
-        _columns(like, probes).index(c) if not (w or f) else -1
-        for c, w, f in zip(columns, whole, fixed)
-    )
-    final = tuple(limit if w else c[0] for c, w in zip(columns, whole))
-    inputs = [x] if like is None else [x, like]
-    return b.emit(
-        "Slice", inputs, starts=starts, ends=final, axes=axes, steps=steps, ends_from=ends_from
-    )
-
-
-@converter("Range", params=(0, 1, 2))
-def range_(b: Builder, node, start, limit, delta):
-    """A Range whose limit is a symbolic dimension (static ones fold): computed at run time
-    from a value that holds that dimension."""
-    first, step = float(b.static(start).data), float(b.static(delta).data)
-    probes = [None, *range(len(b.graph.symbols))]
-    moved = b.at_probes(limit)
-    if moved is None or limit.data.size != 1:
-        raise b.fail("a Range's limit must be a scalar symbolic dimension here")
-    column = tuple(int(v) for v in (limit.data, *moved))
-    like = _holder(b, b.graph.inputs[0], [column], probes)
-    dtype = str(start.data.dtype) if str(start.data.dtype) in ("int32", "int64") else "float32"
-    axis = _columns(like, probes).index(column)
-    return b.emit("Range", [like], start=first, delta=step, axis=axis, dtype=dtype)
-
-
-def _clamped(ends: Value) -> tuple[int, ...]:
-    """Slice ends as ints; exporters write INT64_MAX for 'to the end', which Python clamps."""
-    return tuple(int(v) for v in ends.data.reshape(-1))
 
 
 @converter("Identity", "Dropout", params=(1, 2))
@@ -536,77 +445,6 @@ def identity(b: Builder, node, x, ratio=None, training=None):
     if training is not None and training.data.any() and dropping:
         raise b.fail("training-mode Dropout is not supported")
     return [x]  # a Dropout mask or MaxPool Indices output stays undefined: readers are refused
-
-
-# -- helpers ------------------------------------------------------------------------------
-def _view(shape) -> np.ndarray:
-    """A zero-cost array of `shape`, for numpy's shape rules."""
-    return np.broadcast_to(np.float32(0), shape)
-
-
-def _reshape_to(b: Builder, x: Value, out_shape) -> list[Value]:
-    """IR Reshape to `out_shape(probe, input_shape)` at every binding.
-
-    A dimension that is the same at every binding is a constant; one equal to the input's at
-    the same position copies it (0); a single other one is inferred (-1); more are copied
-    from a value that holds them (-2 - axis of a `like` input: the Reshape's own input, or
-    the latest value computed before it that does).
-    """
-    probes = [None, *range(len(b.graph.symbols))] if x.probes else [None]
-    try:
-        outs = [tuple(out_shape(p, x.shape_at(p))) for p in probes]
-    except ValueError as e:
-        raise b.fail(f"cannot reshape {x.dims()}: {e}") from None
-    columns = list(zip(*outs))  # per output axis: its size at each binding
-    own = list(zip(*(x.shape_at(p) for p in probes)))
-    target: list[int] = []
-    free = []
-    for axis, column in enumerate(columns):
-        if len(set(column)) == 1:
-            target.append(column[0])
-        elif axis < len(own) and own[axis] == column:
-            target.append(0)
-        else:
-            target.append(-1)
-            free.append(axis)
-    like = None
-    if len(free) > 1:
-        like = _holder(b, x, [columns[a] for a in free[1:]], probes)
-        for axis in free[1:]:
-            target[axis] = -2 - _columns(like, probes).index(columns[axis])
-    return b.emit("Reshape", [x] if like is None else [x, like], shape=tuple(target))
-
-
-def _columns(v: Value, probes) -> list[tuple[int, ...]]:
-    return list(zip(*(v.shape_at(p) for p in probes)))
-
-
-def _holder(b: Builder, x: Value, wanted: list, probes) -> Value:
-    """A value computed so far that holds every wanted dimension (x first, then the latest)."""
-    values = [x, *(v for n in reversed(b.graph.nodes) for v in n.outputs), *b.graph.inputs]
-    for v in values:
-        if all(column in _columns(v, probes) for column in wanted):
-            return v
-    raise b.fail(
-        f"reshapes {x.dims()} into several symbolic dimensions that no computed value holds; "
-        "pin them with --shape NAME=DIMS"
-    )
-
-
-def _pads(b: Builder, spatial, kernel, strides, dilations) -> tuple[int, ...]:
-    """Explicit pads (all begins, then all ends), resolving ONNX's auto_pad."""
-    auto = b.attrs.get("auto_pad", "NOTSET")
-    if auto in ("NOTSET", ""):
-        return tuple(b.attrs.get("pads", (0,) * (2 * len(kernel))))
-    if auto == "VALID":
-        return (0,) * (2 * len(kernel))
-    begins, ends = [], []
-    for n, k, s, d in zip(spatial, kernel, strides, dilations):
-        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-        begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
-        begins.append(begin)
-        ends.append(total - begin)
-    return (*begins, *ends)
 
 
 # -- comparisons, logic, selection, arg-reductions, casts (kernels/logic.py) ---------------

@@ -6,8 +6,8 @@ dimensions (the batch, an image's width, a sequence length) make such constants 
 is folded at the reference binding and at every probe of the graph (`dlcc.ir`), and the
 converters of shape-taking ops (Reshape, Squeeze, Expand) turn the varying entries back into
 symbolic dimensions of the IR. A varying constant anywhere else is refused, naming the node.
-Every other node goes to its converter (`converters.py`); ops without one are collected, so
-a model fails once with the complete list. The float constants a
+Every other node goes to its converter (`converters.py`, `shape_converters.py`); ops without
+one are collected, so a model fails once with the complete list. The float constants a
 converter's IR nodes read are its weights: a NaN or Inf among them is refused there.
 """
 
