@@ -11,7 +11,8 @@ meets padding (a 5x5 kernel over a 2x2 map) costs nothing.
 
 The taps run in the layout whose innermost run is longer: channels last (NHWC) when there
 are more channels than output columns (the deep, small maps), NCHW otherwise; in blocks of
-images of about BLOCK outputs, so the accumulator stays in cache across the taps. Integer
+images of about BLOCK outputs, each block's input copied (as float32, transposed where
+channels go last) into a scratch that stays in cache across the taps with the accumulator. Integer
 operands (int8) are summed in float32, exact: kh*kw products of at most 2^14 stay below 2^24
 for kernels up to 32x32, which `exact_taps` checks; the sums are integers in any order.
 """
@@ -41,21 +42,22 @@ def depthwise_conv(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.
     if m != c:  # depth multiplier d: channel c feeds filters c*d .. c*d + d - 1
         x = np.repeat(x, m // c, axis=1)
     last = m > ow
-    xs = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if last else x, dtype=np.float32)
     out = np.zeros((n, oh, ow, m) if last else (n, m, oh, ow), np.float32)
     taps = _taps(attrs, (kh, kw), (h, wd), (oh, ow))
     per = max(1, BLOCK // (m * oh * ow))
     term = np.empty((min(per, n), *out.shape[1:]), np.float32)
+    block = np.empty((min(per, n), h, wd, m) if last else (min(per, n), m, h, wd), np.float32)
     for lo in range(0, n, per):
         hi = min(lo + per, n)
+        xs = block[: hi - lo]  # these images as float32, channels last where `last`
+        np.copyto(xs, x[lo:hi].transpose(0, 2, 3, 1) if last else x[lo:hi])
         for (i, j), rows, cols, in_rows, in_cols in taps:
             if last:
-                acc = out[lo:hi, rows, cols]
-                src, tap = xs[lo:hi, in_rows, in_cols], w[:, 0, i, j]
+                acc, t = out[lo:hi, rows, cols], term[: hi - lo, rows, cols]
+                src, tap = xs[:, in_rows, in_cols], w[:, 0, i, j]
             else:
-                acc = out[lo:hi, :, rows, cols]
-                src, tap = xs[lo:hi, :, in_rows, in_cols], w[:, 0, i, j, None, None]
-            t = term[: hi - lo, rows, cols] if last else term[: hi - lo, :, rows, cols]
+                acc, t = out[lo:hi, :, rows, cols], term[: hi - lo, :, rows, cols]
+                src, tap = xs[:, :, in_rows, in_cols], w[:, 0, i, j, None, None]
             np.multiply(src, tap, out=t)
             np.add(acc, t, out=acc)
     return out.transpose(0, 3, 1, 2) if last else out
