@@ -237,8 +237,15 @@ def _global_shape(attrs, x):
     homogeneous=True,
 )
 def global_average_pool(attrs, x: np.ndarray) -> np.ndarray:
-    """y[n, c, 1, 1] = mean(x[n, c])"""
-    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+    """y[n, c, 1, 1] = mean(x[n, c])
+
+    The sums as one matrix-vector product, [N*C, H*W] times ones: numpy's reduction over a
+    few trailing elements per output runs 5-10x slower (MobileNetV3's 4x4 and 2x2 maps)."""
+    hw = math.prod(x.shape[2:])
+    if hw <= 1 or x.dtype.kind != "f":
+        return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+    sums = np.reshape(x, (-1, hw)) @ np.ones(hw, x.dtype)
+    return (sums / hw).astype(x.dtype, copy=False).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
 
 
 @register_kernel(
