@@ -8,8 +8,10 @@ Three tables, models from onnx's light zoo with seeded random weights and the tw
    >= 3.9x), LeNet-300-100 and LeNet-5;
 2. load: `dlcc.load` (verify and decode) of -O3 (and pruned + shared) bundles of ResNet-50 and
    VGG-19 divided by the time onnxruntime takes to create an `InferenceSession` on the fp32
-   ONNX file, in the same run: REPEAT interleaved repetitions after a warm-up, medians, both
-   on one thread (acceptance: <= 1.5x);
+   ONNX file, each timed alone in fresh child processes (REPEAT times after a warm-up), the
+   two alternating for LOAD_ROUNDS rounds, medians, one thread each (acceptance: <= 1.5x).
+   Not interleaved in one process: there, each slowed the other (onnxruntime's session
+   106-126 ms alone, 175-188 ms between two dlcc loads), which flattered the ratio;
 3. compile: VGG-19 (~143 M parameters, ~550 MB of fp32 weights) at -O3 and ResNet-50 at -O0,
    each compiled in a child process (`python -c`, one BLAS thread); the table gives its
    compile time (inside the child) and its peak resident set (the child's VmHWM from
@@ -30,7 +32,6 @@ import sys
 import tempfile
 import time
 
-import onnxruntime as ort
 from _common import SAMPLES, table
 from light_models import light_model, weight_bytes
 
@@ -40,9 +41,30 @@ SIZE_ACCEPTANCE = 3.9  # ResNet-50: bytes(-O0) / bytes(-O1)
 LOAD_ACCEPTANCE = 1.5  # dlcc.load / onnxruntime InferenceSession
 LOAD_PIPELINES = ("prune(sparsity=0.9),kmeans,huffman", "-O3")
 REPEAT = 5
+LOAD_ROUNDS = 3  # alternating child processes per tool
 # (model, pipeline, seconds at most or None, peak RSS / fp32 weight bytes at most)
 COMPILES = (("vgg19", "-O3", 25.0, 2.5), ("resnet50", "-O0", None, 2.0))
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# Times argv[1] ("dlcc": dlcc.load of the bundle argv[2]; "ort": an onnxruntime session on
+# the model argv[2]) alone, one thread, argv[3] times after a warm-up; prints the median (s).
+LOAD_CHILD = """
+import json, statistics, sys, time
+what, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if what == "ort":
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    run = lambda: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+else:
+    import dlcc
+    run = lambda: dlcc.load(path, threads=1)
+times = []
+for _ in range(repeat + 1):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+print(json.dumps(statistics.median(times[1:])))
+"""
 # Compiles argv[1] into argv[2] with pipeline argv[3]; prints seconds and peak RSS (kB).
 CHILD = """
 import json, sys, time
@@ -74,20 +96,12 @@ def size_rows(models: dict[str, str], tmp: str) -> list[tuple]:
 
 def load_rows(models: dict[str, str], tmp: str) -> list[tuple]:
     """Table 2: dlcc.load time of each LOAD_PIPELINES bundle over ort session creation."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     rows = []
     for name, model in models.items():
         for passes in LOAD_PIPELINES:
             bundle = os.path.join(tmp, "load.bin")
             size = bundle_size(model, bundle, passes)
-            runs = {
-                "ort": lambda m=model: ort.InferenceSession(
-                    m, options, providers=["CPUExecutionProvider"]
-                ),
-                "dlcc": lambda b=bundle: dlcc.load(b, threads=1),
-            }
-            ours, session = (statistics.median(t) for t in _interleaved(runs).values())
+            ours, session = _child_loads(model, bundle)
             ratio = ours / session
             check = "pass" if ratio <= LOAD_ACCEPTANCE else "FAIL"
             rows.append(
@@ -99,16 +113,22 @@ def load_rows(models: dict[str, str], tmp: str) -> list[tuple]:
     return rows
 
 
-def _interleaved(runs: dict) -> dict[str, list[float]]:
-    """Seconds of each callable over REPEAT interleaved repetitions, after one warm-up each."""
-    times = {name: [] for name in runs}
-    for repetition in range(REPEAT + 1):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if repetition:
-                times[name].append(time.perf_counter() - start)
-    return {name: times[name] for name in ("dlcc", "ort")}
+def _child_loads(model: str, bundle: str) -> tuple[float, float]:
+    """(dlcc.load seconds, onnxruntime session seconds): each timed alone in fresh child
+    processes, the two alternating for LOAD_ROUNDS rounds; medians."""
+    times: dict[str, list[float]] = {"dlcc": [], "ort": []}
+    for _ in range(LOAD_ROUNDS):
+        for what, path in (("dlcc", bundle), ("ort", model)):
+            done = subprocess.run(
+                [sys.executable, "-c", LOAD_CHILD, what, path, str(REPEAT)],
+                capture_output=True,
+                text=True,
+                env=os.environ | THREADS,
+            )
+            if done.returncode != 0:
+                sys.exit(f"{what} load timing of {path} failed:\n{done.stderr}")
+            times[what].append(json.loads(done.stdout.splitlines()[-1]))
+    return statistics.median(times["dlcc"]), statistics.median(times["ort"])
 
 
 def compile_row(name: str, model: str, passes: str, seconds_max, ratio_max, tmp: str) -> tuple:
