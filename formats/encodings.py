@@ -283,11 +283,11 @@ def _symbol_values(
         if scales is None:
             return np.frombuffer(table, "<f4").astype(dtype)[symbols]
         return (np.frombuffer(table, np.int8) * scales[0]).astype(dtype)[symbols]
-    if record.values == "int8" and dtype == np.int8:  # integer execution: q itself
-        return (symbols.astype(np.int16) - 128).astype(np.int8)
-    if _scaled_after(record, blobs):  # the levels: `_finish` scales them after the scatter
-        work = np.float32 if dtype == np.float32 else np.float64
-        return (symbols.astype(np.int16) - 128).astype(work)
+    if record.values == "int8" and (dtype == np.int8 or _scaled_after(record, blobs)):
+        q = symbols.astype(np.int16) - 128  # the levels
+        if dtype == np.int8:  # integer execution: q itself
+            return q.astype(np.int8)
+        return q.astype(np.float32 if dtype == np.float32 else np.float64)  # scaled in `_finish`
     raise ValueError(f"cannot decode values stored as {record.values!r}")
 
 
