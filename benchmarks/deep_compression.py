@@ -8,7 +8,8 @@ given pipeline and 1,000 training images as calibration data, and the table show
 bundle file's size against the fp32 weights, the top-1 accuracy on the 10k test images of
 the original (onnxruntime) and of the bundle (dlcc interp), and the paper's figures, which
 were reached *with retraining* (dlcc's -O3 does not retrain). A second table checks that
-every Huffman-coded stream is within 3% of its Shannon bound plus its table bytes, and a
+every Huffman-coded stream is within 3% of its Shannon bound plus its code tables (the
+encoder's model of them, `huffman.table_bytes`: ~8 B + half a byte per symbol a block), and a
 third the int8 -O1 bundles (calibrated: integer activations) against -O0: size ratio and
 top-1 agreement with onnxruntime's fp32 output on the 10k test images.
 """

@@ -1,17 +1,17 @@
-"""Huffman stream vs zlib, lzma (and zstd) on a quantized-weight-like stream: size and speed.
+"""Huffman streams vs zlib, lzma (and zstd) on a quantized-weight-like stream: size and speed.
 
     python benchmarks/huffman.py [--count N] [--repeat R] [--streams S]
 
 Draws N (default 10 M) symbols from a discretized Laplace over 32 symbols (what weight sharing
-with 5-bit indices produces), codes them with `pack_stream`, and prints, beside zlib (level 9),
+with 5-bit indices produces), codes them with `pack_stream` (Huffman-only DEFLATE blocks,
+formats/huffman.py), and prints, beside zlib (level 9, with LZ77 matches),
 lzma (preset 6) and zstd (level 19, only if the `zstandard` module is importable) compressing
 the same symbols as uint8 bytes: the size, its ratio to the Shannon bound, the decode time, the
 throughput (M symbols/s = MB/s of uint8 symbols) and each codec's throughput as a multiple of
 dlcc's. Decode times are the best of R runs after a warm-up; the machine is shared and noisy.
-Then it checks the size bar of the issue "Speed": stream <= 1.02 x (Shannon bound + the
-stream's header, code table and block offsets), and decodes the first N / 10 symbols cut into
-S (default 100) streams, as a bundle holds them: one stream at a time, and all together in one
-lockstep pass (`unpack_streams`, what `dlcc.load` does).
+Then it checks the size bar of the issue "Speed", stream <= 1.02 x (Shannon bound + code
+tables), counting no table (the stricter bar), and decodes the first N / 10 symbols cut into
+S (default 100) streams, as a bundle holds them.
 """
 
 from __future__ import annotations
@@ -24,15 +24,9 @@ import zlib
 import numpy as np
 from _common import best_time, table
 
-from dlcc.formats.huffman import (
-    HUFFMAN_STREAM,
-    pack_stream,
-    shannon_bits,
-    unpack_stream,
-    unpack_streams,
-)
+from dlcc.formats.huffman import pack_stream, shannon_bits, unpack_stream
 
-SIZE_BAR = 1.02  # stream / (Shannon bound + header, table and offsets)
+SIZE_BAR = 1.02  # stream / (Shannon bound + code tables)
 
 
 def laplace_stream(count: int, seed: int = 0) -> np.ndarray:
@@ -68,11 +62,12 @@ def main() -> None:
     bound = shannon_bits(np.bincount(symbols, minlength=32)) / 8
 
     start = time.perf_counter()
-    stream = pack_stream(symbols, 32)
+    stream = pack_stream(symbols)
     encode_s = time.perf_counter() - start
-    assert np.array_equal(unpack_stream(stream), symbols)
-    payload = len(HUFFMAN_STREAM.parse(stream).payload)
-    codecs = [("huffman (dlcc)", stream, lambda: unpack_stream(stream), encode_s, args.repeat)]
+    count = symbols.size
+    assert np.array_equal(unpack_stream(stream, count), symbols)
+    decode = lambda: unpack_stream(stream, count)  # noqa: E731
+    codecs = [("huffman (dlcc)", stream, decode, encode_s, args.repeat)]
     others, note = byte_codecs()
     for name, compress, decompress, slow in others:
         start = time.perf_counter()
@@ -109,22 +104,16 @@ def main() -> None:
     dlcc = speeds.pop("huffman (dlcc)")
     ratios = ", ".join(f"{dlcc / speed:.2f}x {name}" for name, speed in speeds.items())
     print(f"dlcc decodes {dlcc:.1f} M sym/s: {ratios}" + (f"; {note}" if note else ""))
-    overhead = len(stream) - payload
-    bar = len(stream) / (bound + overhead)
+    bar = len(stream) / bound
     print(
-        f"huffman payload {payload:,} B = {payload / bound:.4f} x shannon; "
-        f"header + code table + block offsets {overhead:,} B; stream / (shannon + those) = "
-        f"{bar:.4f} ({'within' if bar <= SIZE_BAR else 'OVER'} {SIZE_BAR})"
+        f"huffman stream {len(stream):,} B = {bar:.4f} x shannon, code tables included "
+        f"({'within' if bar <= SIZE_BAR else 'OVER'} {SIZE_BAR} x (shannon + tables))"
     )
     parts = np.array_split(symbols[: args.count // 10], args.streams)
-    streams = [pack_stream(part, 32) for part in parts]
-    alone = best_time(lambda: [unpack_stream(s) for s in streams], args.repeat)
-    together = best_time(lambda: unpack_streams(streams), args.repeat)
+    streams = [(pack_stream(part), part.size) for part in parts]
+    seconds = best_time(lambda: [unpack_stream(s, n) for s, n in streams], args.repeat)
     n = args.count // 10
-    print(
-        f"{n:,} symbols in {len(streams)} streams: one at a time {n / alone / 1e6:.1f} M sym/s, "
-        f"together (unpack_streams) {n / together / 1e6:.1f} M sym/s"
-    )
+    print(f"{n:,} symbols in {len(streams)} streams: {n / seconds / 1e6:.1f} M sym/s")
 
 
 if __name__ == "__main__":

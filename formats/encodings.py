@@ -1,7 +1,8 @@
 """Weight encodings: how a tensor's values become the byte blobs of a TensorRecord, and back.
 
 A tensor is stored as two symbol streams, each raw bit-packed or Huffman-coded (whichever is
-smaller when Huffman is allowed), plus small side tables:
+smaller when Huffman is allowed; symbols of up to 8 bits, formats/huffman.py), plus small
+side tables:
 
     VALUES     one symbol per stored entry: raw bits | int8 (q + 128) | codebook index |
                zigzag integers at their minimal bit width
@@ -25,6 +26,7 @@ import numpy as np
 from dlcc.errors import BundleFormatError
 from dlcc.formats import bitpack, huffman, sparse
 from dlcc.formats.bundle import TensorRecord
+from dlcc.formats.huffman import SYMBOL_BITS
 
 
 class EncodingSpec(Protocol):
@@ -91,7 +93,8 @@ def _smallest_layout(name: str, array: np.ndarray, enc: EncodingSpec, integer: b
         )
         # Layouts are compared by estimated size; only the smallest is built and coded.
         runs = sparse.zero_runs(mask)
-        nonzero = values.symbols[mask] if enc.huffman and values.bits <= 16 else None
+        huffman_values = enc.huffman and values.bits <= SYMBOL_BITS
+        nonzero = values.symbols[mask] if huffman_values else None
         chosen = None
         for bits in widths:
             size = _csr_size(values, runs, nonzero, bits, enc.huffman)
@@ -105,48 +108,21 @@ def _smallest_layout(name: str, array: np.ndarray, enc: EncodingSpec, integer: b
 def decode(record: TensorRecord, data: bytes) -> np.ndarray:
     """The values of `record`, read from the DATA section `data` (float array); plain numbers
     stored densely (an -O0 weight) are a read-only view of `data`, not a copy."""
-    return decode_all([record], data)[0]
-
-
-def decode_all(records: list[TensorRecord], data: bytes) -> list[np.ndarray]:
-    """`decode` of each record, the Huffman streams of them all decoded in one lockstep pass
-    (huffman.unpack_streams): a bundle's many small streams then cost little more than their
-    symbols."""
-    views = [_plain_view(record, data) for record in records]
-    blobs = [
-        {role: (coding, data[offset : offset + length]) for role, coding, offset, length in r.blobs}
-        for r in records
-    ]
-    coded = [  # the Huffman streams `_finish` reads
-        (k, role)
-        for k, record in enumerate(records)
-        if views[k] is None
-        for role in ("VALUES", "POSITIONS")
-        if blobs[k].get(role, ("",))[0] == "huffman"
-        and (role == "VALUES" or record.positions == "csr")
-    ]
-    labels = [f"section TENSORS: tensor {records[k].name!r}: {role}" for k, role in coded]
-    streams = [blobs[k][role][1] for k, role in coded]
-    for (k, role), symbols in zip(coded, huffman.unpack_streams(streams, labels)):
-        blobs[k][role] = ("huffman", symbols)
-    return [
-        view if view is not None else _finish(record, found)
-        for record, view, found in zip(records, views, blobs)
-    ]
-
-
-def _finish(record: TensorRecord, blobs: dict) -> np.ndarray:
-    """The values of `record` from its blobs by role, (coding, bytes) or, Huffman-coded,
-    ("huffman", the decoded symbols)."""
+    view = _plain_view(record, data)
+    if view is not None:
+        return view
     size = int(np.prod(record.shape, dtype=np.int64))
     where = f"section TENSORS: tensor {record.name!r}"
+    blobs = {role: (coding, data[at : at + n]) for role, coding, at, n in record.blobs}
     if "VALUES" not in blobs:
         raise BundleFormatError(f"{where}: no VALUES blob")
     try:
-        symbols = _read_stream(*blobs["VALUES"], record.value_bits, record.entries)
+        symbols = _read_stream(*blobs["VALUES"], record.value_bits, record.entries, "VALUES")
         positions = _positions(record, blobs, size)
         values = _symbol_values(record, blobs, symbols, positions)
     except (ValueError, IndexError) as e:
+        raise BundleFormatError(f"{where}: {e}") from None
+    except BundleFormatError as e:  # a malformed Huffman stream, named by its role
         raise BundleFormatError(f"{where}: {e}") from None
     stored = size if positions is None else len(positions)
     if stored != record.entries:
@@ -210,21 +186,16 @@ def stream_stats(record: TensorRecord, data: bytes) -> dict[str, dict]:
             continue
         bits = record.value_bits if role == "VALUES" else record.index_bits
         payload = data[offset : offset + length]
-        coded = huffman.unpack_stream(payload) if coding == "huffman" else payload
-        symbols = _read_stream(coding, coded, bits, record.entries)
+        symbols = _read_stream(coding, payload, bits, record.entries, role)
         counts = np.bincount(symbols.astype(np.int64)) if bits <= 16 and len(symbols) else None
-        table = (
-            length - len(huffman.HUFFMAN_STREAM.parse(payload).payload)
-            if coding == "huffman"
-            else 0
-        )
+        huffman_coded = coding == "huffman" and counts is not None
         stats[role] = {
             "coding": coding,
             "symbols": int(len(symbols)),
             "bits": bits,
             "raw_bytes": -(-len(symbols) * bits // 8),
             "bytes": length,
-            "table_bytes": table,  # Huffman: header, code lengths and block offsets
+            "table_bytes": huffman.table_bytes(counts, len(symbols)) if huffman_coded else 0,
             "entropy_bytes": None if counts is None else huffman.shannon_bits(counts) / 8,
         }
     return stats
@@ -375,7 +346,7 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray | Non
     if record.positions == "bitmask":
         return np.flatnonzero(sparse.bitmask_decode(_raw(blobs, "POSITIONS"), size))
     if record.positions == "csr":
-        gaps = _read_stream(*blobs["POSITIONS"], record.index_bits, record.entries)
+        gaps = _read_stream(*blobs["POSITIONS"], record.index_bits, record.entries, "POSITIONS")
         positions = sparse.relative_index_decode(gaps, record.index_bits, size)
         if len(positions) and positions[-1] >= size:
             raise ValueError(f"position {positions[-1]} past the tensor's {size} entries")
@@ -386,18 +357,18 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray | Non
 # -- streams ------------------------------------------------------------------------------
 def _stream_size(symbols: np.ndarray, bits: int, allow_huffman: bool) -> int:
     """Bytes `_stream` will take: raw exactly, Huffman estimated from its code lengths."""
-    huffman = allow_huffman and bits <= 16 and len(symbols)
+    huffman = allow_huffman and bits <= SYMBOL_BITS and len(symbols)
     return _counted_size(_histogram(symbols) if huffman else None, len(symbols), bits, huffman)
 
 
 def _counted_size(counts: np.ndarray | None, count: int, bits: int, allow_huffman: bool) -> int:
     """`_stream_size` of `count` symbols whose histogram is `counts` (needed for Huffman)."""
     raw = count * bits // 8 if bits in (8, 16, 32, 64) else bitpack.packed_size(count, bits)
-    if not (allow_huffman and bits <= 16 and count):
+    if not (allow_huffman and bits <= SYMBOL_BITS and count):
         return raw
     lengths = huffman.code_lengths(counts)
-    table = 24 + np.count_nonzero(counts) + count // 2048  # header, lengths, offsets
-    return min(raw, -(-int(counts @ lengths.astype(np.int64)) // 8) + table)
+    payload = -(-int(counts @ lengths.astype(np.int64)) // 8)
+    return min(raw, payload + huffman.table_bytes(counts, count))
 
 
 def _histogram(symbols: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -418,20 +389,17 @@ def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
         if whole
         else bitpack.pack_bits(symbols, bits)
     )
-    if allow_huffman and bits <= 16 and len(symbols):
-        coded = huffman.pack_stream(symbols, 1 << bits)
+    if allow_huffman and bits <= SYMBOL_BITS and len(symbols):
+        coded = huffman.pack_stream(symbols)
         if len(coded) < len(raw):
             return role, "huffman", coded
     return role, "raw", raw
 
 
-def _read_stream(coding: str, payload, bits: int, count: int) -> np.ndarray:
-    """The `count` symbols of a stream: `payload` bytes, or Huffman-coded its decoded symbols."""
+def _read_stream(coding: str, payload, bits: int, count: int, role: str) -> np.ndarray:
+    """The `count` symbols of the `role` stream `payload`: raw bytes or a Huffman stream."""
     if coding == "huffman":
-        symbols = payload
-        if len(symbols) != count:
-            raise ValueError(f"Huffman stream holds {len(symbols)} symbols, expected {count}")
-        return symbols
+        return huffman.unpack_stream(payload, count, role)
     if bits in (8, 16, 32, 64):
         if len(payload) != bits // 8 * count:
             raise ValueError(f"{len(payload)} bytes for {count} {bits}-bit values")

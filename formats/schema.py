@@ -48,7 +48,8 @@ from construct import (
 from dlcc.formats.isa import PROGRAM
 
 MAGIC = b"DLCC"
-VERSION = 3  # 3: buffers carry symbolic dims; 2: attribute fields named (1: in field order)
+VERSION = 4  # 4: Huffman streams in DEFLATE framing; 3: buffers carry symbolic dims;
+# 2: attribute fields named (1: in field order)
 ALIGN = 16
 
 # -- leaves -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import STATIC, BundleFile
-from dlcc.formats.encodings import decode_all
+from dlcc.formats.encodings import decode
 from dlcc.runtime.kernels.constants import mark_constant
 from dlcc.runtime.targets import get_target
 from dlcc.runtime.threads import blas_threads, check_threads
@@ -109,7 +109,7 @@ def bind_bundle(
 ) -> LoadedBundle:
     """A parsed bundle, verified and decoded, ready to run."""
     attrs, peaks = verify(file, path, limits)
-    weights = decode_all(file.tensors, file.data)
+    weights = [decode(record, file.data) for record in file.tensors]
     for w in weights:
         mark_constant(w)  # read-only; the kernels may cache what they derive from it
     _check_requantization(file, weights, path)

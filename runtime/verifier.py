@@ -39,7 +39,7 @@ from dlcc.formats.bundle import (
     BundleFile,
     TensorRecord,
 )
-from dlcc.formats.huffman import stream_count
+from dlcc.formats.huffman import SYMBOL_BITS
 from dlcc.runtime.kernels import (
     F32,
     I8,
@@ -440,9 +440,10 @@ def _stream_problem(role, coding, payload, bits, count, limits: Limits) -> str |
         if len(payload) != need:
             return f"{role}: {len(payload)} B for {count} {bits}-bit symbols"
         return None
-    declared = stream_count(payload)
-    if declared != count or count > min(limits.huffman_symbols, 8 * len(payload)):
-        return f"{role}: a Huffman stream of {declared} symbols for {count} entries"
+    if bits > SYMBOL_BITS:
+        return f"{role}: a Huffman stream of {bits}-bit symbols (at most {SYMBOL_BITS})"
+    if count > min(limits.huffman_symbols, 8 * len(payload)):  # a code has 1 bit or more
+        return f"{role}: {count} symbols cannot be Huffman-coded in {len(payload)} B"
     return None
 
 

@@ -12,12 +12,10 @@ import dataclasses
 import math
 import zlib
 
-import construct as cs
 import numpy as np
 
 from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile
-from dlcc.formats.huffman import HUFFMAN_STREAM
 from dlcc.formats.schema import (
     PROGRAM_SECTION,
     BlobRole,
@@ -355,43 +353,41 @@ def meta_edit(rng, m: Mutant) -> None:
 
 @_kind(STRUCTURED)
 def huffman_stream(rng, m: Mutant) -> None:
-    """A Huffman stream's header field, table or payload; the stream is rewritten at the end
-    of DATA (layout of formats/huffman.py, without its checks) and the blob pointed at it."""
+    """A Huffman stream (formats/huffman.py) rewritten at the end of DATA and its blob pointed
+    at it: a block header's bits flipped, cut, bytes appended, LZ77 matches (a 64 MB bomb),
+    a stored or fixed-code block, or random bytes."""
     if not (found := _huffman_blobs(m.file)):
         return
     k, b = _choice(rng, found)
     t = m.file.tensors[k]
     role, coding, offset, length = t.blobs[b]
-    try:
-        s = dict(HUFFMAN_STREAM.parse(m.file.data[offset : offset + length]))
-    except cs.ConstructError:  # an earlier mutation of a combo broke it already
-        return
-    field = _choice(rng, [name for name in s if not name.startswith("_")])
-    if isinstance(s[field], bytes):
-        size = len(s[field]) + _choice(rng, (0, 0, 1, -1, 64))
-        s[field] = bytes(rng.integers(0, 256, max(size, 0), dtype=np.uint8))
+    stream = bytearray(m.file.data[offset : offset + length])
+    op = int(rng.integers(6))
+    if op == 0 and stream:  # a bit of the first block's header (its code lengths) or payload
+        at = int(rng.integers(min(len(stream), 64)))
+        stream[at] ^= 1 << int(rng.integers(8))
+    elif op == 1:
+        del stream[int(rng.integers(len(stream) + 1)) :]
+    elif op == 2:
+        stream += bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8))
+    elif op == 3:
+        stream = _raw_deflate(bytes(64 << 20), zlib.Z_DEFAULT_STRATEGY)
+    elif op == 4:  # stored (level 0) or fixed-code (Z_FIXED) blocks of other symbols
+        symbols = bytes(rng.integers(0, 256, int(rng.integers(0, 4096)), dtype=np.uint8))
+        stream = _raw_deflate(symbols, zlib.Z_FIXED, level=int(rng.integers(2)) * 9)
     else:
-        bits = {"count": 64, "alphabet_size": 32, "len_bits": 8, "gap_bits": 8, "offset_bits": 8}
-        s[field] = _uint(rng, bits.get(field), (s[field],))  # the others are VarInts
-    v, u = cs.VarInt.build, cs.Int8ul.build
-    stream = b"".join(
-        (
-            cs.Int64ul.build(s["count"]), cs.Int32ul.build(s["alphabet_size"]),
-            v(s["block"]), v(s["n_entries"]), u(s["len_bits"]), u(s["gap_bits"]),
-            s["gaps"], s["lengths"], v(s["offset_base"]), u(s["offset_bits"]), s["offsets"],
-            v(len(s["payload"])), s["payload"],
-        )
-    )  # fmt: skip
+        stream = bytes(rng.integers(0, 256, max(len(stream), 1), dtype=np.uint8))
     start = -(-len(m.file.data) // 16) * 16
-    m.file.data = m.file.data.ljust(start, b"\0") + stream
+    m.file.data = bytes(m.file.data).ljust(start, b"\0") + bytes(stream)
     blobs = list(t.blobs)
     blobs[b] = (role, coding, start, len(stream))
     m.file.tensors[k] = dataclasses.replace(t, blobs=tuple(blobs))
-    m.note(f"tensor {k} Huffman stream {role} {field} -> {_short(s[field])}")
+    m.note(f"tensor {k} Huffman stream {role}: mutation {op}, {len(stream)} B")
 
 
-def _short(value) -> str:
-    return f"{len(value)} bytes" if isinstance(value, bytes) else repr(value)
+def _raw_deflate(data: bytes, strategy: int, level: int = 9) -> bytes:
+    coder = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
+    return coder.compress(data) + coder.flush()
 
 
 @_kind(STRUCTURED)

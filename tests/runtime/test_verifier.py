@@ -23,7 +23,6 @@ import dlcc
 from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile, pack_sections, unpack_sections
-from dlcc.formats.huffman import pack_stream
 from dlcc.runtime.kernels import code_of
 from dlcc.runtime.kernels.matrix import strided_view
 from dlcc.runtime.loader import bind_bundle
@@ -336,14 +335,30 @@ def test_huffman_count_must_match_entries(sparse_file):
     refused(dataclasses.replace(sparse_file, tensors=tensors), "entries|Huffman")
 
 
-def test_huffman_block_bounds_the_decoder_loop():
-    from dlcc.formats.huffman import unpack_stream
+def test_huffman_stream_cannot_expand_past_its_entries(sparse_file):
+    """A DEFLATE stream of LZ77 matches (64 MB of zeros in ~64 KB) passes the verifier's
+    bound (a symbol has one bit or more) and decoding stops one symbol past the entries."""
+    k, t = next(
+        (k, t) for k, t in enumerate(sparse_file.tensors) if any(b[1] == "huffman" for b in t.blobs)
+    )
+    b = next(i for i, blob in enumerate(t.blobs) if blob[1] == "huffman")
+    coder = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = coder.compress(bytes(64 << 20)) + coder.flush()
+    blobs = list(t.blobs)
+    blobs[b] = (*blobs[b][:2], len(sparse_file.data), len(bomb))
+    tensors = list(sparse_file.tensors)
+    tensors[k] = dataclasses.replace(t, blobs=tuple(blobs))
+    bombed = dataclasses.replace(sparse_file, tensors=tensors, data=bytes(sparse_file.data) + bomb)
+    refused(bombed, f"tensor {t.name!r}: {blobs[b][0]}: a Huffman stream of more than")
 
-    with pytest.raises(BundleFormatError):
-        data = bytearray(pack_stream(np.arange(5000) % 7, 8, block=4096))
-        data[12] = 0x81  # VarInt block: 4096 -> 4097 needs 2 bytes; 0x81 0x20 = 4097
-        data[13] = 0x20
-        unpack_stream(bytes(data))
+
+def test_huffman_symbols_are_bytes(sparse_file):
+    k, t = next(
+        (k, t) for k, t in enumerate(sparse_file.tensors) if any(b[1] == "huffman" for b in t.blobs)
+    )
+    tensors = list(sparse_file.tensors)
+    tensors[k] = dataclasses.replace(t, value_bits=9)
+    refused(dataclasses.replace(sparse_file, tensors=tensors), "VALUES: a Huffman stream of 9-bit")
 
 
 def test_activation_limit_is_enforced(int8_file, sample_images):
