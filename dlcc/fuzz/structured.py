@@ -308,6 +308,7 @@ def io_binding(rng, m: Mutant) -> None:
         many = rng.random() < 0.1
         binds[:] = (binds * 255)[:255] if many else binds
         what = "x255" if many else _edit_list(rng, binds, lambda: ("extra", 0))
+        del binds[255:]  # the format counts them in a byte (a combo may add to x255)
         m.note(f"{side}: {what}")
         return
     name, buf = binds[k]
