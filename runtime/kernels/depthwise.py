@@ -19,6 +19,8 @@ for kernels up to 32x32, which `exact_taps` checks; the sums are integers in any
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 BLOCK = 1 << 16  # outputs per block of images: the float32 accumulator and term fit in L2
@@ -63,7 +65,8 @@ def depthwise_conv(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.
     return out.transpose(0, 3, 1, 2) if last else out
 
 
-def _taps(attrs, kernel_hw, in_hw, out_hw) -> list[tuple]:
+@functools.lru_cache(maxsize=256)  # per layer and input size
+def _taps(attrs, kernel_hw, in_hw, out_hw) -> tuple[tuple, ...]:
     """Per tap that meets the image: ((i, j), output rows, output columns, input rows, input
     columns), the four as slices."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_hw, attrs.strides, attrs.dilations
@@ -77,7 +80,7 @@ def _taps(attrs, kernel_hw, in_hw, out_hw) -> list[tuple]:
             cols, in_cols = _span(j * dw - left, sw, in_hw[1], out_hw[1])
             if cols is not None:
                 taps.append(((i, j), rows, cols, in_rows, in_cols))
-    return taps
+    return tuple(taps)
 
 
 def _span(offset: int, stride: int, size: int, out: int) -> tuple[slice | None, slice | None]:

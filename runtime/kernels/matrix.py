@@ -14,6 +14,7 @@ runs tap by tap instead (kernels/depthwise.py): the same sums, without thousands
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -60,6 +61,11 @@ def conv_output_hw(h: int, w: int, kernel_hw: tuple[int, int], attrs) -> tuple[i
 
 def conv_geometry(x: tuple, w: tuple, attrs: ConvAttrs) -> tuple[int, int]:
     """(OH, OW) of Conv(x, w); ValueError unless x [N, C, H, W] and w [M, C/G, kh, kw] fit."""
+    return _conv_geometry(tuple(x), tuple(w), attrs)
+
+
+@functools.lru_cache(maxsize=1024)  # per layer and input size: a run formats no message
+def _conv_geometry(x: tuple, w: tuple, attrs: ConvAttrs) -> tuple[int, int]:
     check(len(x) == 4 and len(w) == 4, f"Conv takes 4-D x and w, got {x} and {w}")
     check(x[1] == w[1] * attrs.group, f"x has {x[1]} channels, w {w[1]} x group {attrs.group}")
     check(w[0] % attrs.group == 0, f"{w[0]} filters do not split into {attrs.group} groups")
@@ -107,7 +113,9 @@ def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
     last = sum((n - 1) * s for n, s in zip(shape, strides))
     if last + base.itemsize > base.nbytes:
         raise ExecutionError(f"strided view {shape} / {strides} reads past its {base.nbytes} B")
-    return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides, writeable=False)
+    view = np.ndarray(shape, base.dtype, base, 0, strides)  # as_strided costs 4x the call
+    view.flags.writeable = False
+    return view
 
 
 def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:

@@ -58,6 +58,11 @@ def pool_output_hw(h: int, w: int, attrs: PoolAttrs) -> tuple[int, int]:
 
 def pool_geometry(x: tuple, attrs: PoolAttrs) -> tuple[int, int]:
     """(OH, OW); ValueError unless x is [N, C, H, W] with at least one output pixel."""
+    return _pool_geometry(tuple(x), attrs)
+
+
+@functools.lru_cache(maxsize=256)  # per layer and input size: a run formats no message
+def _pool_geometry(x: tuple, attrs: PoolAttrs) -> tuple[int, int]:
     check(len(x) == 4, f"2-D pooling takes a 4-D input, got {x}")
     oh, ow = pool_output_hw(x[2], x[3], attrs)
     check(oh >= 1 and ow >= 1, f"pooling {x} with {attrs} has no output pixel")
