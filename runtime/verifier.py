@@ -16,7 +16,7 @@ symbolic dimension, bound from the inputs' shapes). The verifier runs it at the 
 binding and at every probe (one symbol doubled); the runtime runs it again for each binding it
 is given (cached), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
 kernel. A bundle that passes cannot crash the runtime: its kernels also defend their own
-preconditions (see `kernels.matrix.strided_view`).
+preconditions (see `kernels.strided.strided_view`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ import functools
 
 import numpy as np
 
+from dlcc.runtime.kernels.strided import strided_view
+
 BLOCK = 1 << 16  # outputs per block of images: the float32 accumulator and term fit in L2
+WINDOWED = 1 << 17  # products (outputs x taps) up to which all taps run as one product
 
 
 def is_depthwise(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int) -> bool:
@@ -44,6 +47,8 @@ def depthwise_conv(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.
     if m != c:  # depth multiplier d: channel c feeds filters c*d .. c*d + d - 1
         x = np.repeat(x, m // c, axis=1)
     last = m > ow
+    if last and n * oh * ow * kh * kw * m <= WINDOWED:
+        return _windowed(attrs, x, w, oh, ow)
     out = np.zeros((n, oh, ow, m) if last else (n, m, oh, ow), np.float32)
     taps = _taps(attrs, (kh, kw), (h, wd), (oh, ow))
     per = max(1, BLOCK // (m * oh * ow))
@@ -63,6 +68,26 @@ def depthwise_conv(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.
             np.multiply(src, tap, out=t)
             np.add(acc, t, out=acc)
     return out.transpose(0, 3, 1, 2) if last else out
+
+
+def _windowed(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """A small channels-last depthwise conv (the deep end of a network at small batch): every
+    tap in one product of a strided view of the zero-padded NHWC input, [N, OH, OW, kh, kw,
+    M], by the taps' weights [kh, kw, M], summed over the taps in one reduction. Two numpy
+    calls instead of two per tap, each of which costs more than its arithmetic here (a 5x5
+    kernel over 240 channels of 4x4: 138 -> 57 us)."""
+    n, m, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    top, left, bottom, right = attrs.pads
+    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    xp = np.zeros((n, h + top + bottom, wd + left + right, m), np.float32)
+    xp[:, top : top + h, left : left + wd] = x.transpose(0, 2, 3, 1)
+    s_n, s_h, s_w, s_c = xp.strides
+    windows = strided_view(
+        xp, (n, oh, ow, kh, kw, m), (s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c)
+    )
+    products = windows * np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+    return products.sum(axis=(3, 4)).transpose(0, 3, 1, 2)
 
 
 @functools.lru_cache(maxsize=256)  # per layer and input size

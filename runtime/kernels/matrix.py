@@ -24,6 +24,7 @@ from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, WeightInput, check, regi
 from dlcc.runtime.kernels.constants import derived
 from dlcc.runtime.kernels.depthwise import depthwise_conv, exact_taps, is_depthwise
 from dlcc.runtime.kernels.elementwise import unbroadcast
+from dlcc.runtime.kernels.strided import strided_view
 
 MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
 
@@ -97,25 +98,6 @@ def im2col(x: np.ndarray, kernel_hw: tuple[int, int], attrs: ConvAttrs) -> np.nd
         strides=(cg * s_c, s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c),
     )
     return np.ascontiguousarray(windows).reshape(g, n * oh * ow, kh * kw * cg)
-
-
-def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
-    """A read-only as_strided view of contiguous `base`, proven to stay inside its buffer.
-
-    Every element of the view lies at byte offset sum(i_k * stride_k) with 0 <= i_k < shape_k;
-    with non-negative strides, multiples of the item size, the largest is
-    sum((shape_k - 1) * stride_k), which must leave room for one item. Any violation is an
-    ExecutionError, never a read outside `base`.
-    """
-    aligned = all(s % base.itemsize == 0 for s in strides)
-    if not (base.flags.c_contiguous and aligned) or min(shape) < 1 or min(strides) < 0:
-        raise ExecutionError(f"strided view {shape} / {strides} of {base.shape} is not safe")
-    last = sum((n - 1) * s for n, s in zip(shape, strides))
-    if last + base.itemsize > base.nbytes:
-        raise ExecutionError(f"strided view {shape} / {strides} reads past its {base.nbytes} B")
-    view = np.ndarray(shape, base.dtype, base, 0, strides)  # as_strided costs 4x the call
-    view.flags.writeable = False
-    return view
 
 
 def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:

@@ -1,10 +1,12 @@
-"""Depthwise Conv tap by tap (runtime/kernels/depthwise.py) against a float64 brute force."""
+"""Depthwise Conv, tap by tap and all taps in one windowed product (runtime/kernels/
+depthwise.py), against a float64 brute force."""
 
 import itertools
 
 import numpy as np
 import pytest
 
+from dlcc.runtime.kernels import depthwise
 from dlcc.runtime.kernels.depthwise import is_depthwise
 from dlcc.runtime.kernels.matrix import ConvAttrs, conv, conv_accumulators, conv_geometry
 
@@ -34,8 +36,12 @@ CASES = [  # (x shape, filters per channel, kernel, strides, dilations, pads)
 ]
 
 
+@pytest.mark.parametrize("windowed", [0, depthwise.WINDOWED])  # 0: every case tap by tap
 @pytest.mark.parametrize("shape, mult, kernel, strides, dilations, pads", CASES)
-def test_depthwise_matches_brute_force(shape, mult, kernel, strides, dilations, pads):
+def test_depthwise_matches_brute_force(
+    shape, mult, kernel, strides, dilations, pads, windowed, monkeypatch
+):
+    monkeypatch.setattr(depthwise, "WINDOWED", windowed)
     rng = np.random.default_rng(0)
     attrs = ConvAttrs(strides=strides, pads=pads, dilations=dilations, group=shape[1])
     w_shape = (shape[1] * mult, 1, *kernel)

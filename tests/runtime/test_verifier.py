@@ -24,7 +24,7 @@ from dlcc.errors import BundleFormatError, ExecutionError
 from dlcc.formats import isa
 from dlcc.formats.bundle import BundleFile, pack_sections, unpack_sections
 from dlcc.runtime.kernels import code_of
-from dlcc.runtime.kernels.matrix import strided_view
+from dlcc.runtime.kernels.strided import strided_view
 from dlcc.runtime.loader import bind_bundle
 from dlcc.runtime.verifier import DEFAULT_LIMITS, Limits
 
