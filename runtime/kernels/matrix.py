@@ -342,7 +342,10 @@ def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.nda
         x, w = x.astype(np.float32), as_float32(w)
     cg = w.shape[1]
     nhwc_run = kernel_hw[1] * cg if attrs.dilations[1] == 1 and attrs.group == 1 else cg
-    if ow > nhwc_run:  # patches gather longer contiguous runs from NCHW: channel-major
+    # Channel-major where its columns gather longer runs from NCHW, and for a 1x1 kernel
+    # without pads, whose columns are the input itself (strided: its pixels subsampled)
+    pointwise = kernel_hw == (1, 1) and not any(attrs.pads) and oh * ow > 1
+    if ow > nhwc_run or pointwise:
         return _conv_channel_major(attrs, x, w, oh, ow, integer, int32)
     patches, weights = im2col(x, kernel_hw, attrs), conv_weight_matrix(w, attrs.group)
     y = _grouped_product(patches, weights, integer, int32)
