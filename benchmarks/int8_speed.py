@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import statistics
 import sys
@@ -147,15 +148,21 @@ def runners(name: str, tmp: str, threads: int) -> dict[str, tuple[Callable, int]
     dlcc.compile(path, fp32, passes="-O0")
     dlcc.compile(path, int8, passes="-O1", calibration={input_name: calib})
     qdq = os.path.join(tmp, f"{name}.qdq.onnx")
-    quantize_static(
-        path,
-        qdq,
-        _Reader(input_name, calib, axis),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process, per model, on the root logger
+    try:
+        quantize_static(
+            path,
+            qdq,
+            _Reader(input_name, calib, axis),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    finally:
+        root.setLevel(level)
     b_fp32, b_int8 = dlcc.load(fp32), dlcc.load(int8)
     s_fp32, s_qdq = _session(path, threads), _session(qdq, threads)
     return {
