@@ -255,7 +255,10 @@ def unpack_sections(blob: bytes | memoryview, source: str) -> dict[str, bytes | 
         raise BundleFormatError(f"{source}: header: not a dlcc bundle (bad magic)")
     version = int.from_bytes(blob[4:6], "little")
     if version != VERSION:
-        raise BundleFormatError(f"{source}: header: version {version}, this dlcc reads {VERSION}")
+        hint = "; compile the model again with this dlcc" if version < VERSION else ""
+        raise BundleFormatError(
+            f"{source}: header: version {version}, this dlcc reads {VERSION}{hint}"
+        )
     count = int.from_bytes(blob[6:8], "little")
     if header_bytes(count) > size:
         raise BundleFormatError(f"{source}: header: {count} sections do not fit in {size} bytes")
