@@ -97,7 +97,8 @@ def verify(
     for index, b in enumerate(file.buffers):
         _check(_buffer_problem(b, len(symbols)), source, "BUFFERS", f"buffer #{index}")
     reference = _reference(file, source)
-    attrs = [_typed_attrs(file, k, instr, source) for k, instr in enumerate(file.program)]
+    typed: dict[tuple[str, int], object] = {}  # by (op, record): instructions share records
+    attrs = [_typed_attrs(file, k, instr, source, typed) for k, instr in enumerate(file.program)]
     probes = [reference] + [
         tuple(2 * v if j == i else v for j, v in enumerate(reference))
         for i in range(len(reference))
@@ -373,18 +374,23 @@ def _matrix_kernel(instr: isa.Instruction) -> Kernel:
     return get_kernel("Dense" if isinstance(instr, isa.MatrixMultiply) else "Conv")
 
 
-def _typed_attrs(file: BundleFile, k: int, instr: isa.Instruction, source: str) -> object:
-    where = f"{source}: section PROGRAM: instruction #{k} ({_name(instr)})"
+def _typed_attrs(file: BundleFile, k: int, instr: isa.Instruction, source: str, typed) -> object:
+    """Instruction k's attributes, checked by its op record; `typed` memoizes them by (op,
+    attribute record)."""
     index = getattr(instr, "attrs", 0)
     if index >= len(file.attrs):
+        where = f"{source}: section PROGRAM: instruction #{k} ({_name(instr)})"
         raise BundleFormatError(f"{where}: attribute record #{index} does not exist")
     kernel = function_kernel(instr)
     if kernel is None:
         return NoAttrs()
-    try:
-        return kernel.typed_attrs(file.attrs[index])
-    except (ValueError, TypeError) as e:
-        raise BundleFormatError(f"{where}: attribute record #{index}: {e}") from None
+    if (kernel.op, index) not in typed:
+        try:
+            typed[kernel.op, index] = kernel.typed_attrs(file.attrs[index])
+        except (ValueError, TypeError) as e:
+            where = f"{source}: section PROGRAM: instruction #{k} ({_name(instr)})"
+            raise BundleFormatError(f"{where}: attribute record #{index}: {e}") from None
+    return typed[kernel.op, index]
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -497,14 +503,19 @@ def _resident_weight_bytes(file: BundleFile) -> int:
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    return math.prod(shape) * np.dtype(dtype).itemsize
+    return math.prod(shape) * _ITEM_BYTES[dtype]
+
+
+_ITEM_BYTES = {name: np.dtype(name).itemsize for name in DTYPES}
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    try:
-        return tuple(np.broadcast_shapes(a, b))
-    except ValueError:
+    """numpy's broadcast of two shapes, or None (np.broadcast_shapes costs ~10x this)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
         return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def function_name(code: int) -> str:
