@@ -408,7 +408,7 @@ def _tensor_problem(t: TensorRecord, data: bytes, limits: Limits) -> str | None:
         if role not in BLOB_ROLES or coding not in ("raw", "huffman") or role in blobs:
             return f"blob {role!r} ({coding!r}) unknown or repeated"
         blobs[role] = (coding, data[offset : offset + length])
-    bits = {"raw": 8 * np.dtype(t.dtype).itemsize, "int8": 8}.get(t.values, t.value_bits)
+    bits = {"raw": 8 * _ITEM_BYTES[t.dtype], "int8": 8}.get(t.values, t.value_bits)
     widest = {"codebook": 16, "raw": 64}.get(t.values, 32)
     if t.value_bits != bits or not 1 <= bits <= widest:
         return f"{t.value_bits}-bit values cannot hold {t.values} {t.dtype}"
