@@ -120,9 +120,7 @@ def decode(record: TensorRecord, data: bytes) -> np.ndarray:
         symbols = _read_stream(*blobs["VALUES"], record.value_bits, record.entries, "VALUES")
         positions = _positions(record, blobs, size)
         values = _symbol_values(record, blobs, symbols, positions)
-    except (ValueError, IndexError) as e:
-        raise BundleFormatError(f"{where}: {e}") from None
-    except BundleFormatError as e:  # a malformed Huffman stream, named by its role
+    except (ValueError, IndexError, BundleFormatError) as e:  # (a Huffman stream's: its role)
         raise BundleFormatError(f"{where}: {e}") from None
     stored = size if positions is None else len(positions)
     if stored != record.entries:

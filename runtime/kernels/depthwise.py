@@ -7,7 +7,9 @@
 speed (MobileNetV3-small at batch 256: its depthwise layers took 90% of the run). Here each
 tap (i, j) is one multiply-add over the whole tensor instead, on the rectangle of outputs
 whose input pixel lies inside the image: padding is never materialized, and a tap that only
-meets padding (a 5x5 kernel over a 2x2 map) costs nothing.
+meets padding (a 5x5 kernel over a 2x2 map) costs nothing. Small channels-last convs (at most
+WINDOWED products) run all taps at once instead (`_windowed`): there the two numpy calls per
+tap cost more than their arithmetic.
 
 The taps run in the layout whose innermost run is longer: channels last (NHWC) when there
 are more channels than output columns (the deep, small maps), NCHW otherwise; in blocks of
