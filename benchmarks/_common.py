@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -16,6 +18,19 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))  # light_models: the onnx light 
 
 # Han et al., ICLR 2016, Table 1: (top-1 error before, after, compression rate).
 HAN_TABLE1 = {"lenet_300_100": (1.64, 1.58, 40), "lenet5": (0.80, 0.74, 39)}
+
+
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """The root logger at ERROR inside: onnxruntime's quantize_static advises pre-processing
+    there for every model (two or more WARNING lines each between a benchmark's rows)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def top1(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

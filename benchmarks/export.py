@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnxruntime as ort
-from _common import SAMPLES, add_data_option, mnist, table
+from _common import SAMPLES, add_data_option, mnist, quiet_root_logger, table
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
 import dlcc
@@ -97,9 +97,10 @@ def main() -> None:
                 if level != "-O1":
                     continue
                 static = os.path.join(tmp, f"{name}.static.onnx")
-                quantize_static(
-                    model, static, Images(calib), quant_format=QuantFormat.QDQ, per_channel=True
-                )
+                with quiet_root_logger():
+                    quantize_static(
+                        model, static, Images(calib), quant_format=QuantFormat.QDQ, per_channel=True
+                    )
                 reference = run(static, test_x, os.path.join(tmp, "opt.onnx"))
                 static_kernels = int8_kernels(os.path.join(tmp, "opt.onnx"))
                 ours, theirs = os.path.getsize(export[0]), os.path.getsize(static)

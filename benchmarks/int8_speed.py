@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import statistics
 import sys
@@ -40,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnxruntime as ort
-from _common import ROOT, SAMPLES, table
+from _common import ROOT, SAMPLES, quiet_root_logger, table
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -148,10 +147,7 @@ def runners(name: str, tmp: str, threads: int) -> dict[str, tuple[Callable, int]
     dlcc.compile(path, fp32, passes="-O0")
     dlcc.compile(path, int8, passes="-O1", calibration={input_name: calib})
     qdq = os.path.join(tmp, f"{name}.qdq.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process, per model, on the root logger
-    try:
+    with quiet_root_logger():
         quantize_static(
             path,
             qdq,
@@ -161,8 +157,6 @@ def runners(name: str, tmp: str, threads: int) -> dict[str, tuple[Callable, int]
             weight_type=QuantType.QInt8,
             per_channel=True,
         )
-    finally:
-        root.setLevel(level)
     b_fp32, b_int8 = dlcc.load(fp32), dlcc.load(int8)
     s_fp32, s_qdq = _session(path, threads), _session(qdq, threads)
     return {

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+from _common import quiet_root_logger
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 from pretrained import DEFAULT_CACHE, MODELS, fetch, make_inputs
 
@@ -89,7 +90,10 @@ def measure(model, count: int, cache: str, tmp: str) -> tuple:
     onnx_bytes = os.path.getsize(path)
     qdq = os.path.join(tmp, f"{model.name}_int8.onnx")
     try:
-        quantize_static(path, qdq, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True)
+        with quiet_root_logger():
+            quantize_static(
+                path, qdq, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True
+            )
         theirs = fidelity.describe(ort_outputs(qdq, dict(held)))
         ort_ratio = f"{onnx_bytes / os.path.getsize(qdq):.1f}x"
     except Exception as e:  # onnxruntime's quantizer fails on some of these models
