@@ -93,7 +93,8 @@ def pack_stream(symbols: np.ndarray) -> bytes:
     if symbols.size and (symbols.min() < 0 or symbols.max() >= 1 << SYMBOL_BITS):
         raise ValueError(f"Huffman stream symbols must be in 0..{(1 << SYMBOL_BITS) - 1}")
     coder = zlib.compressobj(9, zlib.DEFLATED, -15, _MEM_LEVEL, zlib.Z_HUFFMAN_ONLY)
-    return coder.compress(symbols.astype(np.uint8).tobytes()) + coder.flush()
+    data = np.ascontiguousarray(symbols, dtype=np.uint8)  # no copy of a uint8 stream
+    return coder.compress(memoryview(data).cast("B")) + coder.flush()
 
 
 def unpack_stream(data: bytes, count: int, label: str = "Huffman stream") -> np.ndarray:
