@@ -181,6 +181,9 @@ class _Abstract:
         self.fifo: deque[int] = deque()
         self.written: set[int] = set()
         last_read = {b: k for k, instr in enumerate(f.program) for b in isa.reads(instr)}
+        frees: dict[int, list[int]] = {}  # by instruction: the buffers it reads last
+        for b, k in last_read.items():
+            frees.setdefault(k, []).append(b)
         live = peak = 0
         for k, instr in enumerate(f.program):
             self.k = k
@@ -196,9 +199,7 @@ class _Abstract:
             peak = max(peak, live + workspace)
             if peak > limits.activation_bytes:
                 self.fail(f"needs {peak:,} B of activations, limit {limits.activation_bytes:,}")
-            live -= sum(
-                _nbytes(*self.defined[b]) for b in set(isa.reads(instr)) if last_read[b] == k
-            )
+            live -= sum(_nbytes(*self.defined[b]) for b in frees.get(k, ()))
             if isinstance(instr, isa.Halt):
                 if k != len(f.program) - 1:
                     self.fail("HALT before the end of the program")
