@@ -1,9 +1,10 @@
 """Huffman coding of the weights' symbol streams (Han et al., ICLR 2016, section 4).
 
-    stream -> canonical length-limited Huffman code, stored as code lengths only
+    stream -> canonical length-limited Huffman codes, stored as code lengths only
 
-Marks every weight tensor; the encoder codes each symbol stream (values, relative indices)
-with Huffman only where that is smaller than its raw bits.
+Marks every weight tensor; the encoder codes each symbol stream of up to 8-bit symbols
+(values, relative indices) with Huffman only where that is smaller than its raw bits, as
+Huffman-only DEFLATE blocks (formats/huffman.py: a code per ~32 K symbols).
 """
 
 from __future__ import annotations
