@@ -24,7 +24,7 @@ from dlcc.runtime.kernels import F32, I8, I32, NoAttrs, WeightInput, check, regi
 from dlcc.runtime.kernels.constants import derived
 from dlcc.runtime.kernels.depthwise import depthwise_conv, exact_taps, is_depthwise
 from dlcc.runtime.kernels.elementwise import unbroadcast
-from dlcc.runtime.kernels.strided import strided_view
+from dlcc.runtime.kernels.strided import padded_nhwc, strided_view
 
 MAX_GEOMETRY = (1 << 31) - 1  # strides, pads, dilations: int32, so index arithmetic fits int64
 
@@ -86,11 +86,8 @@ def im2col(x: np.ndarray, kernel_hw: tuple[int, int], attrs: ConvAttrs) -> np.nd
     g = attrs.group
     cg = c // g
     oh, ow = conv_output_hw(h, w, kernel_hw, attrs)
-    top, left, bottom, right = attrs.pads
     (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
-    # One copy to zero-padded NHWC, so that each patch row gathers contiguous channel runs.
-    xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
-    xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
+    xp = padded_nhwc(x, attrs.pads)  # one copy: each patch row gathers contiguous channels
     s_n, s_h, s_w, s_c = xp.strides
     windows = strided_view(
         xp,

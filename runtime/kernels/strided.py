@@ -1,5 +1,5 @@
-"""Strided views of the input that window ops (Conv's im2col, depthwise taps) read, proven
-to stay inside their buffer."""
+"""What window ops (Conv's im2col, the windowed depthwise conv) read: the input as a
+zero-padded NHWC copy, and strided views of it proven to stay inside their buffer."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def strided_view(base: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
     view = np.ndarray(shape, base.dtype, base, 0, strides)  # as_strided costs 4x the call
     view.flags.writeable = False
     return view
+
+
+def padded_nhwc(x: np.ndarray, pads, dtype=None) -> np.ndarray:
+    """x [N, C, H, W] as a zero-padded NHWC copy (pads: top, left, bottom, right), of `dtype`
+    (default x's): each window then gathers contiguous channel runs."""
+    n, c, h, w = x.shape
+    top, left, bottom, right = pads
+    xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=dtype or x.dtype)
+    xp[:, top : top + h, left : left + w] = x.transpose(0, 2, 3, 1)
+    return xp
