@@ -355,18 +355,24 @@ def _positions(record: TensorRecord, blobs: dict, size: int) -> np.ndarray | Non
 # -- streams ------------------------------------------------------------------------------
 def _stream_size(symbols: np.ndarray, bits: int, allow_huffman: bool) -> int:
     """Bytes `_stream` will take: raw exactly, Huffman estimated from its code lengths."""
-    huffman = allow_huffman and bits <= SYMBOL_BITS and len(symbols)
-    return _counted_size(_histogram(symbols) if huffman else None, len(symbols), bits, huffman)
+    coded = _huffman_codes(allow_huffman, bits, len(symbols))
+    return _counted_size(_histogram(symbols) if coded else None, len(symbols), bits, coded)
 
 
 def _counted_size(counts: np.ndarray | None, count: int, bits: int, allow_huffman: bool) -> int:
     """`_stream_size` of `count` symbols whose histogram is `counts` (needed for Huffman)."""
     raw = count * bits // 8 if bits in (8, 16, 32, 64) else bitpack.packed_size(count, bits)
-    if not (allow_huffman and bits <= SYMBOL_BITS and count):
+    if not _huffman_codes(allow_huffman, bits, count):
         return raw
     lengths = huffman.code_lengths(counts)
     payload = -(-int(counts @ lengths.astype(np.int64)) // 8)
     return min(raw, payload + huffman.table_bytes(counts, count))
+
+
+def _huffman_codes(allow_huffman: bool, bits: int, count: int) -> bool:
+    """Whether a stream of `count` `bits`-bit symbols is a Huffman candidate (where allowed,
+    non-empty, of byte symbols: formats/huffman.py)."""
+    return bool(allow_huffman and bits <= SYMBOL_BITS and count)
 
 
 def _histogram(symbols: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -387,7 +393,7 @@ def _stream(role: str, symbols: np.ndarray, bits: int, allow_huffman: bool):
         if whole
         else bitpack.pack_bits(symbols, bits)
     )
-    if allow_huffman and bits <= SYMBOL_BITS and len(symbols):
+    if _huffman_codes(allow_huffman, bits, len(symbols)):
         coded = huffman.pack_stream(symbols)
         if len(coded) < len(raw):
             return role, "huffman", coded
