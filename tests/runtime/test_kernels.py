@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all
+from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all, matrix
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
 from dlcc.runtime.kernels.gru import GRUAttrs
 from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
@@ -231,6 +231,30 @@ def test_conv(batch, case):
         group=group,
     )
     check("Conv", attrs, [x, wt, b], expected)
+
+
+@pytest.mark.parametrize("per", [1, 2])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}M{c[1]}k{c[2]}g{c[6]}")
+def test_conv_in_batch_chunks(case, per, monkeypatch):
+    """A batch of 5 in chunks of `per` images (the last one short): the float result is
+    onnxruntime's, the int8 sums those of one product over the whole batch, bit for bit."""
+    c, m, k, strides, pads, dil, group, (h, w), _ = case
+    rng = np.random.default_rng(5)
+    x, wt = rand(rng, 5, c, h, w), rand(rng, m, c // group, *k)
+    xi = rng.integers(-128, 128, x.shape).astype(np.int8)
+    wi = rng.integers(-127, 128, wt.shape).astype(np.int8)
+    attrs = ConvAttrs(strides, pads, dil, group)
+    whole = [matrix.conv(attrs, xi, wi), matrix.conv_accumulators(attrs, xi, wi)]
+    oh, ow = matrix.conv_geometry(x.shape, wt.shape, attrs)
+    monkeypatch.setattr(matrix, "PATCH_BYTES", 0)
+    monkeypatch.setattr(matrix, "PATCH_ROWS", per * oh * ow)
+    expected = run_onnx(
+        "Conv", [x, wt], kernel_shape=list(k), strides=list(strides), pads=list(pads),
+        dilations=list(dil), group=group,
+    )  # fmt: skip
+    check("Conv", attrs, [x, wt, None], expected)
+    assert np.array_equal(matrix.conv(attrs, xi, wi), whole[0])
+    assert np.array_equal(matrix.conv_accumulators(attrs, xi, wi), whole[1])
 
 
 def test_im2col_layout_is_scale_sim_gemm():
