@@ -16,6 +16,7 @@ from dlcc.formats import isa
 from dlcc.formats.bundle import STATIC, BundleFile
 from dlcc.formats.encodings import decode
 from dlcc.runtime.kernels.constants import mark_constant
+from dlcc.runtime.memory import keep_freed_memory
 from dlcc.runtime.targets import get_target
 from dlcc.runtime.threads import blas_threads, check_threads
 from dlcc.runtime.verifier import DEFAULT_LIMITS, Binding, Limits, plan, verify
@@ -83,9 +84,11 @@ class LoadedBundle:
         """Execute on `target` (a name or a target object); `inputs`: an array or a dict.
 
         `threads`: BLAS threads for this run (default: the bundle's `threads`, else the
-        physical cores; runtime/threads.py).
+        physical cores; runtime/threads.py). The process keeps freed memory for the next
+        run (runtime/memory.py).
         """
         runner = get_target(target) if isinstance(target, str) else target
+        keep_freed_memory()
         with blas_threads(check_threads(threads) or self.threads):
             return runner.run(self, inputs)
 
