@@ -136,8 +136,10 @@ def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray | None):
     the input projection plus both biases.
 
     The four gates come from one product R h into one [4H, B] buffer; their order i, o, f, c
-    puts the three sigmoid gates in one contiguous block, so without peepholes one sigmoid
-    call covers them (with peepholes o waits for c' and runs alone).
+    puts the three sigmoid gates in one contiguous block, so without peepholes one tanh call
+    covers all four, sigmoid(v) being (1 + tanh(v/2)) / 2 (halving is exact; tanh never
+    overflows): five numpy calls where a sigmoid and a tanh took nine. With peepholes o
+    waits for c' and runs alone.
     """
     hs = r.shape[-1]
     if p is not None:
@@ -157,16 +159,19 @@ def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray | None):
         g += x_t
         g_i, g_o, g_f = g[..., :hs, :], g[..., hs : 2 * hs, :], g[..., 2 * hs : 3 * hs, :]
         g_c = g[..., 3 * hs :, :]
-        if p is None:
+        if p is None:  # sigmoid(v) = (1 + tanh(v / 2)) / 2: one tanh over all four gates
             pre(g)
-            sigmoid_into(g[..., : 3 * hs, :], g[..., : 3 * hs, :])  # i, o, f at once
+            iof = g[..., : 3 * hs, :]
+            iof *= 0.5
+            np.tanh(g, out=g)
+            iof *= 0.5
+            iof += 0.5
         else:
             g_i += p[..., :hs, :] * c
             g_f += p[..., 2 * hs :, :] * c
             sigmoid_into(pre(g_i), g_i)
             sigmoid_into(pre(g_f), g_f)
-            pre(g_c)
-        np.tanh(g_c, out=g_c)
+            np.tanh(pre(g_c), out=g_c)
         f = 1 - g_i if attrs.input_forget else g_f
         c_new = f * c
         c_new += g_i * g_c
