@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -40,6 +41,7 @@ class TransposeAttrs:
     perm: tuple[int, ...] = ()
 
 
+@functools.lru_cache(maxsize=1024)  # per layer and input shape: the checks format their messages
 def reshape_target(
     in_shape: tuple[int, ...], shape: tuple[int, ...], like: tuple[int, ...] | None = None
 ) -> tuple[int, ...]:
@@ -64,6 +66,7 @@ def reshape_target(
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1024)  # per layer and input shape: the checks format their messages
 def flatten_shape_2d(in_shape: tuple[int, ...], axis: int) -> tuple[int, int]:
     """ONNX Flatten output: (prod(in_shape[:axis]), prod(in_shape[axis:])); axis in [-r, r]."""
     check(
@@ -73,6 +76,7 @@ def flatten_shape_2d(in_shape: tuple[int, ...], axis: int) -> tuple[int, int]:
     return math.prod(in_shape[:axis]), math.prod(in_shape[axis:])
 
 
+@functools.lru_cache(maxsize=1024)  # per layer and input shape: the checks format their messages
 def _perm(attrs: TransposeAttrs, rank: int) -> tuple[int, ...]:
     if not attrs.perm:
         return tuple(range(rank))[::-1]
