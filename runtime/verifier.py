@@ -12,9 +12,10 @@ and one abstract run of the program, on shapes and dtypes only:
     memory    the peak of live activations plus kernel workspace within `Limits`
 
 `plan()` is the abstract run itself, at one binding of the symbols (the batch N and any other
-symbolic dimension, bound from the inputs' shapes). The verifier runs it at the reference
-binding and at every probe (one symbol doubled); the runtime runs it again for each binding it
-is given (cached), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
+symbolic dimension, bound from the inputs' shapes); `plans()` runs several bindings at once,
+each buffer holding a shape per binding. The verifier runs the reference binding and every
+probe (one symbol doubled) in one such run; the runtime plans again for each binding it is
+given (cached), so a program verified at batch 1 and 2 cannot fail at batch 3 inside a
 kernel. A bundle that passes cannot crash the runtime: its kernels also defend their own
 preconditions (see `kernels.strided.strided_view`).
 """
@@ -99,12 +100,8 @@ def verify(
     reference = _reference(file, source)
     typed: dict[tuple[str, int], object] = {}  # by (op, record): instructions share records
     attrs = [_typed_attrs(file, k, instr, source, typed) for k, instr in enumerate(file.program)]
-    probes = [reference] + [
-        tuple(2 * v if j == i else v for j, v in enumerate(reference))
-        for i in range(len(reference))
-    ]
-    peaks = {b: plan(file, attrs, b, limits, BundleFormatError, source) for b in probes}
-    return attrs, peaks
+    probes = (reference, *(_doubled(reference, i) for i in range(len(reference))))
+    return attrs, plans(file, attrs, probes, limits, BundleFormatError, source)
 
 
 def reference_binding(file: BundleFile) -> Binding:
@@ -155,8 +152,22 @@ def plan(
     source: str = "bundle",
 ) -> int:
     """Run the program abstractly at `binding`; the peak bytes it needs, or `error`."""
+    return plans(file, attrs, (binding,), limits, error, source)[binding]
+
+
+def plans(
+    file: BundleFile,
+    attrs: list[object],
+    bindings: tuple[Binding, ...],
+    limits: Limits = DEFAULT_LIMITS,
+    error: type[DlccError] = ExecutionError,
+    source: str = "bundle",
+) -> dict[Binding, int]:
+    """`plan` at every one of `bindings`, in one abstract run that carries a shape per
+    binding: the rules that do not depend on shapes (operands, FIFO, dtypes, outputs) are
+    checked once, the op records' shape rules once per binding."""
     try:
-        return _Abstract(file, attrs, binding).run(limits)
+        return dict(zip(bindings, _Abstract(file, attrs, bindings).run(limits)))
     except _Violation as v:
         where = f"{source}: section PROGRAM" if error is BundleFormatError else source
         raise error(f"{where}: {v}") from None
@@ -166,25 +177,30 @@ class _Violation(Exception):
     """A broken rule of the program, with the instruction it broke at."""
 
 
+Shapes = tuple[tuple[int, ...], ...]  # a buffer's shape at each binding of the run
+
+
 @dataclasses.dataclass
 class _Abstract:
-    """The abstract machine: shapes and dtypes in buffers, tensor ids in the weight FIFO."""
+    """The abstract machine: shapes (one per binding) and dtypes in buffers, tensor ids in
+    the weight FIFO."""
 
     file: BundleFile
     attrs: list[object]
-    binding: Binding
+    bindings: tuple[Binding, ...]
 
-    def run(self, limits: Limits) -> int:
+    def run(self, limits: Limits) -> list[int]:
+        """The peak bytes at each binding."""
         f = self.file
-        self.exact = self.binding == reference_binding(f)  # derived dims as declared
-        self.defined: dict[int, tuple[tuple[int, ...], str]] = {}
+        reference = reference_binding(f)
+        self.exact = [b == reference for b in self.bindings]  # derived dims as declared
+        self.defined: dict[int, tuple[Shapes, str]] = {}
+        self.nbytes: dict[int, list[int]] = {}  # of each defined buffer, per binding
         self.fifo: deque[int] = deque()
         self.written: set[int] = set()
-        last_read = {b: k for k, instr in enumerate(f.program) for b in isa.reads(instr)}
-        frees: dict[int, list[int]] = {}  # by instruction: the buffers it reads last
-        for b, k in last_read.items():
-            frees.setdefault(k, []).append(b)
-        live = peak = 0
+        writes, frees = _uses(f.program)
+        n = len(self.bindings)
+        live, peak, none = [0] * n, [0] * n, [0] * n
         for k, instr in enumerate(f.program):
             self.k = k
             try:
@@ -194,12 +210,15 @@ class _Abstract:
             except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
                 # An op record's shape or dtype rule refused its operands.
                 raise _Violation(f"instruction #{k} ({_name(instr)}): {e}") from None
-            for b in isa.writes(instr):
-                live += _nbytes(*self.defined[b])
-            peak = max(peak, live + workspace)
-            if peak > limits.activation_bytes:
-                self.fail(f"needs {peak:,} B of activations, limit {limits.activation_bytes:,}")
-            live -= sum(_nbytes(*self.defined[b]) for b in frees.get(k, ()))
+            for b in writes[k]:
+                live = [a + size for a, size in zip(live, self.nbytes[b])]
+            peak = [max(p, a + w) for p, a, w in zip(peak, live, workspace or none)]
+            if max(peak) > limits.activation_bytes:
+                i = max(range(n), key=peak.__getitem__)
+                needs = f"needs {peak[i]:,} B of activations, limit {limits.activation_bytes:,}"
+                self.fail(f"{needs} (at {self.symbols(i)})")
+            for b in frees.get(k, ()):
+                live = [a - size for a, size in zip(live, self.nbytes[b])]
             if isinstance(instr, isa.Halt):
                 if k != len(f.program) - 1:
                     self.fail("HALT before the end of the program")
@@ -211,15 +230,17 @@ class _Abstract:
         raise _Violation("the program does not end with HALT")
 
     # -- rules ------------------------------------------------------------------------------
-    def step(self, instr: isa.Instruction, attrs) -> int:
-        """Check one instruction and define what it writes; its kernel workspace in bytes."""
+    def step(self, instr: isa.Instruction, attrs) -> list[int] | None:
+        """Check one instruction and define what it writes; its kernel workspace in bytes
+        at each binding (None: none)."""
         f = self.file
         if isinstance(instr, isa.ReadHost):
             if instr.input >= len(f.inputs) or f.inputs[instr.input][1] != instr.dst:
                 self.fail(f"host input #{instr.input} is not bound to ub[{instr.dst}]")
-            self.define(instr.dst, self.declared(instr.dst), f.buffers[instr.dst].dtype)
-            if None in self.declared(instr.dst):
+            declared = self.declared(instr.dst)
+            if any(None in shape for shape in declared):
                 self.fail(f"input ub[{instr.dst}] has a derived dimension")
+            self.define(instr.dst, declared, f.buffers[instr.dst].dtype)
         elif isinstance(instr, isa.ReadWeights):
             self.tensor(instr.tensor)
             if len(self.fifo) == MAX_FIFO:
@@ -247,97 +268,118 @@ class _Abstract:
                 self.fail(f"host output #{instr.output} written twice")
             self.use(instr.src)
             self.written.add(instr.output)
-        return 0
+        return None
 
-    def activate(self, instr: isa.Activate, attrs) -> int:
+    def activate(self, instr: isa.Activate, attrs) -> list[int] | None:
         """bias, then float scales (float out), or requantize and table (int8 out), then f."""
         kernel = kernel_at(instr.function)
         if kernel is None and instr.function != isa.NONE:
             self.fail(f"unknown function code {instr.function}")
-        acc, acc_dtype = self.use(instr.src)
+        accs, acc_dtype = self.use(instr.src)
         integer = acc_dtype == I32
         if instr.bias != isa.NO_TENSOR:
-            bias, bias_dtype = self.tensor(instr.bias)
-            if bias_dtype != acc_dtype or _broadcast(acc, bias) != acc:
-                self.fail(f"bias {bias_dtype} {bias} does not fit accumulators {acc_dtype} {acc}")
+            (bias, *_), bias_dtype = self.tensor(instr.bias)
+            for acc in accs:
+                if bias_dtype != acc_dtype or _broadcast(acc, bias) != acc:
+                    self.fail(
+                        f"bias {bias_dtype} {bias} does not fit accumulators {acc_dtype} {acc}"
+                    )
         out_dtype = acc_dtype
         if instr.requant != isa.NO_TENSOR:
-            scales, dtype = self.tensor(instr.requant)
+            (scales, *_), dtype = self.tensor(instr.requant)
             rows = scales[1:] if dtype in INDEX_DTYPES else scales  # [multipliers, shifts]
-            if not integer or dtype not in (F32, *INDEX_DTYPES) or _broadcast(acc, rows) != acc:
-                self.fail(f"requantization {dtype} {scales} does not fit {acc_dtype} {acc}")
+            for acc in accs:
+                if not integer or dtype not in (F32, *INDEX_DTYPES) or _broadcast(acc, rows) != acc:
+                    self.fail(f"requantization {dtype} {scales} does not fit {acc_dtype} {acc}")
             if dtype in INDEX_DTYPES and scales[:1] != (2,):
                 self.fail(f"integer requantization {scales} is not [multipliers, shifts]")
             out_dtype = F32 if dtype == F32 else I8
         elif integer:
             self.fail("int32 accumulators need a requantization tensor")
         if instr.lut != isa.NO_TENSOR:
-            if out_dtype != I8 or self.tensor(instr.lut) != ((256,), I8):
+            (table, *_), dtype = self.tensor(instr.lut)
+            if out_dtype != I8 or (table, dtype) != ((256,), I8):
                 self.fail("a lookup table needs integer requantization and 256 int8 entries")
-            return self.apply(None, attrs, [(acc, I8)], [instr.dst])
+            return self.apply(None, attrs, [(accs, I8)], [instr.dst])
         if kernel is None:
-            return self.apply(None, attrs, [(acc, out_dtype)], [instr.dst])
+            return self.apply(None, attrs, [(accs, out_dtype)], [instr.dst])
         if not kernel.pointwise:
             self.fail(f"{kernel.op} is not an activation the Activate unit applies")
-        return self.apply(kernel, attrs, [(acc, out_dtype)], [instr.dst])
+        return self.apply(kernel, attrs, [(accs, out_dtype)], [instr.dst])
 
-    def apply(self, kernel: Kernel | None, attrs, ins: list, outs: list[int]) -> int:
-        """Define `outs` from `kernel`'s rules on `ins` ((shape, dtype) or None); workspace."""
+    def apply(self, kernel: Kernel | None, attrs, ins: list, outs: list[int]) -> list[int] | None:
+        """Define `outs` from `kernel`'s rules on `ins` ((shapes, dtype) or None); the
+        workspace at each binding."""
         shapes = [None if i is None else i[0] for i in ins]
         dtypes = [None if i is None else i[1] for i in ins]
         if kernel is None:  # the identity of an Activate with no function
-            results, dtype, work = (shapes[0],), dtypes[0], 0
-        else:
-            if None in shapes[: _required_inputs(kernel)]:
-                self.fail(f"a required operand of {kernel.op} is absent")
-            results = kernel.shape(attrs, *shapes)
-            dtype = kernel.dtype(attrs, *dtypes)
-            work = kernel.workspace(attrs, *shapes) * WORKSPACE_ITEM_BYTES
-        if len(results) != len(outs):
-            self.fail(f"{len(results)} results written to {len(outs)} buffers")
-        for b, shape in zip(outs, results):
-            self.define(b, tuple(shape), dtype)
+            self.define(outs[0], shapes[0], dtypes[0])
+            return None
+        if None in shapes[: _required_inputs(kernel)]:
+            self.fail(f"a required operand of {kernel.op} is absent")
+        dtype = kernel.dtype(attrs, *dtypes)
+        results, work = [], []
+        for i in range(len(self.bindings)):
+            at = [None if s is None else s[i] for s in shapes]
+            results.append(kernel.shape(attrs, *at))
+            if len(results[-1]) != len(outs):
+                self.fail(f"{len(results[-1])} results written to {len(outs)} buffers")
+            work.append(kernel.workspace(attrs, *at) * WORKSPACE_ITEM_BYTES)
+        for o, b in enumerate(outs):
+            self.define(b, tuple(tuple(r[o]) for r in results), dtype)
         return work
 
     # -- state ------------------------------------------------------------------------------
-    def define(self, b: int, shape: tuple[int, ...], dtype: str) -> None:
+    def define(self, b: int, shapes: Shapes, dtype: str) -> None:
         if b in self.defined:
             self.fail(f"ub[{b}] is written twice")
-        declared = self.declared(b)
-        fits = len(shape) == len(declared) and all(
-            d == want if want is not None else 1 <= d <= MAX_DIM for d, want in zip(shape, declared)
-        )
-        if not fits or dtype != self.file.buffers[b].dtype:
-            symbols = ", ".join(f"{n}={v}" for n, v in zip(self.file.symbols, self.binding))
-            self.fail(
-                f"ub[{b}] gets {dtype} {shape}, declared {self.file.buffers[b].dtype} "
-                f"{tuple('?' if d is None else d for d in declared)} (at {symbols})"
+        for i, (shape, declared) in enumerate(zip(shapes, self.declared(b))):
+            fits = shape == declared or (
+                len(shape) == len(declared)
+                and all(
+                    d == want if want is not None else 1 <= d <= MAX_DIM
+                    for d, want in zip(shape, declared)
+                )
             )
-        self.defined[b] = (shape, dtype)
+            if not fits or dtype != self.file.buffers[b].dtype:
+                self.fail(
+                    f"ub[{b}] gets {dtype} {shape}, declared {self.file.buffers[b].dtype} "
+                    f"{tuple('?' if d is None else d for d in declared)} (at {self.symbols(i)})"
+                )
+        self.defined[b] = (shapes, dtype)
+        self.nbytes[b] = [_nbytes(shape, dtype) for shape in shapes]
 
-    def declared(self, b: int) -> tuple[int | None, ...]:
-        """The buffer's shape at this binding; None for a derived dimension (any size)."""
+    def declared(self, b: int) -> list[tuple[int | None, ...]]:
+        """The buffer's shape at each binding; None for a derived dimension (any size)."""
         if b >= len(self.file.buffers):
             self.fail(f"buffer {b} is past the table of {len(self.file.buffers)}")
         record = self.file.buffers[b]
-        return tuple(
-            d
-            if code == STATIC or (code == DERIVED and self.exact)
-            else None
-            if code == DERIVED
-            else self.binding[code - 1]
-            for d, code in zip(record.shape, record.dims)
-        )
+        return [
+            tuple(
+                d
+                if code == STATIC or (code == DERIVED and exact)
+                else None
+                if code == DERIVED
+                else binding[code - 1]
+                for d, code in zip(record.shape, record.dims)
+            )
+            for binding, exact in zip(self.bindings, self.exact)
+        ]
 
-    def use(self, b: int) -> tuple[tuple[int, ...], str]:
+    def symbols(self, i: int) -> str:
+        """The symbols' values at binding `i`, as `N=2, T=7`."""
+        return ", ".join(f"{n}={v}" for n, v in zip(self.file.symbols, self.bindings[i]))
+
+    def use(self, b: int) -> tuple[Shapes, str]:
         if b not in self.defined:
             self.fail(f"reads ub[{b}] before any instruction writes it")
         return self.defined[b]
 
-    def tensor(self, t: int) -> tuple[tuple[int, ...], str]:
+    def tensor(self, t: int) -> tuple[Shapes, str]:
         if t >= len(self.file.tensors):
             self.fail(f"tensor {t} is past the table of {len(self.file.tensors)}")
-        return tuple(self.file.tensors[t].shape), self.file.tensors[t].dtype
+        record = self.file.tensors[t]
+        return (tuple(record.shape),) * len(self.bindings), record.dtype
 
     def operand(self, o: isa.Operand):
         if o.memory == "UB":
@@ -351,6 +393,16 @@ class _Abstract:
     def fail(self, message: str):
         instr = self.file.program[self.k]
         raise _Violation(f"instruction #{self.k} ({_name(instr)}): {message}")
+
+
+def _uses(program: list[isa.Instruction]) -> tuple[list[tuple[int, ...]], dict[int, list[int]]]:
+    """The buffers each instruction writes, and by instruction the buffers it reads last
+    (freed after it)."""
+    last_read = {b: k for k, instr in enumerate(program) for b in isa.reads(instr)}
+    frees: dict[int, list[int]] = {}
+    for b, k in last_read.items():
+        frees.setdefault(k, []).append(b)
+    return [tuple(isa.writes(instr)) for instr in program], frees
 
 
 # -- attributes -----------------------------------------------------------------------------
