@@ -6,7 +6,7 @@ Conv runs as one batched matrix multiply per group (SCALE-Sim layout):
     weights = conv_weight_matrix(w, G)         # [G, kh*kw*C/G, M_out/G]    (K x N)
     y       = conv_from_matmul(patches @ weights, N, OH, OW)
 
-A large batch runs in chunks of whole images whose patches stay in cache (`_by_chunks`).
+A large batch runs in chunks of whole images whose patches stay in cache (PATCH_BYTES).
 The K axis is ordered (kh, kw, c) in both operands, so a systolic-array emulator can reuse
 `im2col` and `conv_weight_matrix` as they are. A depthwise Conv (one input channel per group)
 runs tap by tap instead (kernels/depthwise.py): the same sums, without thousands of tiny GEMMs.
@@ -87,6 +87,8 @@ def im2col(x: np.ndarray, kernel_hw: tuple[int, int], attrs: ConvAttrs) -> np.nd
     g = attrs.group
     cg = c // g
     oh, ow = conv_output_hw(h, w, kernel_hw, attrs)
+    if h == w == kh == kw == g == 1 and not any(attrs.pads):  # the input itself
+        return x.reshape(1, n, c)  # (a 1x1 map's pointwise conv: squeeze-excite layers)
     (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
     xp = padded_nhwc(x, attrs.pads)  # one copy: each patch row gathers contiguous channels
     s_n, s_h, s_w, s_c = xp.strides
@@ -343,51 +345,49 @@ def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.nda
     # Channel-major where its columns gather longer runs from NCHW, and for a 1x1 kernel
     # without pads, whose columns are the input itself (strided: its pixels subsampled)
     pointwise = kernel_hw == (1, 1) and not any(attrs.pads) and oh * ow > 1
-    per = x.shape[0]  # images per chunk; a 1x1 conv's columns are its input (or a subsample)
-    if not pointwise:
+    conv = _conv_channel_major if ow > nhwc_run or pointwise else _conv_patches
+    n = x.shape[0]
+    per = n  # images per chunk; a 1x1 conv's columns are its input (or a subsample)
+    if n > 1 and not pointwise:
         image = oh * ow * kernel_hw[0] * kernel_hw[1] * x.shape[1]  # patch entries per image
         per = max(1, PATCH_BYTES // (4 * image), PATCH_ROWS // (oh * ow))
-    if ow > nhwc_run or pointwise:
-
-        def columns_conv(part: np.ndarray) -> np.ndarray:
-            return _conv_channel_major(attrs, part, w, oh, ow, integer, int32)
-
-        return _by_chunks(x, per, columns_conv)
-    weights, whole = conv_weight_matrix(w, attrs.group), per >= x.shape[0]
-
-    def patches_conv(part: np.ndarray) -> np.ndarray:
-        y = _grouped_product(im2col(part, kernel_hw, attrs), weights, integer, int32)
-        return conv_from_matmul(y, part.shape[0], oh, ow, copy=int32 and whole)
-
-    return _by_chunks(x, per, patches_conv)
-
-
-PATCH_BYTES = 1 << 21  # im2col patches per product: a chunk of the batch stays in cache
-PATCH_ROWS = 512  # ... but at least this many rows: a short GEMM runs below BLAS's speed
-
-
-def _by_chunks(x: np.ndarray, per: int, conv_part) -> np.ndarray:
-    """conv_part over chunks of `per` images of x, joined along the batch (one chunk: its
-    result as it is). A chunk's patches, about PATCH_BYTES, are written, multiplied and laid
-    out while they are in cache; one product over the whole batch wrote and read back
-    patches of hundreds of MB (ResNet-18's 3x3 convs at batch 256 ran 1.2-1.6x slower)."""
-    n = x.shape[0]
     if per >= n:
-        return conv_part(x)
-    out = None
+        return conv(attrs, x, w, oh, ow, integer, int32)
+    out = None  # chunks of the batch (see PATCH_BYTES), joined
     for i in range(0, n, per):
-        y = conv_part(x[i : i + per])
+        y = conv(attrs, x[i : i + per], w, oh, ow, integer, int32, whole=False)
         if out is None:
             out = np.empty((n, *y.shape[1:]), y.dtype)
         out[i : i + per] = y
     return out
 
 
-def _conv_channel_major(attrs: ConvAttrs, x, w, oh: int, ow: int, integer: bool, int32: bool):
+# A large batch runs in chunks of whole images whose patches (about PATCH_BYTES) are written,
+# multiplied and laid out while they are in cache; one product over the whole batch wrote and
+# read back patches of hundreds of MB (ResNet-18's 3x3 convs at batch 256 ran 1.2-1.6x slower)
+PATCH_BYTES = 1 << 21
+PATCH_ROWS = 512  # ... but at least this many rows: a short GEMM runs below BLAS's speed
+
+
+def _conv_patches(attrs: ConvAttrs, x, w, oh, ow, integer: bool, int32: bool, whole=True):
+    """Conv as grouped_matmul(im2col(x), conv_weight_matrix(w)); `whole`: x is the whole
+    batch, so the result may be the product's own layout (a view) without `int32`, and is
+    NCHW with it (a chunk's is a view, copied into the batch's result by the caller)."""
+    y = _grouped_product(
+        im2col(x, (w.shape[2], w.shape[3]), attrs),
+        conv_weight_matrix(w, attrs.group),
+        integer,
+        int32,
+    )
+    return conv_from_matmul(y, x.shape[0], oh, ow, copy=int32 and whole)
+
+
+def _conv_channel_major(attrs: ConvAttrs, x, w, oh, ow, integer: bool, int32: bool, whole=True):
     """Conv as w[G, M/G, (c, i, j)] @ columns[N, G, (c, i, j), OH*OW] (Caffe's im2col, per
     image): each column row copies runs of OW pixels straight from the NCHW input, and the
     products come out as NCHW itself, [N, G, M/G, OH*OW]: no transpose after (one GEMM per
-    image and group, up to 2x faster than one GEMM over the batch and a transposing copy)."""
+    image and group, up to 2x faster than one GEMM over the batch and a transposing copy).
+    (`whole` as `_conv_patches` takes it; the product here is NCHW already.)"""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     g = attrs.group
