@@ -347,17 +347,17 @@ def _conv(attrs: ConvAttrs, x: np.ndarray, w: np.ndarray, int32: bool) -> np.nda
     # Channel-major where its columns gather longer runs from NCHW, and for a 1x1 kernel
     # without pads, whose columns are the input itself (strided: its pixels subsampled)
     pointwise = kernel_hw == (1, 1) and not any(attrs.pads) and oh * ow > 1
-    conv = _conv_channel_major if ow > nhwc_run or pointwise else _conv_patches
+    lowering = _conv_channel_major if ow > nhwc_run or pointwise else _conv_patches
     n = x.shape[0]
     per = n  # images per chunk; a 1x1 conv's columns are its input (or a subsample)
     if n > 1 and not pointwise:
         image = oh * ow * kernel_hw[0] * kernel_hw[1] * x.shape[1]  # patch entries per image
         per = max(1, PATCH_BYTES // (4 * image), PATCH_ROWS // (oh * ow))
     if per >= n:
-        return conv(attrs, x, w, oh, ow, integer, int32)
+        return lowering(attrs, x, w, oh, ow, integer, int32)
     out = None  # chunks of the batch (see PATCH_BYTES), joined
     for i in range(0, n, per):
-        y = conv(attrs, x[i : i + per], w, oh, ow, integer, int32, whole=False)
+        y = lowering(attrs, x[i : i + per], w, oh, ow, integer, int32, whole=False)
         if out is None:
             out = np.empty((n, *y.shape[1:]), y.dtype)
         out[i : i + per] = y
