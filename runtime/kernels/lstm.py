@@ -138,7 +138,7 @@ def _lstm_cell(attrs: LSTMAttrs, r: np.ndarray, p: np.ndarray | None):
     The four gates come from one product R h into one [4H, B] buffer; their order i, o, f, c
     puts the three sigmoid gates in one contiguous block, so without peepholes one tanh call
     covers all four, sigmoid(v) being (1 + tanh(v/2)) / 2 (halving is exact; tanh never
-    overflows): five numpy calls where a sigmoid and a tanh took nine. With peepholes o
+    overflows): four numpy calls where a sigmoid and a tanh took eight. With peepholes o
     waits for c' and runs alone.
     """
     hs = r.shape[-1]

@@ -160,9 +160,9 @@ def layer_normalization(attrs: LayerNormAttrs, x, scale, bias=None):
     rows, d = math.prod(x.shape[:axis]), math.prod(trailing)
 
     def flat(p):  # scale or bias over the trailing axes, as one row
-        if p is None or p.shape == trailing:
-            return None if p is None else p.reshape(1, d)
-        return np.broadcast_to(p, trailing).reshape(1, d)
+        if p is None:
+            return None
+        return (p if p.shape == trailing else np.broadcast_to(p, trailing)).reshape(1, d)
 
     y, mean, inv_std = _normalize(x.reshape(rows, d), attrs.epsilon, flat(scale), flat(bias))
     stats = x.shape[:axis] + (1,) * (x.ndim - axis)
