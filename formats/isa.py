@@ -199,6 +199,19 @@ def writes(instr: Instruction) -> list[int]:
     return [instr.dst] if hasattr(instr, "dst") else []
 
 
+def last_reads(program: list[Instruction]) -> dict[int, list[int]]:
+    """By instruction index, the UB/ACC buffers whose last read happens there (the buffers
+    free after it)."""
+    last: dict[int, int] = {}
+    for k, instr in enumerate(program):
+        for b in reads(instr):
+            last[b] = k
+    by_step: dict[int, list[int]] = {}
+    for b, k in last.items():
+        by_step.setdefault(k, []).append(b)
+    return by_step
+
+
 def to_container(instr: Instruction) -> dict:
     """The Construct-buildable form of a typed instruction."""
     body = dataclasses.asdict(instr)

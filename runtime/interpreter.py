@@ -146,7 +146,7 @@ def compile_program(bundle: LoadedBundle) -> Program:
         if isinstance(instr, isa.Activate)
     }
     wide = {program[k].src for k, unit in units.items() if unit.takes_float} & sole
-    last_use = _last_uses(program)
+    last_use = isa.last_reads(program)
     fifo: deque[int] = deque()
     matrix_out: set[int] = set()
     steps = []
@@ -297,15 +297,3 @@ def _operand(o: isa.Operand, ub: dict[int, np.ndarray], w: list[np.ndarray]):
     if o.memory == "WEIGHTS":
         return w[o.index]
     return None
-
-
-def _last_uses(program: list[isa.Instruction]) -> dict[int, list[int]]:
-    """For each instruction index, the UB/ACC buffers whose last read happens there."""
-    last: dict[int, int] = {}
-    for k, instr in enumerate(program):
-        for b in isa.reads(instr):
-            last[b] = k
-    by_step: dict[int, list[int]] = {}
-    for b, k in last.items():
-        by_step.setdefault(k, []).append(b)
-    return by_step

@@ -198,7 +198,8 @@ class _Abstract:
         self.nbytes: dict[int, list[int]] = {}  # of each defined buffer, per binding
         self.fifo: deque[int] = deque()
         self.written: set[int] = set()
-        writes, frees = _uses(f.program)
+        writes = [tuple(isa.writes(instr)) for instr in f.program]
+        frees = isa.last_reads(f.program)
         n = len(self.bindings)
         live, peak, none = [0] * n, [0] * n, [0] * n
         for k, instr in enumerate(f.program):
@@ -393,16 +394,6 @@ class _Abstract:
     def fail(self, message: str):
         instr = self.file.program[self.k]
         raise _Violation(f"instruction #{self.k} ({_name(instr)}): {message}")
-
-
-def _uses(program: list[isa.Instruction]) -> tuple[list[tuple[int, ...]], dict[int, list[int]]]:
-    """The buffers each instruction writes, and by instruction the buffers it reads last
-    (freed after it)."""
-    last_read = {b: k for k, instr in enumerate(program) for b in isa.reads(instr)}
-    frees: dict[int, list[int]] = {}
-    for b, k in last_read.items():
-        frees.setdefault(k, []).append(b)
-    return [tuple(isa.writes(instr)) for instr in program], frees
 
 
 # -- attributes -----------------------------------------------------------------------------
