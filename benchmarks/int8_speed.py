@@ -23,6 +23,10 @@ The figures printed:
     int8 / fp32      dlcc's int8 path against its own float path (goal <= 1.0)
     fp32 / ort       dlcc's interpreter against onnxruntime fp32 (goal <= 1.0 at 256, <= 2 at 1)
     int8 / qdq       dlcc's int8 path against onnxruntime's QDQ int8 (goal <= 1.5)
+
+and, first, the floor under fp32 / ort that is not dlcc's code: one float32 product through
+numpy (the OpenBLAS it ships) against a one-node onnxruntime MatMul (MLAS) of the same shape,
+for the GEMMs that dominate the samples at batch 256 and a ResNet 3x3 convolution's im2col.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ class _Reader(CalibrationDataReader):
         return next(self.feeds, None)
 
 
-def _session(path: str, threads: int) -> ort.InferenceSession:
+def _session(path: str | bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -167,6 +171,47 @@ def runners(name: str, tmp: str, threads: int) -> dict[str, tuple[Callable, int]
     }
 
 
+# (M, K, N): LeNet-300-100's and LeNet-5's fc1 at batch 256; the --arch ResNet-18's 3x3
+# 64->64 conv (16x16 maps) at batch 32 as one im2col product
+GEMMS = ((256, 784, 300), (256, 800, 500), (8192, 576, 64))
+
+
+def gemm_ceiling(threads: int, rounds: int) -> list[tuple]:
+    """numpy's float32 matmul against onnxruntime's MatMul node, per shape in GEMMS."""
+    rows = []
+    for m, k, n in GEMMS:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((m, k), np.float32)
+        w = rng.standard_normal((k, n), np.float32)
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "gemm",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [m, k])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [m, n])],
+            [onnx.numpy_helper.from_array(w, "w")],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        session = _session(model.SerializeToString(), threads)
+        out = np.empty((m, n), np.float32)
+        med = interleaved(
+            {
+                "numpy": lambda x=x, w=w, out=out: np.matmul(x, w, out=out),
+                "ort": lambda x=x, s=session: s.run(None, {"x": x}),
+            },
+            rounds,
+        )
+        ratio = med["numpy"] / med["ort"]
+        rows.append(
+            (
+                f"{m}x{k}x{n}",
+                f"{med['numpy'] * 1e3:.3f}",
+                f"{med['ort'] * 1e3:.3f}",
+                f"{ratio:.2f}x",
+            )
+        )
+    return rows
+
+
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds per call of each fn: `rounds` rounds, each calling every fn in turn
     (enough calls per round to last ~20 ms, so timer and scheduler noise averages out)."""
@@ -201,6 +246,7 @@ def main() -> None:
     rows = []
     # dlcc's BLAS threads for the whole run (onnxruntime's are set per session).
     with blas_threads(args.threads or None), tempfile.TemporaryDirectory() as tmp:
+        gemms = gemm_ceiling(args.threads, rounds)
         if args.arch:
             _arch_models(tmp)
         names = args.only.split(",") if args.only else list(MODELS)
@@ -226,6 +272,8 @@ def main() -> None:
         "int8/fp32", "fp32/ort", "int8/qdq",
     )  # fmt: skip
     print(f"threads: {args.threads or 'defaults'}; medians of {rounds} interleaved rounds")
+    print("one float32 GEMM (M x K x N), numpy (OpenBLAS) against onnxruntime's MatMul (MLAS):")
+    print(table(gemms, ("GEMM", "numpy ms", "ort ms", "numpy/ort")))
     print(table(rows, header))
 
 
