@@ -1,5 +1,5 @@
-"""Depthwise Conv, tap by tap and all taps in one windowed product (runtime/kernels/
-depthwise.py), against a float64 brute force."""
+"""Depthwise Conv, tap by tap (NCHW) and all taps in one einsum (channels last) (runtime/
+kernels/depthwise.py), against a float64 brute force."""
 
 import itertools
 
@@ -36,12 +36,12 @@ CASES = [  # (x shape, filters per channel, kernel, strides, dilations, pads)
 ]
 
 
-@pytest.mark.parametrize("windowed", [0, depthwise.WINDOWED])  # 0: every case tap by tap
+@pytest.mark.parametrize("lowering", ["_tap_by_tap", "_windowed"])  # every case both ways
 @pytest.mark.parametrize("shape, mult, kernel, strides, dilations, pads", CASES)
 def test_depthwise_matches_brute_force(
-    shape, mult, kernel, strides, dilations, pads, windowed, monkeypatch
+    shape, mult, kernel, strides, dilations, pads, lowering, monkeypatch
 ):
-    monkeypatch.setattr(depthwise, "WINDOWED", windowed)
+    monkeypatch.setattr(depthwise, "_lowering", lambda m, ow: getattr(depthwise, lowering))
     rng = np.random.default_rng(0)
     attrs = ConvAttrs(strides=strides, pads=pads, dilations=dilations, group=shape[1])
     w_shape = (shape[1] * mult, 1, *kernel)
