@@ -280,6 +280,15 @@ def test_unary(batch, op):
     check(op, NoAttrs(), [x], run_onnx(op, [x]))
 
 
+@pytest.mark.parametrize("op", ["HardSwish", "HardSigmoid"])
+def test_piecewise_linear_activations_are_onnxruntimes_bit_for_bit(op):
+    """alpha * x + beta, clipped (times x): the spec's float32 operations, in its order."""
+    x = rand(np.random.default_rng(9), 4, 2500, scale=4.0)
+    attrs = HardSigmoidAttrs() if op == "HardSigmoid" else NoAttrs()
+    (expected,) = run_onnx(op, [x], oracle="onnxruntime")
+    assert np.array_equal(get_kernel(op).fn(attrs, x), expected)
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("alpha", [0.01, 0.2, 1.5])
 def test_leaky_relu(batch, alpha):
