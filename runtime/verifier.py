@@ -41,6 +41,7 @@ from dlcc.formats.bundle import (
     TensorRecord,
 )
 from dlcc.formats.huffman import SYMBOL_BITS
+from dlcc.runtime.activate import SPREAD_RATIO
 from dlcc.runtime.kernels import (
     F32,
     I8,
@@ -523,12 +524,17 @@ def _resident_weight_bytes(file: BundleFile) -> int:
     """The weights' bytes while the bundle runs: every tensor decoded, plus the most the
     matrix engines derive once from a weight they read (kernels.constants.derived): a Conv
     filter's matrix, an int8 weight's float32 copy (SGEMM's operand; for a Conv, its matrix
-    too) and an int8 Dense weight's live-row mask (runtime/sparse.py)."""
+    too) and an int8 Dense weight's live-row mask (runtime/sparse.py); and each float
+    ACTIVATE's bias written out over an image (runtime/activate.py, `spread_bias`)."""
     total = sum(_nbytes(t.shape, t.dtype) for t in file.tensors)
     fifo: deque[int] = deque()
     derived: dict[tuple[int, str], int] = {}
     for instr in file.program:
-        if isinstance(instr, isa.ReadWeights):
+        if isinstance(instr, isa.Activate) and instr.requant == isa.NO_TENSOR:
+            if instr.bias < len(file.tensors):
+                t = file.tensors[instr.bias]
+                total += SPREAD_RATIO * _nbytes(t.shape, t.dtype)
+        elif isinstance(instr, isa.ReadWeights):
             fifo.append(instr.tensor)
         elif isinstance(instr, isa.MatrixMultiply | isa.Convolve) and fifo:
             k = fifo.popleft()

@@ -23,7 +23,7 @@ from test_quant import requantize_int64
 import dlcc
 import dlcc.runtime.activate as activate_module
 from dlcc.formats import isa
-from dlcc.runtime.activate import ActivateUnit
+from dlcc.runtime.activate import ActivateUnit, spread_bias
 from dlcc.runtime.interpreter import Interpreter
 from dlcc.runtime.kernels import code_of, get_kernel, kernel_at, load_all
 from dlcc.runtime.kernels.activation import LeakyReluAttrs
@@ -84,6 +84,7 @@ CASES = {  # name: (bias, function, requant, table)
         ((7, 300), (300,), 1000),  # Dense, runs of rows
         ((3, 20, 9, 9), (20, 1, 1), 1 << 16),  # Conv, one block
         ((3, 20, 9, 9), (20, 1, 1), 500),  # Conv, runs of channels within one image
+        ((3, 20, 2, 2), (20, 1, 1), 1 << 16),  # Conv over 2x2 maps: a float bias written out
         ((300,), (300,), 64),  # a 1-D accumulator, runs of channels
     ],
 )
@@ -153,6 +154,19 @@ def test_float32_and_strided_accumulators_give_the_int32_result(
             got = unit(a.copy() if owned else a, owned)
             assert got.dtype == expected.dtype and got.flags.c_contiguous
             np.testing.assert_array_equal(got, expected)
+
+
+def test_a_float_bias_is_written_out_over_an_image_of_few_pixels_only():
+    bias = np.arange(20, dtype=np.float32).reshape(20, 1, 1)
+    spread = spread_bias(bias, (3, 20, 2, 2))  # 4 pixels a channel: written out
+    assert spread.shape == (1, 20, 2, 2) and spread.flags.c_contiguous
+    assert np.array_equal(
+        np.broadcast_to(spread, (3, 20, 2, 2)), np.broadcast_to(bias, (3, 20, 2, 2))
+    )
+    assert spread_bias(bias, (3, 20, 9, 9)) is bias  # 81 > SPREAD_RATIO: the broadcast one
+    dense = np.ones(300, np.float32)
+    assert spread_bias(dense, (7, 300)) is dense  # nothing to write out
+    assert spread_bias(bias, (3, 7, 2, 2)) is bias  # a mismatch: numpy's add will say so
 
 
 def test_a_bias_that_could_wrap_int32_keeps_the_accumulators_int32():
