@@ -41,7 +41,7 @@ CASES = [  # (x shape, filters per channel, kernel, strides, dilations, pads)
 def test_depthwise_matches_brute_force(
     shape, mult, kernel, strides, dilations, pads, lowering, monkeypatch
 ):
-    monkeypatch.setattr(depthwise, "_lowering", lambda m, ow: getattr(depthwise, lowering))
+    monkeypatch.setattr(depthwise, "_lowering", lambda m, pixels: getattr(depthwise, lowering))
     rng = np.random.default_rng(0)
     attrs = ConvAttrs(strides=strides, pads=pads, dilations=dilations, group=shape[1])
     w_shape = (shape[1] * mult, 1, *kernel)
