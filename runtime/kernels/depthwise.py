@@ -71,8 +71,9 @@ def _tap_by_tap(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.nda
     kh, kw = w.shape[2:]
     (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
     top, left, bottom, right = attrs.pads
-    rows = -(-max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1) // sh) + 1  # (spare)
     cols = -(-max(wd + left + right, (ow - 1) * sw + (kw - 1) * dw + 1) // sw)
+    rows = -(-max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1) // sh)
+    rows += 1  # a spare row of padding: a run that starts c_j columns in ends c_j past a row
     per = max(1, BLOCK // (m * oh * cols))
     phases = np.zeros((min(per, n), m, sh, sw, rows, cols), np.float32)  # pads stay zero
     acc = np.empty((min(per, n), m, oh * cols), np.float32)
