@@ -24,9 +24,11 @@ The figures printed:
     fp32 / ort       dlcc's interpreter against onnxruntime fp32 (goal <= 1.0 at 256, <= 2 at 1)
     int8 / qdq       dlcc's int8 path against onnxruntime's QDQ int8 (goal <= 1.5)
 
-and, first, the floor under fp32 / ort that is not dlcc's code: one float32 product through
-numpy (the OpenBLAS it ships) against a one-node onnxruntime MatMul (MLAS) of the same shape,
-for the GEMMs that dominate the samples at batch 256 and a ResNet 3x3 convolution's im2col.
+and, first, single nodes against onnxruntime's (`floors`): one float32 product through numpy
+(the OpenBLAS it ships) against a MatMul node (MLAS) of the same shape, for the GEMMs that
+dominate the samples at batch 256 and a ResNet 3x3 convolution's im2col (the part of
+fp32 / ort that is not dlcc's code), and dlcc's Conv kernel against a Conv node (onnxruntime's
+direct NCHWc convolution) on ResNet-18's 3x3 layers.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ from onnxruntime.quantization import (
 )
 
 import dlcc
+from dlcc.runtime.kernels import get_kernel
+from dlcc.runtime.kernels.matrix import ConvAttrs
+from dlcc.runtime.memory import keep_freed_memory
 
 try:
     from dlcc.runtime.threads import blas_threads
@@ -174,39 +179,51 @@ def runners(name: str, tmp: str, threads: int) -> dict[str, tuple[Callable, int]
 # (M, K, N): LeNet-300-100's and LeNet-5's fc1 at batch 256; the --arch ResNet-18's 3x3
 # 64->64 conv (16x16 maps) at batch 32 as one im2col product
 GEMMS = ((256, 784, 300), (256, 800, 500), (8192, 576, 64))
+# (x, w): that conv itself, and ResNet-18's 3x3 256->256 one (4x4 maps), pads 1
+CONVS = (((32, 64, 16, 16), (64, 64, 3, 3)), ((32, 256, 4, 4), (256, 256, 3, 3)))
 
 
-def gemm_ceiling(threads: int, rounds: int) -> list[tuple]:
-    """numpy's float32 matmul against onnxruntime's MatMul node, per shape in GEMMS."""
-    rows = []
+def floors(threads: int, rounds: int) -> list[tuple]:
+    """One node at a time against onnxruntime's: numpy's float32 matmul against a MatMul
+    node, per shape in GEMMS (the BLAS), and dlcc's Conv kernel against a Conv node, per
+    shape in CONVS (im2col and SGEMM against onnxruntime's direct convolution)."""
+    keep_freed_memory()  # as a bundle's run does: no page faults charged to the kernel
+    rng = np.random.default_rng(0)
+    conv = get_kernel("Conv").fn
+    cases = []
     for m, k, n in GEMMS:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((m, k), np.float32)
-        w = rng.standard_normal((k, n), np.float32)
+        out = np.empty((m, n), np.float32)
+        x, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+        node = onnx.helper.make_node("MatMul", ["x", "w"], ["y"])
+        ours = functools.partial(np.matmul, x, w, out=out)
+        cases.append((f"MatMul {m}x{k}x{n}", node, x, w, ours))
+    for xs, ws in CONVS:
+        x, w = rng.standard_normal(xs, np.float32), rng.standard_normal(ws, np.float32)
+        node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)
+        ours = functools.partial(conv, ConvAttrs(pads=(1, 1, 1, 1)), x, w)
+        cases.append(
+            (f"Conv {'x'.join(map(str, xs))} by {'x'.join(map(str, ws))}", node, x, w, ours)
+        )
+    rows = []
+    for label, node, x, w, ours in cases:
         graph = onnx.helper.make_graph(
-            [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
-            "gemm",
-            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [m, k])],
-            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [m, n])],
+            [node],
+            "one_node",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
             [onnx.numpy_helper.from_array(w, "w")],
         )
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
         session = _session(model.SerializeToString(), threads)
-        out = np.empty((m, n), np.float32)
         med = interleaved(
-            {
-                "numpy": lambda x=x, w=w, out=out: np.matmul(x, w, out=out),
-                "ort": lambda x=x, s=session: s.run(None, {"x": x}),
-            },
-            rounds,
+            {"dlcc": ours, "ort": lambda x=x, s=session: s.run(None, {"x": x})}, rounds
         )
-        ratio = med["numpy"] / med["ort"]
         rows.append(
             (
-                f"{m}x{k}x{n}",
-                f"{med['numpy'] * 1e3:.3f}",
+                label,
+                f"{med['dlcc'] * 1e3:.3f}",
                 f"{med['ort'] * 1e3:.3f}",
-                f"{ratio:.2f}x",
+                f"{med['dlcc'] / med['ort']:.2f}x",
             )
         )
     return rows
@@ -246,7 +263,7 @@ def main() -> None:
     rows = []
     # dlcc's BLAS threads for the whole run (onnxruntime's are set per session).
     with blas_threads(args.threads or None), tempfile.TemporaryDirectory() as tmp:
-        gemms = gemm_ceiling(args.threads, rounds)
+        nodes = floors(args.threads, rounds)
         if args.arch:
             _arch_models(tmp)
         names = args.only.split(",") if args.only else list(MODELS)
@@ -272,8 +289,8 @@ def main() -> None:
         "int8/fp32", "fp32/ort", "int8/qdq",
     )  # fmt: skip
     print(f"threads: {args.threads or 'defaults'}; medians of {rounds} interleaved rounds")
-    print("one float32 GEMM (M x K x N), numpy (OpenBLAS) against onnxruntime's MatMul (MLAS):")
-    print(table(gemms, ("GEMM", "numpy ms", "ort ms", "numpy/ort")))
+    print("one node: numpy's matmul (OpenBLAS) and dlcc's Conv kernel against onnxruntime's:")
+    print(table(nodes, ("node", "dlcc ms", "ort ms", "dlcc/ort")))
     print(table(rows, header))
 
 
