@@ -395,18 +395,21 @@ def _conv_channel_major(attrs: ConvAttrs, x, w, oh, ow, integer: bool, int32: bo
     g = attrs.group
     top, left, bottom, right = attrs.pads
     (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
-    if any(attrs.pads):
-        xp = np.zeros((n, c, h + top + bottom, wd + left + right), x.dtype)
-        xp[:, :, top : top + h, left : left + wd] = x
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs.pads):  # the columns are x itself
+        columns = np.ascontiguousarray(x).reshape(n * g, cg, oh * ow)
     else:
-        xp = np.ascontiguousarray(x)
-    s_n, s_c, s_h, s_w = xp.strides
-    windows = strided_view(
-        xp,
-        shape=(n, g, cg, kh, kw, oh, ow),
-        strides=(s_n, cg * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
-    )
-    columns = np.ascontiguousarray(windows).reshape(n * g, cg * kh * kw, oh * ow)
+        if any(attrs.pads):
+            xp = np.zeros((n, c, h + top + bottom, wd + left + right), x.dtype)
+            xp[:, :, top : top + h, left : left + wd] = x
+        else:
+            xp = np.ascontiguousarray(x)
+        s_n, s_c, s_h, s_w = xp.strides
+        windows = strided_view(
+            xp,
+            shape=(n, g, cg, kh, kw, oh, ow),
+            strides=(s_n, cg * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+        )
+        columns = np.ascontiguousarray(windows).reshape(n * g, cg * kh * kw, oh * ow)
     weights = w.reshape(g, m // g, cg * kh * kw)
     if n * g == 1:  # numpy's stacked matmul of one matrix is ~10x slower than 2-D
         y = _product(weights[0], columns[0], integer, int32)
