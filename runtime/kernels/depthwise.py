@@ -13,15 +13,10 @@ by the layout whose innermost run is longer (`_lowering`):
   channels and never writes the products out: 1.5-3.3x the speed of a multiply and an add
   per tap, over MobileNetV3-small's layers at batch 1 to 256 (in blocks of images of about
   BLOCK outputs, whose padded copy stays in cache: 10-40% more at batch 256);
-- NCHW otherwise (few channels), tap by tap, one multiply and one add each over
-  long contiguous runs: each block of images (about BLOCK outputs) is copied zero-padded
-  and split into the stride's phases, phase (p, q) holding the padded pixels (p + a*sh,
-  q + b*sw), so that for output (r, c) tap (i, j) reads pixel (r + i*dh // sh, c + j*dw //
-  sw) of phase (i*dh % sh, j*dw % sw). Flattened, a tap is then one run of OH x (phase
-  width) pixels, shifted by its offset: the products are computed over whole phase rows
-  (the columns past OW are dropped at the end) with an inner loop of hundreds of elements,
-  where one rectangle per tap ran numpy's loop over OW at a time (0.3-0.7x the time).
-  (An einsum here runs along a kernel row, a few elements: 1.3-4x slower.)
+- NCHW otherwise (few channels), tap by tap, one multiply and one add each over one
+  contiguous run of a block of images (about BLOCK outputs) padded and split into the
+  stride's phases (runtime/kernels/phases.py): 0.36-0.68x the time of one rectangle per
+  tap. (An einsum here runs along a kernel row, a few elements: 1.3-4x slower.)
 
 Integer operands (int8) are summed in float32, exact: kh*kw products of at most 2^14 stay
 below 2^24 for kernels up to 32x32, which `exact_taps` checks; the sums are integers in any
@@ -32,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlcc.runtime.kernels.phases import TapRuns
 from dlcc.runtime.kernels.strided import padded_nhwc, strided_view
 
 CHANNELS_LAST = 32  # channels from which the einsum's loop over them outruns the taps'
@@ -65,39 +61,22 @@ def _lowering(channels: int, pixels: int):
 
 
 def _tap_by_tap(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.ndarray:
-    """The NCHW depthwise conv, one multiply and one add per tap over long runs (see the
-    module), per block of images."""
-    n, m, h, wd = x.shape
-    kh, kw = w.shape[2:]
-    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
-    top, left, bottom, right = attrs.pads
-    cols = -(-max(wd + left + right, (ow - 1) * sw + (kw - 1) * dw + 1) // sw)
-    rows = -(-max(h + top + bottom, (oh - 1) * sh + (kh - 1) * dh + 1) // sh)
-    rows += 1  # a spare row of padding: a run that starts c_j columns in ends c_j past a row
-    per = max(1, BLOCK // (m * oh * cols))
-    phases = np.zeros((min(per, n), m, sh, sw, rows, cols), np.float32)  # pads stay zero
-    acc = np.empty((min(per, n), m, oh * cols), np.float32)
+    """The NCHW depthwise conv, one multiply and one add per tap over its run of a block of
+    images (phases.TapRuns)."""
+    n, m = x.shape[:2]
+    grid = TapRuns(x.shape, w.shape[2:], attrs, (oh, ow), BLOCK, 0, np.float32)
+    acc = np.empty((grid.per, m, oh * grid.cols), np.float32)
     term = np.empty_like(acc)
+    taps = w[:, 0].reshape(m, -1, 1).transpose(1, 0, 2)  # [kh*kw, M, 1], in tap order
     out = np.empty((n, m, oh, ow), np.float32)
-    for lo in range(0, n, per):
-        hi = min(lo + per, n)
-        xs, a, t = phases[: hi - lo], acc[: hi - lo], term[: hi - lo]
-        for p in range(sh):  # input row k is padded row k + top: phase row (k + top) // sh
-            k0 = (p - top) % sh
-            for q in range(sw):
-                l0 = (q - left) % sw
-                part = x[lo:hi, :, k0::sh, l0::sw]
-                r0, c0 = (k0 + top) // sh, (l0 + left) // sw
-                xs[:, :, p, q, r0 : r0 + part.shape[2], c0 : c0 + part.shape[3]] = part
-        flat = xs.reshape(hi - lo, m, sh, sw, rows * cols)
-        for i in range(kh):
-            for j in range(kw):
-                (a_i, p), (c_j, q) = divmod(i * dh, sh), divmod(j * dw, sw)
-                run = flat[:, :, p, q, a_i * cols + c_j : (a_i + oh) * cols + c_j]
-                np.multiply(run, w[:, 0, i, j, None], out=t if i or j else a)
-                if i or j:
-                    np.add(a, t, out=a)
-        out[lo:hi] = a.reshape(hi - lo, m, oh, cols)[..., :ow]
+    for lo in range(0, n, grid.per):
+        grid.load(x[lo : lo + grid.per])
+        a, t = acc[: grid.count], term[: grid.count]
+        for k, run in enumerate(grid.runs()):
+            np.multiply(run, taps[k], out=t if k else a)
+            if k:
+                np.add(a, t, out=a)
+        out[lo : lo + grid.count] = grid.crop(a)
     return out
 
 

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all, matrix
+from dlcc.runtime.kernels import NoAttrs, get_kernel, load_all, matrix, pooling
 from dlcc.runtime.kernels.activation import ClipAttrs, LeakyReluAttrs, SoftmaxAttrs
 from dlcc.runtime.kernels.gru import GRUAttrs
 from dlcc.runtime.kernels.indexing import GatherAttrs, SliceAttrs
@@ -357,18 +357,38 @@ def _pool_check(op, batch, case, oracle):
     check(op, PoolAttrs(k, s, pads, dil, ceil, cip), [x], expected)
 
 
+@pytest.mark.parametrize("runs_from", [None, 0])  # 0: padded strided pools over phase runs
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
-def test_pool(batch, op, case):
+def test_pool(batch, op, case, runs_from, monkeypatch):
+    if runs_from is not None:
+        monkeypatch.setattr(pooling, "RUNS_FROM", runs_from)
     _pool_check(op, batch, case, "reference")
 
 
+@pytest.mark.parametrize("runs_from", [None, 0])
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 @pytest.mark.parametrize("case", POOL_CASES_ORT, ids=str)
-def test_pool_vs_onnxruntime(batch, op, case):
+def test_pool_vs_onnxruntime(batch, op, case, runs_from, monkeypatch):
+    if runs_from is not None:
+        monkeypatch.setattr(pooling, "RUNS_FROM", runs_from)
     _pool_check(op, batch, case, "onnxruntime")
+
+
+@pytest.mark.parametrize("case", POOL_CASES + POOL_CASES_ORT, ids=str)
+def test_pool_over_phase_runs_is_bit_identical(case, monkeypatch):
+    """The same maxima (int8 and float) and float sums over phase runs as over strided views."""
+    k, s, pads, dil, ceil, cip, (h, w) = case
+    attrs = PoolAttrs(k, s, pads, dil, ceil, cip)
+    rng = np.random.default_rng(11)
+    xs = [rand(rng, 3, 4, h, w), rng.integers(-128, 128, (3, 4, h, w)).astype(np.int8)]
+    ops = [("MaxPool", x) for x in xs] + [("AveragePool", xs[0])]
+    views = [get_kernel(op).fn(attrs, x) for op, x in ops]
+    monkeypatch.setattr(pooling, "RUNS_FROM", 0)
+    for (op, x), expected in zip(ops, views):
+        assert np.array_equal(get_kernel(op).fn(attrs, x), expected, equal_nan=True), op
 
 
 @pytest.mark.parametrize("batch", BATCHES)
