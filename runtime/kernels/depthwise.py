@@ -63,21 +63,20 @@ def _lowering(channels: int, pixels: int):
 def _tap_by_tap(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.ndarray:
     """The NCHW depthwise conv, one multiply and one add per tap over its run of a block of
     images (phases.TapRuns)."""
-    n, m = x.shape[:2]
+    m = x.shape[1]
     grid = TapRuns(x.shape, w.shape[2:], attrs, (oh, ow), BLOCK, 0, np.float32)
-    acc = np.empty((grid.per, m, oh * grid.cols), np.float32)
-    term = np.empty_like(acc)
+    term = np.empty((grid.per, m, oh * grid.cols), np.float32)
     taps = w[:, 0].reshape(m, -1, 1).transpose(1, 0, 2)  # [kh*kw, M, 1], in tap order
-    out = np.empty((n, m, oh, ow), np.float32)
-    for lo in range(0, n, grid.per):
-        grid.load(x[lo : lo + grid.per])
-        a, t = acc[: grid.count], term[: grid.count]
-        for k, run in enumerate(grid.runs()):
-            np.multiply(run, taps[k], out=t if k else a)
-            if k:
-                np.add(a, t, out=a)
-        out[lo : lo + grid.count] = grid.crop(a)
-    return out
+
+    def step(acc: np.ndarray, k: int, run: np.ndarray) -> None:
+        if k:
+            t = term[: len(acc)]
+            np.multiply(run, taps[k], out=t)
+            np.add(acc, t, out=acc)
+        else:
+            np.multiply(run, taps[0], out=acc)
+
+    return grid.fold(x, step)
 
 
 def _windowed(attrs, x: np.ndarray, w: np.ndarray, oh: int, ow: int) -> np.ndarray:

@@ -32,12 +32,26 @@ class TapRuns:
         shape = (self.per, c, sh, sw, rows, self.cols)  # its pads keep `fill`: loads skip them
         self.phases = np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
         self.flat = self.phases.reshape(self.per, c, sh, sw, rows * self.cols)
-        self.count = 0  # images loaded
 
-    def load(self, x: np.ndarray) -> None:
+    def fold(self, x: np.ndarray, step) -> np.ndarray:
+        """The output map [N, C, OH, OW] of x [N, C, H, W] (the phases' dtype): per block of
+        images, `step(acc, k, run)` for each tap k in order over its run, into one result
+        [B, C, OH * cols] that k = 0 writes first and the later taps update in place."""
+        n, c = x.shape[:2]
+        acc = np.empty((self.per, c, self.oh * self.cols), self.phases.dtype)
+        out = np.empty((n, c, self.oh, self.ow), self.phases.dtype)
+        for lo in range(0, n, self.per):
+            block = x[lo : lo + self.per]
+            self._load(block)
+            a = acc[: len(block)]
+            for k, run in enumerate(self._runs(len(block))):
+                step(a, k, run)
+            out[lo : lo + len(block)] = a.reshape(len(block), c, self.oh, self.cols)[..., : self.ow]
+        return out
+
+    def _load(self, x: np.ndarray) -> None:
         """Images x [B <= per, C, H, W] into the phases (cast to their dtype)."""
         sh, sw = self.phases.shape[2:4]
-        self.count = len(x)
         for p in range(sh):  # input row k is padded row k + top: phase row (k + top) // sh
             k0 = (p - self.top) % sh
             for q in range(sw):
@@ -45,18 +59,14 @@ class TapRuns:
                 part = x[:, :, k0::sh, l0::sw]
                 r0, c0 = (k0 + self.top) // sh, (l0 + self.left) // sw
                 rows, cols = slice(r0, r0 + part.shape[2]), slice(c0, c0 + part.shape[3])
-                self.phases[: self.count, :, p, q, rows, cols] = part
+                self.phases[: len(x), :, p, q, rows, cols] = part
 
-    def runs(self):
-        """Each tap's run over the loaded images' output maps, [B, C, OH * cols], in tap
-        order (row-major over the kernel)."""
+    def _runs(self, count: int):
+        """Each tap's run over the output maps of the first `count` images loaded, [B, C,
+        OH * cols], in tap order (row-major over the kernel)."""
         for (a, p), (b, q) in self.taps:
             start = a * self.cols + b
-            yield self.flat[: self.count, :, p, q, start : start + self.oh * self.cols]
-
-    def crop(self, result: np.ndarray) -> np.ndarray:
-        """A per-run result [B, C, OH * cols] as the output map [B, C, OH, OW] (a view)."""
-        return result.reshape(self.count, -1, self.oh, self.cols)[..., : self.ow]
+            yield self.flat[:count, :, p, q, start : start + self.oh * self.cols]
 
 
 def workspace(x_shape, kernel, attrs, out_hw) -> int:

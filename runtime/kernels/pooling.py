@@ -213,20 +213,15 @@ def _pool(x: np.ndarray, attrs: PoolAttrs, fill, combine) -> np.ndarray:
 
 def _pool_runs(x: np.ndarray, attrs: PoolAttrs, out_hw, fill, combine) -> np.ndarray:
     """`_pool` over each tap's run of blocks of images in phases (phases.TapRuns)."""
-    n, c = x.shape[:2]
+
+    def step(acc: np.ndarray, k: int, run: np.ndarray) -> None:
+        if k:
+            combine(acc, run, out=acc)
+        else:
+            np.copyto(acc, run)
+
     grid = phases.TapRuns(x.shape, attrs.kernel, attrs, out_hw, BLOCK, fill, x.dtype)
-    acc = np.empty((grid.per, c, out_hw[0] * grid.cols), x.dtype)
-    y = np.empty((n, c, *out_hw), x.dtype)
-    for lo in range(0, n, grid.per):
-        grid.load(x[lo : lo + grid.per])
-        a = acc[: grid.count]
-        for k, run in enumerate(grid.runs()):
-            if k:
-                combine(a, run, out=a)
-            else:
-                np.copyto(a, run)
-        y[lo : lo + grid.count] = grid.crop(a)
-    return y
+    return grid.fold(x, step)
 
 
 @functools.lru_cache(maxsize=256)
